@@ -1,0 +1,55 @@
+"""Every environment variable the runtime reads, in one place.
+
+All carry the ``ORCHESTRATOR_`` prefix; durations carry their unit in the name.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "settings"]
+
+
+def _default_runtime_dir() -> Path:
+    # Unix socket paths are limited to 108 bytes: keep this short.
+    if os.geteuid() == 0:
+        return Path("/run/orchestrator")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/orchestrator-{os.getuid()}")
+
+
+class Settings(BaseSettings):
+    """Runtime settings read from ``ORCHESTRATOR_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
+
+    runtime_dir: Path = Field(default_factory=_default_runtime_dir)
+    """Where desktops' socket directories live (sockets, ready markers, keys)."""
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/orchestrator")
+    """Where records, screenshots and files are stored."""
+
+    docker_host: str | None = None
+    """Docker engine address; default: DOCKER_HOST or the local unix socket."""
+
+    desktop_image: str | None = None
+    """Desktop image to run; default: the tag built from this checkout's desktop_image/."""
+
+    desktop_image_dir: Path = Path(__file__).resolve().parent.parent / "desktop_image"
+    """The desktop image's sources (Dockerfile and start-up), hashed into the image tag."""
+
+    desktop_ready_timeout_s: float = 30.0
+    """How long a desktop may take to report ready."""
+
+    display_base: int = 100
+    """First X display number used for host-side symlinks to desktops' X sockets."""
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,78 @@
+"""The one exception hierarchy of the runtime.
+
+Infrastructure failures are exceptions; tool failures (a click outside the screen, an
+unknown key name, a command that exits non-zero or times out) are *data*: an
+``ActionResult`` or ``CommandResult`` the model can read.
+
+    OrchestratorError
+    ├── ConfigError                 bad configuration or input to the runtime itself
+    ├── DockerError                 the Docker engine failed or refused
+    │   ├── DockerUnavailableError  no engine answers (the message says how to start one)
+    │   ├── ImageNotFoundError      the desktop image is missing (says how to build it)
+    │   └── ImageBuildError         building the base or desktop image failed
+    └── DesktopError                a desktop container misbehaved
+        ├── DesktopNotReadyError    it did not become ready before its deadline
+        ├── DesktopGoneError        its container stopped or was removed under us
+        ├── DisplayError            the X display could not be reached
+        └── ShellError              the SSH connection failed (not a failing command)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DesktopError",
+    "DesktopGoneError",
+    "DesktopNotReadyError",
+    "DisplayError",
+    "DockerError",
+    "DockerUnavailableError",
+    "ImageBuildError",
+    "ImageNotFoundError",
+    "OrchestratorError",
+    "ShellError",
+]
+
+
+class OrchestratorError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class ConfigError(OrchestratorError):
+    """Configuration or input to the runtime is invalid."""
+
+
+class DockerError(OrchestratorError):
+    """The Docker engine failed or refused a request."""
+
+
+class DockerUnavailableError(DockerError):
+    """No Docker engine answers on the configured socket."""
+
+
+class ImageNotFoundError(DockerError):
+    """The desktop image has not been built on this machine."""
+
+
+class ImageBuildError(DockerError):
+    """Building the base image or the desktop image failed."""
+
+
+class DesktopError(OrchestratorError):
+    """A desktop container failed."""
+
+
+class DesktopNotReadyError(DesktopError):
+    """A desktop did not report ready before its deadline."""
+
+
+class DesktopGoneError(DesktopError):
+    """The desktop's container stopped or was removed."""
+
+
+class DisplayError(DesktopError):
+    """The desktop's X display cannot be reached."""
+
+
+class ShellError(DesktopError):
+    """The desktop's SSH connection failed (a failing command is a result, not this)."""
