@@ -15,11 +15,17 @@ unknown key name, a command that exits non-zero or times out) are *data*: an
         ├── DesktopGoneError        its container stopped or was removed under us
         ├── DisplayError            the X display could not be reached
         └── ShellError              the SSH connection failed (not a failing command)
+    ├── BrainError                  a model gave no usable answer (after retries) or refused
+    ├── RecordError                 the record store failed to read or write
+    └── AgentError                  an agent cannot do what was asked (unknown, gone, busy)
+        └── NotFoundError           no such agent or task (for this tenant)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
+    "BrainError",
     "ConfigError",
     "DesktopError",
     "DesktopGoneError",
@@ -29,7 +35,9 @@ __all__ = [
     "DockerUnavailableError",
     "ImageBuildError",
     "ImageNotFoundError",
+    "NotFoundError",
     "OrchestratorError",
+    "RecordError",
     "ShellError",
 ]
 
@@ -76,3 +84,19 @@ class DisplayError(DesktopError):
 
 class ShellError(DesktopError):
     """The desktop's SSH connection failed (a failing command is a result, not this)."""
+
+
+class BrainError(OrchestratorError):
+    """A model gave no usable answer after retries, or refused; the task fails with this."""
+
+
+class RecordError(OrchestratorError):
+    """The record store failed to read or write."""
+
+
+class AgentError(OrchestratorError):
+    """An agent cannot do what was asked (it is gone, busy, or the request is invalid)."""
+
+
+class NotFoundError(AgentError):
+    """No such agent or task (for this tenant)."""

@@ -1,0 +1,48 @@
+"""Desktops: a real Linux desktop per agent, in a hardened container, driven at X speed.
+
+Names are imported lazily so that the spec can be used without the X11 and SSH layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._desktop import Desktop, LiveView, Screenshot
+    from ._owner import owner_is_alive, process_owner, register_owner_kind
+    from ._reaper import reap
+    from ._screen import Frame, Scaling
+    from ._spec import DesktopSpec
+
+__all__ = [
+    "Desktop",
+    "DesktopSpec",
+    "Frame",
+    "LiveView",
+    "Scaling",
+    "Screenshot",
+    "owner_is_alive",
+    "process_owner",
+    "reap",
+    "register_owner_kind",
+]
+
+_WHERE = {
+    "Desktop": "._desktop",
+    "LiveView": "._desktop",
+    "Screenshot": "._desktop",
+    "owner_is_alive": "._owner",
+    "process_owner": "._owner",
+    "register_owner_kind": "._owner",
+    "reap": "._reaper",
+    "Frame": "._screen",
+    "Scaling": "._screen",
+    "DesktopSpec": "._spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,176 @@
+"""One desktop container on the Docker engine: create it hardened, wait for ready, remove it.
+
+The container contract (see desktop_image/): the host directory ``<sockdir>/x11`` is the
+container's ``/tmp/.X11-unix`` and ``<sockdir>/run`` its ``/run/desktop``; desktop-init
+writes ``run/ready`` (or ``run/failed``) once Xvfb, the window manager, VNC and SSH are up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from .._docker import client, docker_call, translate_errors
+from ..errors import DesktopGoneError, DesktopNotReadyError
+from ._spec import DesktopSpec
+
+__all__ = ["CAPABILITIES", "LABEL", "ContainerInfo", "SocketDir", "create", "remove", "wait_ready"]
+
+LABEL = "orchestrator.desktop"
+"""Every desktop container carries this label; the runtime's own labels share its prefix."""
+
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "SYS_CHROOT"]
+"""The only capabilities a desktop keeps (sshd and the switch to the agent user need them)."""
+
+
+@dataclass(frozen=True)
+class SocketDir:
+    """The host directory shared with one desktop: its X socket and its run directory."""
+
+    root: Path
+
+    @property
+    def x11(self) -> Path:
+        return self.root / "x11"
+
+    @property
+    def x_socket(self) -> Path:
+        return self.x11 / "X0"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    def make(self) -> None:
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700)
+        self.x11.mkdir()
+        self.x11.chmod(0o1777)  # Xvfb runs as the agent user and creates X0 here
+        self.run.mkdir(mode=0o755)
+
+    def clear_markers(self) -> None:
+        for name in ("ready", "failed"):
+            (self.run / name).unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+
+
+def create(
+    spec: DesktopSpec, image: str, name: str, sockdir: SocketDir, labels: dict[str, str]
+) -> ContainerInfo:
+    """Create and start a hardened desktop container (blocking)."""
+    kwargs: dict[str, Any] = dict(
+        image=image,
+        name=name,
+        hostname="desktop",
+        detach=True,
+        labels={**spec.labels, **labels, LABEL: "1"},
+        environment={
+            "DESKTOP_WIDTH": str(spec.width),
+            "DESKTOP_HEIGHT": str(spec.height),
+            "DESKTOP_DEPTH": str(spec.depth),
+        },
+        volumes={
+            str(sockdir.x11): {"bind": "/tmp/.X11-unix", "mode": "rw"},
+            str(sockdir.run): {"bind": "/run/desktop", "mode": "rw"},
+        },
+        network_mode="none" if spec.network == "none" else "bridge",
+        cap_drop=["ALL"],
+        cap_add=CAPABILITIES,
+        security_opt=["no-new-privileges:true"],
+        pids_limit=spec.pids_limit,
+        mem_limit=f"{spec.memory_mb}m",
+        memswap_limit=f"{spec.memory_mb}m",
+        nano_cpus=int(spec.cpus * 1e9),
+        shm_size=f"{spec.shm_mb}m",
+    )
+    c = docker_call("starting a desktop container", client().containers.run, **kwargs)
+    return ContainerInfo(id=c.id, name=c.name)
+
+
+def state(container_id: str) -> str | None:
+    """The container's state (``running``, ``exited`` ...) or None when it no longer exists."""
+    with translate_errors("inspecting a desktop container"):
+        try:
+            return str(client().containers.get(container_id).status)
+        except docker.errors.NotFound:
+            return None
+
+
+def logs_tail(container_id: str, lines: int = 30) -> str:
+    """The last lines the container printed, for error messages ('' if unavailable)."""
+    try:
+        raw = client().containers.get(container_id).logs(tail=lines)
+    except Exception:  # noqa: BLE001 - best effort, only for messages
+        return ""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def remove(container_id: str) -> None:
+    """Kill and remove the container; a container already gone is fine."""
+    with translate_errors("removing a desktop container"):
+        try:
+            client().containers.get(container_id).remove(force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code == 409 and "in progress" in str(e):
+                return  # someone else is removing it already
+            raise
+
+
+def restart(container_id: str) -> None:
+    """Restart the container in place (desktop-init runs again)."""
+    with translate_errors("restarting a desktop container"):
+        client().containers.get(container_id).restart(timeout=3)
+
+
+async def wait_ready(sockdir: SocketDir, container_id: str, timeout_s: float) -> dict[str, Any]:
+    """Wait until desktop-init reports ready; raise with its reason or logs otherwise."""
+    deadline = time.monotonic() + timeout_s
+    ready, failed = sockdir.run / "ready", sockdir.run / "failed"
+    next_state_check = time.monotonic() + 0.25
+    while True:
+        if ready.exists():
+            try:
+                info: dict[str, Any] = json.loads(ready.read_text())
+                return info
+            except (OSError, ValueError):
+                pass  # written atomically, so only a rename race: look again
+        if failed.exists():
+            reason = failed.read_text(errors="replace").strip()
+            raise DesktopNotReadyError(
+                f"desktop {container_id[:12]} failed to start: {reason}\n"
+                f"{await asyncio.to_thread(logs_tail, container_id)}"
+            )
+        now = time.monotonic()
+        if now >= next_state_check:
+            next_state_check = now + 0.25
+            st = await asyncio.to_thread(state, container_id)
+            if st != "running" and st != "created" and st != "restarting":
+                logs = await asyncio.to_thread(logs_tail, container_id)
+                if st is None:
+                    raise DesktopGoneError(f"desktop {container_id[:12]} vanished while starting")
+                raise DesktopNotReadyError(
+                    f"desktop {container_id[:12]} is {st} before it was ready:\n{logs}"
+                )
+        if now >= deadline:
+            logs = await asyncio.to_thread(logs_tail, container_id)
+            raise DesktopNotReadyError(
+                f"desktop {container_id[:12]} not ready after {timeout_s:.0f} s:\n{logs}"
+            )
+        await asyncio.sleep(0.005)

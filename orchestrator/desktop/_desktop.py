@@ -1,0 +1,399 @@
+"""``Desktop``: the handle an agent holds on its own Linux desktop container.
+
+Screenshots and GUI actions go over the desktop's X socket (shared through a bind-mounted
+directory, no IP traffic) on one dedicated thread; shell commands and files go over one
+persistent SSH connection through a unix socket; the live view is a loopback-only proxy to
+the container's noVNC socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+
+from .. import actions as a
+from ..config import settings
+from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError
+from ..image import default_image
+from . import _container
+from ._display import allocate_display, release_display
+from ._liveview import LiveViewProxy
+from ._owner import process_owner
+from ._reaper import reap_in_background
+from ._screen import Frame, Scaling, encode
+from ._spec import DesktopSpec
+from ._ssh import ShellSession, generate_client_key
+from ._x11 import X11Session
+
+__all__ = ["Desktop", "LiveView", "Screenshot"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ImageFormat = Literal["png", "jpeg"]
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """An encoded screenshot and the geometry it was taken at."""
+
+    data: bytes
+    """The encoded image."""
+    format: ImageFormat
+    """``png`` or ``jpeg``."""
+    width: int
+    """Width of the image (the scaled size when a scaling was asked for)."""
+    height: int
+    """Height of the image."""
+    scaling: Scaling | None
+    """Maps the image's coordinates back to the screen's, when the image was scaled."""
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.format}"
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """Where a person can watch (and steer) the desktop in a browser: loopback only."""
+
+    url: str
+    """The noVNC page, with the desktop's VNC password in it: treat it as a secret."""
+    password: str
+    """The desktop's random VNC password."""
+
+
+class Desktop:
+    """A real Linux desktop in a hardened Docker container, driven at X-server speed.
+
+    Example:
+        >>> import asyncio
+        >>> from orchestrator import Desktop, actions
+        >>> async def demo() -> None:
+        ...     async with await Desktop.start() as desk:
+        ...         await desk.act(actions.KeyPress(keys=["ctrl", "alt", "t"]))
+        ...         print((await desk.run("echo hi")).stdout)
+        ...         png = (await desk.screenshot()).data
+    """
+
+    def __init__(
+        self,
+        *,
+        desktop_id: str,
+        spec: DesktopSpec,
+        image: str,
+        owner: str,
+        sockdir: _container.SocketDir,
+    ) -> None:
+        self.id = desktop_id
+        self.spec = spec
+        self.image = image
+        self.owner = owner
+        self.sockdir = sockdir
+        self.container_id: str | None = None
+        self.container_name = f"orchestrator-desktop-{desktop_id}"
+        self.display_number: int | None = None
+        self._client_key = generate_client_key()
+        self._vnc_password = secrets.token_urlsafe(8)[:8]  # RFB auth uses 8 characters
+        self._x: X11Session | None = None
+        self._x_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"x11-{desktop_id}")
+        self._shell: ShellSession | None = None
+        self._live: LiveViewProxy | None = None
+        self._closed = False
+        self.ready_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def start(
+        cls,
+        spec: DesktopSpec | None = None,
+        *,
+        owner: str | None = None,
+        labels: dict[str, str] | None = None,
+        ready_timeout_s: float | None = None,
+    ) -> Self:
+        """Start a desktop and return once it is ready (X, window manager, VNC and SSH up).
+
+        ``owner`` is written on the container (default: this process) so that the reaper can
+        remove desktops whose owner is gone; ``labels`` are extra container labels.
+        """
+        spec = spec or DesktopSpec()
+        cfg = settings()
+        reap_in_background()
+        desktop_id = secrets.token_hex(5)
+        desk = cls(
+            desktop_id=desktop_id,
+            spec=spec,
+            image=spec.image or default_image(),
+            owner=owner or process_owner(),
+            sockdir=_container.SocketDir(cfg.runtime_dir / "desktops" / desktop_id),
+        )
+        try:
+            await desk._launch(labels or {}, ready_timeout_s or cfg.desktop_ready_timeout_s)
+        except BaseException:
+            await desk.stop()
+            raise
+        return desk
+
+    async def _launch(self, labels: dict[str, str], timeout_s: float) -> None:
+        t0 = time.monotonic()
+        self.sockdir.make()
+        self._write_secrets()
+        info = await asyncio.to_thread(
+            _container.create,
+            self.spec,
+            self.image,
+            self.container_name,
+            self.sockdir,
+            {
+                **labels,
+                "orchestrator.owner": self.owner,
+                "orchestrator.desktop.id": self.id,
+                "orchestrator.sockdir": str(self.sockdir.root),
+            },
+        )
+        self.container_id = info.id
+        await self._connect(timeout_s)
+        log.info("desktop %s ready in %.2f s", self.id, time.monotonic() - t0)
+
+    def _write_secrets(self) -> None:
+        keys = self.sockdir.run / "authorized_keys"
+        keys.write_text(self._client_key.export_public_key().decode())
+        keys.chmod(0o644)
+        pw = self.sockdir.run / "vnc.passwd"
+        pw.touch(mode=0o600)
+        pw.write_text(self._vnc_password + "\n")
+
+    async def _connect(self, timeout_s: float) -> None:
+        assert self.container_id is not None
+        self.ready_info = await _container.wait_ready(self.sockdir, self.container_id, timeout_s)
+        if self.display_number is None:
+            self.display_number = await asyncio.to_thread(
+                allocate_display, self.sockdir.x_socket, settings().display_base
+            )
+        display = f":{self.display_number}"
+
+        def open_x() -> X11Session:
+            return X11Session(display)
+
+        async def open_shell() -> ShellSession:
+            return await ShellSession.connect(
+                self.sockdir.run / "ssh.sock",
+                self._client_key,
+                self.sockdir.run / "ssh_host_key.pub",
+                timeout=timeout_s,
+            )
+
+        x, shell = await asyncio.gather(
+            asyncio.get_running_loop().run_in_executor(self._x_thread, open_x),
+            open_shell(),
+            return_exceptions=True,
+        )
+        if isinstance(x, X11Session):
+            self._x = x
+        if isinstance(shell, ShellSession):
+            self._shell = shell
+        for result in (x, shell):
+            if isinstance(result, BaseException):
+                raise result
+
+    async def stop(self) -> None:
+        """Remove the container and everything on the host that belonged to it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._disconnect()
+        if self.container_id is not None:
+            await asyncio.to_thread(_container.remove, self.container_id)
+        if self.display_number is not None:
+            release_display(self.display_number, self.sockdir.x_socket)
+        self._x_thread.shutdown(wait=False)
+        self.sockdir.remove()
+
+    async def _disconnect(self) -> None:
+        if self._live is not None:
+            await self._live.close()
+            self._live = None
+        if self._shell is not None:
+            await self._shell.close()
+            self._shell = None
+        if self._x is not None:
+            x, self._x = self._x, None
+            await asyncio.get_running_loop().run_in_executor(self._x_thread, x.close)
+
+    async def restart(self, ready_timeout_s: float | None = None) -> None:
+        """Restart the container in place (a fresh desktop session, same files) and reconnect."""
+        self._check_open()
+        assert self.container_id is not None
+        await self._disconnect()
+        self.sockdir.clear_markers()
+        await asyncio.to_thread(_container.restart, self.container_id)
+        await self._connect(ready_timeout_s or settings().desktop_ready_timeout_s)
+
+    async def is_alive(self) -> bool:
+        """Whether the container is still running."""
+        if self._closed or self.container_id is None:
+            return False
+        return await asyncio.to_thread(_container.state, self.container_id) == "running"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ screen and input
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The screen size in pixels."""
+        return (self.spec.width, self.spec.height)
+
+    @property
+    def display(self) -> str:
+        """The host-side X display name of this desktop (e.g. ``:101``)."""
+        if self.display_number is None:
+            raise DesktopError("desktop is not started")
+        return f":{self.display_number}"
+
+    async def _on_x(self, fn: Any, *args: Any) -> Any:
+        self._check_open()
+        x = self._x
+        if x is None:
+            raise DisplayError(f"desktop {self.id} has no display connection")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._x_thread, lambda: fn(x, *args)
+            )
+        except DisplayError as e:
+            await self._raise_if_gone(e)
+            raise
+
+    async def grab(self) -> Frame:
+        """The raw screen contents (BGRA), at X-server speed."""
+        frame: Frame = await self._on_x(X11Session.grab)
+        return frame
+
+    async def screenshot(
+        self,
+        format: ImageFormat = "png",
+        *,
+        quality: int = 85,
+        scaling: Scaling | None = None,
+    ) -> Screenshot:
+        """Grab and encode the screen, optionally scaled to ``scaling``'s size."""
+        frame = await self.grab()
+        size = (scaling.width, scaling.height) if scaling is not None else None
+        data = await asyncio.to_thread(encode, frame, format, quality=quality, size=size)
+        w, h = size or (frame.width, frame.height)
+        return Screenshot(data=data, format=format, width=w, height=h, scaling=scaling)
+
+    async def act(self, action: a.Action, scaling: Scaling | None = None) -> a.ActionResult:
+        """Carry out one action; failures the model should read come back as a result."""
+        if isinstance(action, a.Shell):
+            t0 = time.monotonic()
+            res = await self.run(
+                action.command, timeout=action.timeout_s, cwd=action.cwd, user=action.user
+            )
+            return a.ActionResult(
+                ok=res.ok,
+                error=None if res.ok else _describe_failure(res),
+                command=res,
+                duration_ms=(time.monotonic() - t0) * 1000,
+            )
+        if isinstance(action, a.Wait):
+            await asyncio.sleep(action.duration_s)  # waiting is the action itself
+            return a.ActionResult(ok=True, duration_ms=action.duration_s * 1000)
+        result: a.ActionResult = await self._on_x(X11Session.perform, action, scaling)
+        return result
+
+    async def wait_until_settled(
+        self, *, quiet_s: float = 0.15, timeout_s: float = 3.0, poll_s: float = 0.03
+    ) -> bool:
+        """Wait until the screen stops changing for ``quiet_s``; False if it never did."""
+        deadline = time.monotonic() + timeout_s
+        last = zlib.crc32((await self.grab()).bgra)
+        stable_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - stable_since >= quiet_s:
+                return True
+            if now >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+            crc = zlib.crc32((await self.grab()).bgra)
+            if crc != last:
+                last, stable_since = crc, time.monotonic()
+
+    # ------------------------------------------------------------------ shell and files
+
+    def _shell_session(self) -> ShellSession:
+        self._check_open()
+        if self._shell is None:
+            raise ShellError(f"desktop {self.id} has no shell connection")
+        return self._shell
+
+    async def run(
+        self,
+        cmd: str,
+        *,
+        timeout: float = 60.0,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        user: Literal["agent", "root"] = "agent",
+    ) -> a.CommandResult:
+        """Run a shell command on the desktop; a timeout kills it and keeps partial output."""
+        try:
+            return await self._shell_session().run(cmd, timeout=timeout, cwd=cwd, env=env, user=user)
+        except ShellError as e:
+            await self._raise_if_gone(e)
+            raise
+
+    async def upload(self, local: Path | str, remote: str, *, user: Literal["agent", "root"] = "agent") -> None:
+        """Copy a local file or directory onto the desktop (owned by ``user``)."""
+        await self._shell_session().upload(Path(local), remote, user=user)
+
+    async def download(self, remote: str, local: Path | str) -> None:
+        """Copy a file or directory from the desktop to ``local``."""
+        await self._shell_session().download(remote, Path(local))
+
+    # ------------------------------------------------------------------ live view
+
+    async def live_view(self) -> LiveView:
+        """A noVNC link on 127.0.0.1 for watching the desktop; the link holds its password."""
+        self._check_open()
+        if self._live is None:
+            self._live = LiveViewProxy(self.sockdir.run / "novnc.sock")
+            await self._live.start()
+        return LiveView(url=self._live.url(self._vnc_password), password=self._vnc_password)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DesktopError(f"desktop {self.id} was stopped")
+
+    async def _raise_if_gone(self, cause: Exception) -> None:
+        if self.container_id is not None and not await self.is_alive():
+            raise DesktopGoneError(
+                f"desktop {self.id} (container {self.container_id[:12]}) is no longer running"
+            ) from cause
+
+    def __repr__(self) -> str:
+        return f"<Desktop {self.id} {self.spec.width}x{self.spec.height} display={self.display_number}>"
+
+
+def _describe_failure(res: a.CommandResult) -> str:
+    if res.timed_out:
+        return f"command timed out after {res.duration_s:.1f} s and was killed"
+    tail = (res.stderr or res.stdout).strip()[-500:]
+    return f"command exited with status {res.exit_code}" + (f": {tail}" if tail else "")

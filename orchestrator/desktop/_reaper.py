@@ -1,0 +1,81 @@
+"""Find desktop containers whose owner is gone and remove them, with their host files.
+
+Runs once in the background when a process first starts a desktop, and on demand
+(``orchestrator desktops reap``). Owners are judged by ``_owner.owner_is_alive``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from .._docker import client, translate_errors
+from ..config import settings
+from ..errors import OrchestratorError
+from . import _container
+from ._display import X11_DIR, release_display
+from ._owner import owner_is_alive
+
+__all__ = ["reap", "reap_in_background"]
+
+log = logging.getLogger(__name__)
+
+_started = False
+_started_lock = threading.Lock()
+
+
+def reap() -> list[str]:
+    """Remove every desktop container whose owner is gone; return their names."""
+    with translate_errors("listing desktop containers"):
+        containers = client().containers.list(all=True, filters={"label": _container.LABEL})
+    removed: list[str] = []
+    for c in containers:
+        owner = c.labels.get("orchestrator.owner", "")
+        if owner and owner_is_alive(owner):
+            continue
+        log.info("reaping desktop %s (owner %s is gone)", c.name, owner or "unknown")
+        _container.remove(c.id)
+        sockdir = c.labels.get("orchestrator.sockdir")
+        if sockdir and _is_ours(Path(sockdir)):
+            _release_links_to(Path(sockdir) / "x11" / "X0")
+            shutil.rmtree(sockdir, ignore_errors=True)
+        removed.append(c.name)
+    return removed
+
+
+def _is_ours(path: Path) -> bool:
+    root = (settings().runtime_dir / "desktops").resolve()
+    return path.resolve().parent == root
+
+
+def _release_links_to(x_socket: Path) -> None:
+    try:
+        names = os.listdir(X11_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("X") and name[1:].isdigit():
+            release_display(int(name[1:]), x_socket)
+
+
+def reap_in_background() -> None:
+    """Reap once per process, on a daemon thread, without delaying the caller."""
+    global _started
+    with _started_lock:
+        if _started:
+            return
+        _started = True
+
+    def run() -> None:
+        try:
+            names = reap()
+        except OrchestratorError as e:
+            log.warning("desktop reaper failed: %s", e)
+            return
+        if names:
+            log.info("reaped %d orphaned desktop(s): %s", len(names), ", ".join(names))
+
+    threading.Thread(target=run, name="desktop-reaper", daemon=True).start()

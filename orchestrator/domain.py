@@ -1,0 +1,251 @@
+"""The domain model of the agent hierarchy: agents, tasks, brains' decisions and events.
+
+Everything that crosses an actor boundary, is stored, or is shown to a user is one of these
+pydantic models.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .actions import Action
+from .desktop._spec import DesktopSpec
+
+__all__ = [
+    "AgentInfo",
+    "AgentSpec",
+    "AgentStatus",
+    "BrainConfig",
+    "Event",
+    "EventKind",
+    "Plan",
+    "StepDecision",
+    "Subtask",
+    "TaskInfo",
+    "TaskSpec",
+    "TaskState",
+    "TokenUsage",
+    "Triage",
+    "new_id",
+    "now",
+]
+
+Role = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]
+
+
+def new_id(prefix: str) -> str:
+    """A short random id such as ``task-3f9a1c0b2e``."""
+    return f"{prefix}-{secrets.token_hex(5)}"
+
+
+def now() -> float:
+    """Wall-clock time in seconds since the epoch (what records store)."""
+    return time.time()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrainConfig(_Model):
+    """Which brain drives an agent, and how to reach its model.
+
+    Example:
+        >>> BrainConfig(kind="openai", model="gpt-4.1", base_url="http://127.0.0.1:8001/v1").mode
+        'chat'
+    """
+
+    kind: Literal["scripted", "openai"] = "scripted"
+    """``openai``: a model behind an OpenAI-compatible API; ``scripted``: a YAML plan."""
+    model: str | None = None
+    """Model name; default ``ORCHESTRATOR_MODEL`` from the environment."""
+    base_url: str | None = None
+    """API base URL (OpenAI, vLLM, Ollama, a gateway); default ``OPENAI_BASE_URL``."""
+    api_key: SecretStr | None = None
+    """API key; default ``OPENAI_API_KEY``. Never logged or stored in records."""
+    mode: Literal["chat", "responses"] = "chat"
+    """``chat``: Chat Completions with function tools; ``responses``: the computer tool."""
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """How often a malformed or refused reply is retried before the task fails."""
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    """Sampling temperature, when the server accepts one."""
+    script: dict[str, Any] | None = None
+    """For ``scripted``: this agent's part of the plan (see ``orchestrator.brains.scripted``)."""
+
+
+class AgentSpec(_Model):
+    """What to hire: a role (its expertise), a brain and a desktop."""
+
+    name: Name
+    """Short name, unique among its siblings; part of the actor's path."""
+    role: Role = "generalist"
+    """The agent's expertise, in words (shown to its brain)."""
+    brain: BrainConfig = Field(default_factory=BrainConfig)
+    """Which brain drives the agent."""
+    desktop: DesktopSpec = Field(default_factory=DesktopSpec)
+    """Its desktop's size, limits and network."""
+
+
+class AgentStatus(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class AgentInfo(_Model):
+    """An agent as stored and shown."""
+
+    id: str
+    """Unique id, ``agent-…``."""
+    path: str
+    """Its place in the tree, ``tenant/user/.../name``; also its Ray actor name."""
+    tenant: str
+    """The tenant that owns it."""
+    parent_id: str | None
+    """The agent that hired it; None for a top-level (user) agent."""
+    spec: AgentSpec
+    """What it was hired as."""
+    status: AgentStatus = AgentStatus.STARTING
+    """What it is doing."""
+    error: str | None = None
+    """Why it failed, when it did."""
+    created_at: float = Field(default_factory=now)
+    """When it was hired."""
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    """Waiting on subtasks."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+class TaskSpec(_Model):
+    """A task given to an agent."""
+
+    description: Annotated[str, Field(min_length=1, max_length=20_000)]
+    """What to do, in words."""
+    step_budget: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """Most observe-decide-act steps the agent may take on its own desktop."""
+    deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
+    """Seconds until the task fails as overdue."""
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    """How often a failed subtask is tried before the parent gives up on it."""
+
+
+class TaskInfo(_Model):
+    """A task as stored and shown."""
+
+    id: str
+    agent_id: str
+    parent_task_id: str | None = None
+    spec: TaskSpec
+    state: TaskState = TaskState.PENDING
+    result: str | None = None
+    """What the agent reports when it succeeds."""
+    error: str | None = None
+    """Why it failed or was cancelled."""
+    subtask_ids: list[str] = Field(default_factory=list)
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
+
+
+class Triage(_Model):
+    """A brain's first decision on a task: do it alone, or delegate it."""
+
+    decision: Literal["do", "delegate"]
+    """``do``: act on my own desktop; ``delegate``: split into subtasks for specialists."""
+    reason: Annotated[str, Field(max_length=4000)] = ""
+    """Why, in a sentence."""
+
+
+class Subtask(_Model):
+    """One part of a plan, naming the expertise it needs."""
+
+    id: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")]
+    """Unique within the plan; referenced by ``depends_on``."""
+    description: Annotated[str, Field(min_length=1, max_length=20_000)]
+    """What the specialist must do."""
+    role: Role
+    """The expertise it needs (a specialist with this role is reused or hired)."""
+    depends_on: list[str] = Field(default_factory=list)
+    """Subtasks that must succeed first (their results are passed along)."""
+    script: dict[str, Any] | None = None
+    """For scripted brains: the specialist's own plan."""
+
+
+class Plan(_Model):
+    """How a task is split: subtasks run in parallel unless one depends on another."""
+
+    subtasks: Annotated[list[Subtask], Field(min_length=1, max_length=32)]
+    """The subtasks."""
+    check: Annotated[str, Field(max_length=20_000)] | None = None
+    """What to verify on the delegating agent's own desktop once all results are in."""
+
+
+class StepDecision(_Model):
+    """A brain's decision in the step loop: act, or finish."""
+
+    actions: list[Action] = Field(default_factory=list)
+    """Actions to carry out now, in order."""
+    done: bool = False
+    """True when the task is finished (successfully unless ``failed``)."""
+    failed: bool = False
+    """True when the brain gives up."""
+    result: str | None = None
+    """The report when done, or the reason when failed."""
+    thought: Annotated[str, Field(max_length=20_000)] | None = None
+    """The brain's reasoning, recorded on the timeline."""
+
+
+class TokenUsage(_Model):
+    """Tokens a model call used."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str | None = None
+
+
+class EventKind(StrEnum):
+    AGENT = "agent"
+    """An agent was hired, changed status, or was fired."""
+    TASK = "task"
+    """A task changed state."""
+    STEP = "step"
+    """One action on a desktop: the action, its result, a screenshot reference."""
+    MESSAGE = "message"
+    """A message between a parent and a child."""
+    MODEL = "model"
+    """A model call: what was decided and the tokens it used."""
+    LOG = "log"
+    """Anything else worth showing on the timeline."""
+
+
+class Event(_Model):
+    """One entry on the timeline; stored before the thing it records counts as done."""
+
+    seq: int | None = None
+    """Position in the store (assigned on write)."""
+    kind: EventKind
+    agent_id: str | None = None
+    task_id: str | None = None
+    at: float = Field(default_factory=now)
+    data: dict[str, Any] = Field(default_factory=dict)
+    """Kind-specific payload (JSON-serialisable)."""
+    blobs: list[str] = Field(default_factory=list)
+    """Content addresses (sha256 hex) of screenshots or files this event refers to."""

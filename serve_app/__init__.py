@@ -1,0 +1,1 @@
+"""The HTTP deployment (Ray Serve) that exposes the agent hierarchy."""
