@@ -1,1 +1,11 @@
-"""The Ray actors of the runtime: agents that each own a desktop (built on ``orchestrator``)."""
+"""The Ray actors of the runtime: agents that each own a desktop, and the recorder.
+
+``Runtime`` is the entry point from outside the tree (CLI, HTTP app, notebooks).
+"""
+
+from ._agent import AgentActor
+from ._names import NAMESPACE
+from ._recorder import Recorder
+from ._runtime import Runtime, init_ray
+
+__all__ = ["NAMESPACE", "AgentActor", "Recorder", "Runtime", "init_ray"]

@@ -116,7 +116,10 @@ async def main() -> int:
         assert cid is not None
         # An xterm that swallows what is typed, focused, as the typing target.
         await desk.run("xterm -geometry 80x24+0+0 -e cat >/dev/null 2>&1 &", timeout=10)
-        while not (await desk.run("xdotool search --onlyvisible --class xterm")).stdout.strip():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if (await desk.run("xdotool search --onlyvisible --class xterm")).stdout.strip():
+                break
             await asyncio.sleep(0.05)
         await desk.act(actions.Click(x=100, y=100))
         await desk.wait_until_settled(timeout_s=5)
@@ -142,9 +145,7 @@ async def main() -> int:
         record(
             "click",
             await timed(lambda: desk.act(actions.Click(x=100, y=100)), n),
-            await timed(
-                lambda: sh_async(*dexec(cid, "xdotool mousemove 100 100 click 1")), n // 4
-            ),
+            await timed(lambda: sh_async(*dexec(cid, "xdotool mousemove 100 100 click 1")), n // 4),
         )
         record(
             "type_50_chars",
@@ -171,7 +172,9 @@ async def main() -> int:
                 await sh_async("docker", "cp", f"{cid}:/tmp/naive.bin", str(back))
 
             record(
-                "file_roundtrip_1mb", await timed(ours_file, n // 2), await timed(naive_file, n // 4)
+                "file_roundtrip_1mb",
+                await timed(ours_file, n // 2),
+                await timed(naive_file, n // 4),
             )
         await desk.run("pkill -f 'xterm -geometry' || true")
         await desk.wait_until_settled(timeout_s=5)

@@ -64,7 +64,9 @@ def translate_errors(what: str, image: str | None = None) -> Iterator[None]:
             "`orchestrator image build`"
         ) from e
     except requests.exceptions.ConnectionError as e:
-        raise DockerUnavailableError(f"{what}: lost the Docker engine ({e}); {_HOW_TO_START}") from e
+        raise DockerUnavailableError(
+            f"{what}: lost the Docker engine ({e}); {_HOW_TO_START}"
+        ) from e
     except docker.errors.DockerException as e:
         raise DockerError(f"{what}: {e}") from e
 

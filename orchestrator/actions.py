@@ -48,12 +48,12 @@ Button = Literal["left", "right", "middle", "back", "forward"]
 _Coord = Annotated[int, Field(ge=-100_000, le=100_000)]
 _Keys = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=64)]],
-    Field(default_factory=list, max_length=16),
+    Field(max_length=16),
 ]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Point(_Model):
@@ -75,7 +75,7 @@ class Click(_Model):
     """Pixels from the top edge."""
     button: Button = "left"
     """Which button to click."""
-    keys: _Keys
+    keys: _Keys = Field(default_factory=list)
     """Modifier keys held during the click, by xdotool-style name (``ctrl``, ``shift``)."""
 
 
@@ -89,7 +89,7 @@ class DoubleClick(_Model):
     """Pixels from the top edge."""
     button: Button = "left"
     """Which button to click."""
-    keys: _Keys
+    keys: _Keys = Field(default_factory=list)
     """Modifier keys held during the clicks."""
 
 
@@ -103,7 +103,7 @@ class TripleClick(_Model):
     """Pixels from the top edge."""
     button: Button = "left"
     """Which button to click."""
-    keys: _Keys
+    keys: _Keys = Field(default_factory=list)
     """Modifier keys held during the clicks."""
 
 
@@ -139,7 +139,7 @@ class Move(_Model):
     """Pixels from the left edge."""
     y: _Coord
     """Pixels from the top edge."""
-    keys: _Keys
+    keys: _Keys = Field(default_factory=list)
     """Modifier keys held during the move."""
 
 
@@ -151,12 +151,12 @@ class Drag(_Model):
     """The points to pass through, at least a start and an end."""
     button: Button = "left"
     """Which button to hold."""
-    keys: _Keys
+    keys: _Keys = Field(default_factory=list)
     """Modifier keys held during the drag."""
 
 
 class Scroll(_Model):
-    """Turn the mouse wheel at a position: positive ``scroll_y`` scrolls down, ``scroll_x`` right."""
+    """Turn the mouse wheel at a position: positive ``scroll_y`` scrolls down, ``x`` right."""
 
     type: Literal["scroll"] = "scroll"
     x: _Coord
@@ -167,7 +167,7 @@ class Scroll(_Model):
     """Wheel notches to the right (negative: left)."""
     scroll_y: Annotated[int, Field(ge=-100, le=100)] = 0
     """Wheel notches down (negative: up)."""
-    keys: _Keys
+    keys: _Keys = Field(default_factory=list)
     """Modifier keys held while scrolling."""
 
 

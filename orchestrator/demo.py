@@ -28,7 +28,7 @@ async def _wait_for_window(desk: Desktop, wm_class: str, timeout_s: float = 30.0
 
 async def run_demo(out_dir: Path, *, say: Callable[[str], None] = print) -> Path:
     """Run the demo and return the screenshot's path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
 
     async def step(name: str, coro: Awaitable[object]) -> object:
         t0 = time.monotonic()
@@ -54,6 +54,6 @@ async def run_demo(out_dir: Path, *, say: Callable[[str], None] = print) -> Path
         shot = await desk.screenshot("png")
         assert isinstance(shot.data, bytes)
         path = out_dir / "demo.png"
-        path.write_bytes(shot.data)
+        await asyncio.to_thread(path.write_bytes, shot.data)
         say(f"  screenshot {shot.width}x{shot.height} saved to {path}")
     return path

@@ -20,6 +20,7 @@ __all__ = [
     "AgentInfo",
     "AgentSpec",
     "AgentStatus",
+    "AgentTree",
     "BrainConfig",
     "Event",
     "EventKind",
@@ -50,7 +51,7 @@ def now() -> float:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class BrainConfig(_Model):
@@ -72,11 +73,11 @@ class BrainConfig(_Model):
     mode: Literal["chat", "responses"] = "chat"
     """``chat``: Chat Completions with function tools; ``responses``: the computer tool."""
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    """How often a malformed or refused reply is retried before the task fails."""
+    """How often a malformed reply is retried before the task fails (refusals fail at once)."""
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     """Sampling temperature, when the server accepts one."""
     script: dict[str, Any] | None = None
-    """For ``scripted``: this agent's part of the plan (see ``orchestrator.brains.scripted``)."""
+    """For ``scripted``: this agent's part of the plan (format: ``orchestrator.brains.Script``)."""
 
 
 class AgentSpec(_Model):
@@ -146,6 +147,10 @@ class TaskSpec(_Model):
     """Seconds until the task fails as overdue."""
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 2
     """How often a failed subtask is tried before the parent gives up on it."""
+    inputs: dict[str, str] = Field(default_factory=dict)
+    """Results of the subtasks this one depends on, by subtask id."""
+    script: dict[str, Any] | None = None
+    """For scripted brains: the plan to follow for this task (see ``orchestrator.brains``)."""
 
 
 class TaskInfo(_Model):
@@ -163,6 +168,15 @@ class TaskInfo(_Model):
     subtask_ids: list[str] = Field(default_factory=list)
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
+
+
+class AgentTree(_Model):
+    """An agent, what it is working on, and its children, recursively."""
+
+    agent: AgentInfo
+    tasks: list[TaskInfo] = Field(default_factory=list)
+    """Its unfinished tasks (and the last finished one)."""
+    children: list[AgentTree] = Field(default_factory=list)
 
 
 class Triage(_Model):

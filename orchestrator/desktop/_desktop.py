@@ -346,19 +346,23 @@ class Desktop:
         self,
         cmd: str,
         *,
-        timeout: float = 60.0,
+        timeout: float = 60.0,  # noqa: ASYNC109 - the command's own limit, enforced remotely
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         user: Literal["agent", "root"] = "agent",
     ) -> a.CommandResult:
         """Run a shell command on the desktop; a timeout kills it and keeps partial output."""
         try:
-            return await self._shell_session().run(cmd, timeout=timeout, cwd=cwd, env=env, user=user)
+            return await self._shell_session().run(
+                cmd, timeout=timeout, cwd=cwd, env=env, user=user
+            )
         except ShellError as e:
             await self._raise_if_gone(e)
             raise
 
-    async def upload(self, local: Path | str, remote: str, *, user: Literal["agent", "root"] = "agent") -> None:
+    async def upload(
+        self, local: Path | str, remote: str, *, user: Literal["agent", "root"] = "agent"
+    ) -> None:
         """Copy a local file or directory onto the desktop (owned by ``user``)."""
         await self._shell_session().upload(Path(local), remote, user=user)
 
@@ -389,7 +393,8 @@ class Desktop:
             ) from cause
 
     def __repr__(self) -> str:
-        return f"<Desktop {self.id} {self.spec.width}x{self.spec.height} display={self.display_number}>"
+        size = f"{self.spec.width}x{self.spec.height}"
+        return f"<Desktop {self.id} {size} display={self.display_number}>"
 
 
 def _describe_failure(res: a.CommandResult) -> str:

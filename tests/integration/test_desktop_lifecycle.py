@@ -52,7 +52,9 @@ async def test_desktop_is_labelled_and_hardened_seen_from_inside(desktop: Deskto
     assert not host.get("Privileged")
     assert not any("docker.sock" in m["Source"] for m in c.attrs["Mounts"])
 
-    status = await desktop.run("grep -E '^(NoNewPrivs|CapEff|CapBnd)' /proc/self/status", user="root")
+    status = await desktop.run(
+        "grep -E '^(NoNewPrivs|CapEff|CapBnd)' /proc/self/status", user="root"
+    )
     fields = dict(line.split(":\t") for line in status.stdout.strip().splitlines())
     assert fields["NoNewPrivs"].strip() == "1"
     allowed = sum(1 << CAP_NUMBERS[c] for c in CAPABILITIES)
@@ -66,7 +68,9 @@ async def test_desktop_is_labelled_and_hardened_seen_from_inside(desktop: Deskto
     ifaces = await desktop.run("ls /sys/class/net")
     assert ifaces.stdout.split() == ["lo"]
     # Limits are enforced inside: more processes than the limit cannot be started.
-    limit = await desktop.run("cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max")
+    limit = await desktop.run(
+        "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"
+    )
     assert limit.stdout.strip() == str(desktop.spec.pids_limit)
 
 

@@ -74,7 +74,9 @@ def test_stale_display_links_are_reclaimed(tmp_path: Path, listening_socket: Pat
         release_display(n, listening_socket)
 
 
-def test_release_leaves_a_link_that_points_elsewhere(tmp_path: Path, listening_socket: Path) -> None:
+def test_release_leaves_a_link_that_points_elsewhere(
+    tmp_path: Path, listening_socket: Path
+) -> None:
     n = allocate_display(listening_socket, 5300 + os.getpid() % 500)
     try:
         release_display(n, tmp_path / "other")

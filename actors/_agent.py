@@ -1,0 +1,417 @@
+"""The agent actor: a Ray actor that owns one desktop, hires and fires children, and runs
+tasks (see ``_runner``). Every state change is recorded before it is reported."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import ray
+from ray.exceptions import RayActorError
+
+from orchestrator import actions as a
+from orchestrator.brains import make_brain
+from orchestrator.desktop import Desktop, LiveView, process_owner
+from orchestrator.desktop._reaper import reap
+from orchestrator.domain import (
+    AgentInfo,
+    AgentSpec,
+    AgentStatus,
+    AgentTree,
+    Event,
+    EventKind,
+    Subtask,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+    new_id,
+)
+from orchestrator.errors import AgentError, NotFoundError
+
+from ._names import NAMESPACE, RECORDER_NAME, child_path, slug
+from ._runner import TaskRunner
+
+__all__ = ["AgentActor", "agent_options"]
+
+log = logging.getLogger(__name__)
+
+REAP_INTERVAL_S = 15.0
+"""How often each agent sweeps its node for desktops whose owner is gone."""
+
+
+def agent_options(path: str, *, detached: bool) -> dict[str, Any]:
+    """Ray options of an agent actor named ``path``: one unit of the ``desktop`` resource."""
+    opts: dict[str, Any] = dict(
+        name=path,
+        namespace=NAMESPACE,
+        num_cpus=0,
+        resources={"desktop": 1},
+        max_restarts=0,
+        max_concurrency=1000,
+    )
+    if detached:
+        opts["lifetime"] = "detached"
+    return opts
+
+
+@dataclass
+class _Child:
+    info: AgentInfo
+    handle: Any
+    busy: bool = False
+
+
+@ray.remote
+class AgentActor:
+    """One agent: a role, a brain, a desktop of its own, and the children it hired."""
+
+    def __init__(self, info: AgentInfo) -> None:
+        self.info = info
+        self.desktop: Desktop | None = None
+        self.children: dict[str, _Child] = {}
+        self.tasks: dict[str, TaskInfo] = {}
+        self._running: dict[str, asyncio.Task[TaskInfo]] = {}
+        self._recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Agent({self.info.path})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> AgentInfo:
+        """Start the agent's desktop on this node; returns once it is ready."""
+        try:
+            self.desktop = await Desktop.start(
+                self.info.spec.desktop,
+                owner=process_owner(os.getpid()),
+                labels={"orchestrator.agent": self.info.id, "orchestrator.path": self.info.path},
+            )
+        except Exception as e:
+            await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")
+            raise
+        await self._set_status(AgentStatus.IDLE)
+        self._reaper = asyncio.create_task(self._reap_loop())
+        return self.info
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)  # a periodic sweep: the interval is the point
+            try:
+                await asyncio.to_thread(reap)
+            except Exception as e:  # noqa: BLE001 - the sweep must not kill the agent
+                log.warning("reaper sweep failed: %s", e)
+
+    async def shutdown(self) -> None:
+        """Cancel tasks, fire the whole subtree, stop the desktop."""
+        for t in list(self._running.values()):
+            t.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await asyncio.gather(
+            *(self.fire(cid) for cid in list(self.children)), return_exceptions=True
+        )
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self.desktop is not None:
+            await self.desktop.stop()
+            self.desktop = None
+        await self._set_status(AgentStatus.STOPPED)
+
+    async def _set_status(self, status: AgentStatus, error: str | None = None) -> None:
+        self.info = self.info.model_copy(update={"status": status, "error": error})
+        await self._recorder.put_agent.remote(self.info)
+        await self._event(EventKind.AGENT, None, {"status": status.value, "error": error})
+
+    async def _event(
+        self,
+        kind: EventKind,
+        task_id: str | None,
+        data: dict[str, Any],
+        screenshot: bytes | None = None,
+    ) -> None:
+        blobs = []
+        if screenshot is not None:
+            blobs.append(await self._recorder.put_blob.remote(screenshot, "image/jpeg"))
+        await self._recorder.append_event.remote(
+            Event(kind=kind, agent_id=self.info.id, task_id=task_id, data=data, blobs=blobs)
+        )
+
+    # ------------------------------------------------------------------ hierarchy
+
+    async def get_info(self) -> AgentInfo:
+        return self.info
+
+    async def hire(self, spec: AgentSpec) -> AgentInfo:
+        """Hire a child with ``spec`` (its own actor and desktop); returns once it is ready."""
+        if any(c.info.spec.name == spec.name for c in self.children.values()):
+            raise AgentError(f"{self.info.path} already has a child named {spec.name!r}")
+        info = AgentInfo(
+            id=new_id("agent"),
+            path=child_path(self.info.path, spec.name),
+            tenant=self.info.tenant,
+            parent_id=self.info.id,
+            spec=spec,
+        )
+        # Register before the first await, so that concurrent hires see the name as taken.
+        handle = AgentActor.options(**agent_options(info.path, detached=False)).remote(info)  # type: ignore[attr-defined]
+        self.children[info.id] = _Child(info=info, handle=handle, busy=True)
+        try:
+            await self._recorder.put_agent.remote(info)
+            info = await handle.start.remote()
+        except Exception:
+            self.children.pop(info.id, None)
+            ray.kill(handle)
+            raise
+        self.children[info.id].info = info
+        self.children[info.id].busy = False
+        await self._event(
+            EventKind.MESSAGE,
+            None,
+            {"from": self.info.path, "to": info.path, "text": f"hired as {spec.role}"},
+        )
+        return info
+
+    async def fire(self, child_id: str) -> None:
+        """Fire a child: its subtree and their desktops go too."""
+        child = self.children.pop(child_id, None)
+        if child is None:
+            raise NotFoundError(f"{self.info.path} has no child {child_id}")
+        try:
+            await asyncio.wait_for(child.handle.shutdown.remote(), timeout=60)
+        except (RayActorError, TimeoutError) as e:
+            log.warning("child %s did not shut down cleanly: %s", child.info.path, e)
+        ray.kill(child.handle, no_restart=True)
+        await self._event(
+            EventKind.MESSAGE,
+            None,
+            {"from": self.info.path, "to": child.info.path, "text": "fired"},
+        )
+
+    async def list_children(self) -> list[AgentInfo]:
+        return [c.info for c in self.children.values()]
+
+    async def tree(self) -> AgentTree:
+        """This agent, its open tasks and its children's trees."""
+
+        async def child_tree(c: _Child) -> AgentTree:
+            try:
+                t: AgentTree = await c.handle.tree.remote()
+                return t
+            except RayActorError:
+                return AgentTree(
+                    agent=c.info.model_copy(
+                        update={"status": AgentStatus.FAILED, "error": "actor died"}
+                    )
+                )
+
+        kids = await asyncio.gather(*(child_tree(c) for c in self.children.values()))
+        tasks = [t for t in self.tasks.values() if not t.state.done]
+        return AgentTree(agent=self.info, tasks=tasks, children=list(kids))
+
+    # ------------------------------------------------------------------ tasks
+
+    async def assign(self, spec: TaskSpec, parent_task_id: str | None = None) -> TaskInfo:
+        """Accept a task and start working on it; returns at once with the pending task."""
+        task = TaskInfo(
+            id=new_id("task"), agent_id=self.info.id, parent_task_id=parent_task_id, spec=spec
+        )
+        self.tasks[task.id] = task
+        await self._recorder.put_task.remote(task)
+        await self._event(
+            EventKind.TASK, task.id, {"state": "pending", "description": spec.description}
+        )
+        self._running[task.id] = asyncio.create_task(self._run(task))
+        return task
+
+    async def _run(self, task: TaskInfo) -> TaskInfo:
+        assert self.desktop is not None
+        brain_cfg = self.info.spec.brain
+        if task.spec.script is not None:
+            brain_cfg = brain_cfg.model_copy(
+                update={"kind": "scripted", "script": task.spec.script}
+            )
+        await self._set_status(AgentStatus.BUSY)
+
+        async def save(t: TaskInfo) -> None:
+            self.tasks[t.id] = t
+            await self._recorder.put_task.remote(t)
+
+        async def record(
+            kind: EventKind, data: dict[str, Any], *, screenshot: bytes | None = None
+        ) -> None:
+            await self._event(kind, task.id, data, screenshot)
+
+        try:
+            brain = make_brain(brain_cfg)
+        except Exception as e:  # noqa: BLE001 - a bad brain config fails the task, not the agent
+            failed = task.model_copy(
+                update={"state": TaskState.FAILED, "error": f"brain config: {e}"}
+            )
+            await save(failed)
+            await record(EventKind.TASK, {"state": "failed", "error": failed.error})
+            return failed
+        runner = TaskRunner(
+            task=task,
+            role=self.info.spec.role,
+            agent_path=self.info.path,
+            desktop=self.desktop,
+            brain=brain,
+            children=self,
+            record=record,
+            save_task=save,
+        )
+        try:
+            return await runner.run()
+        finally:
+            await brain.close()
+            self._running.pop(task.id, None)
+            if not self._running:
+                await self._set_status(AgentStatus.IDLE)
+
+    async def run_subtask(
+        self, parent: TaskInfo, subtask: Subtask, spec: TaskSpec, attempt: int
+    ) -> TaskInfo:
+        """Give a subtask to an idle child with its role (a fresh hire on retries); await it."""
+        child = None if attempt > 1 else self._idle_child(subtask.role)
+        if child is None:
+            name = self._free_name(slug(subtask.role))
+            info = await self.hire(
+                AgentSpec(
+                    name=name,
+                    role=subtask.role,
+                    brain=self.info.spec.brain.model_copy(update={"script": None}),
+                    desktop=self.info.spec.desktop,
+                )
+            )
+            child = self.children[info.id]
+        child.busy = True
+        try:
+            ct: TaskInfo = await child.handle.assign.remote(spec, parent.id)
+            self.tasks[parent.id] = self.tasks[parent.id].model_copy(
+                update={"subtask_ids": [*self.tasks[parent.id].subtask_ids, ct.id]}
+            )
+            await self._recorder.put_task.remote(self.tasks[parent.id])
+            await self._event(
+                EventKind.MESSAGE,
+                parent.id,
+                {
+                    "from": self.info.path,
+                    "to": child.info.path,
+                    "subtask": subtask.id,
+                    "task_id": ct.id,
+                    "text": spec.description,
+                },
+            )
+            try:
+                final: TaskInfo = await child.handle.wait_task.remote(ct.id)
+            except asyncio.CancelledError:
+                try:
+                    await asyncio.shield(child.handle.cancel_task.remote(ct.id))
+                except RayActorError:
+                    pass
+                raise
+            except RayActorError as e:
+                self.children.pop(child.info.id, None)
+                final = ct.model_copy(
+                    update={
+                        "state": TaskState.FAILED,
+                        "error": f"specialist {child.info.path} died: {e.__class__.__name__}",
+                    }
+                )
+                await self._recorder.put_task.remote(final)
+            await self._event(
+                EventKind.MESSAGE,
+                parent.id,
+                {
+                    "from": child.info.path,
+                    "to": self.info.path,
+                    "subtask": subtask.id,
+                    "task_id": ct.id,
+                    "state": final.state.value,
+                    "text": final.result or final.error,
+                },
+            )
+            return final
+        finally:
+            child.busy = False
+
+    def _idle_child(self, role: str) -> _Child | None:
+        for c in self.children.values():
+            if not c.busy and c.info.spec.role == role:
+                return c
+        return None
+
+    def _free_name(self, base: str) -> str:
+        names = {c.info.spec.name for c in self.children.values()}
+        if base not in names:
+            return base
+        n = 2
+        while f"{base}-{n}" in names:
+            n += 1
+        return f"{base}-{n}"
+
+    async def wait_task(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
+        """Wait until the task ends (or ``timeout_s`` passes) and return it."""
+        task = self._task(task_id)
+        running = self._running.get(task_id)
+        if running is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(running), timeout_s)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        return self.tasks.get(task_id, task)
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        return self._task(task_id)
+
+    async def cancel_task(self, task_id: str) -> TaskInfo:
+        """Cancel a task and, through it, every subtask in the subtree."""
+        self._task(task_id)
+        running = self._running.get(task_id)
+        if running is not None:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        return self.tasks[task_id]
+
+    def _task(self, task_id: str) -> TaskInfo:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise NotFoundError(f"{self.info.path} has no task {task_id}") from None
+
+    # ------------------------------------------------------------------ the desktop, directly
+
+    def _desk(self) -> Desktop:
+        if self.desktop is None:
+            raise AgentError(f"{self.info.path} has no desktop (status {self.info.status})")
+        return self.desktop
+
+    async def screenshot(self, format: Literal["png", "jpeg"] = "png", quality: int = 85) -> bytes:
+        return (await self._desk().screenshot(format, quality=quality)).data
+
+    async def act(self, action: a.Action) -> a.ActionResult:
+        t0 = time.monotonic()
+        result = await self._desk().act(action)
+        await self._event(
+            EventKind.STEP,
+            None,
+            {
+                "action": action.model_dump(mode="json"),
+                "result": result.model_dump(mode="json"),
+                "direct": True,
+                "ms": (time.monotonic() - t0) * 1000,
+            },
+        )
+        return result
+
+    async def shell(
+        self, command: str, timeout_s: float = 60.0, user: Literal["agent", "root"] = "agent"
+    ) -> a.CommandResult:
+        return await self._desk().run(command, timeout=timeout_s, user=user)
+
+    async def live_view(self) -> LiveView:
+        return await self._desk().live_view()

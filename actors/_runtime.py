@@ -1,0 +1,148 @@
+"""The runtime seen from outside the tree (the CLI, the HTTP app, a notebook): connect to
+Ray, create top-level agents, find any agent or task by id, and read the records."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
+from orchestrator.errors import AgentError, NotFoundError
+
+from ._agent import AgentActor, agent_options
+from ._names import NAMESPACE
+from ._recorder import get_or_create_recorder
+
+__all__ = ["Runtime", "init_ray"]
+
+
+def init_ray(address: str | None = None, *, desktops: int | None = None) -> None:
+    """Connect to a Ray cluster (``address`` or RAY_ADDRESS), or start a local one on loopback.
+
+    A local cluster declares ``desktops`` units of the ``desktop`` resource (default: as many
+    as fit in memory at ~300 MB per agent and its desktop).
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        return
+    if desktops is None:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        desktops = max(2, int(mem * 0.6 / (300 * 2**20)))
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        namespace=NAMESPACE,
+        resources={"desktop": desktops},
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+
+
+class Runtime:
+    """Entry point to the agent hierarchy.
+
+    Example:
+        >>> rt = Runtime.connect()                                  # doctest: +SKIP
+        >>> user = await rt.create_agent("acme", AgentSpec(name="alice"))  # doctest: +SKIP
+        >>> task = await rt.assign(user.id, TaskSpec(description="..."))   # doctest: +SKIP
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+
+    @classmethod
+    def connect(cls, address: str | None = None, *, data_dir: Path | None = None) -> Runtime:
+        init_ray(address)
+        return cls(get_or_create_recorder(data_dir))
+
+    # ------------------------------------------------------------------ agents
+
+    async def create_agent(self, tenant: str, spec: AgentSpec) -> AgentInfo:
+        """Create a top-level ("user") agent with its desktop; returns once it is ready."""
+        path = f"{tenant}/{spec.name}"
+        try:
+            ray.get_actor(path, namespace=NAMESPACE)
+        except ValueError:
+            pass
+        else:
+            raise AgentError(f"an agent named {path!r} exists already")
+        info = AgentInfo(id=new_id("agent"), path=path, tenant=tenant, parent_id=None, spec=spec)
+        await self.recorder.put_agent.remote(info)
+        handle = AgentActor.options(**agent_options(path, detached=True)).remote(info)  # type: ignore[attr-defined]
+        try:
+            started: AgentInfo = await handle.start.remote()
+        except Exception:
+            ray.kill(handle)
+            raise
+        return started
+
+    async def agent(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
+        info: AgentInfo | None = await self.recorder.get_agent.remote(agent_id)
+        if info is None or (tenant is not None and info.tenant != tenant):
+            raise NotFoundError(f"no agent {agent_id}")
+        return info
+
+    async def handle(self, agent_id: str, tenant: str | None = None) -> Any:
+        info = await self.agent(agent_id, tenant)
+        try:
+            return ray.get_actor(info.path, namespace=NAMESPACE)
+        except ValueError:
+            raise NotFoundError(f"agent {agent_id} ({info.path}) is not running") from None
+
+    async def list_agents(self, tenant: str | None = None) -> list[AgentInfo]:
+        agents: list[AgentInfo] = await self.recorder.list_agents.remote(tenant=tenant)
+        return agents
+
+    async def fire(self, agent_id: str, tenant: str | None = None) -> None:
+        """Fire an agent, top-level or not: its subtree and desktops go too."""
+        info = await self.agent(agent_id, tenant)
+        if info.parent_id is not None:
+            parent = await self.handle(info.parent_id)
+            await parent.fire.remote(agent_id)
+            return
+        handle = await self.handle(agent_id)
+        try:
+            await asyncio.wait_for(handle.shutdown.remote(), timeout=120)
+        except (RayActorError, TimeoutError):
+            await self.recorder.put_agent.remote(
+                info.model_copy(update={"status": AgentStatus.STOPPED, "error": "killed"})
+            )
+        ray.kill(handle, no_restart=True)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def assign(self, agent_id: str, spec: TaskSpec, tenant: str | None = None) -> TaskInfo:
+        handle = await self.handle(agent_id, tenant)
+        task: TaskInfo = await handle.assign.remote(spec)
+        return task
+
+    async def task(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        task: TaskInfo | None = await self.recorder.get_task.remote(task_id)
+        if task is None:
+            raise NotFoundError(f"no task {task_id}")
+        if tenant is not None:
+            await self.agent(task.agent_id, tenant)
+        return task
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
+        task = await self.task(task_id)
+        handle = await self.handle(task.agent_id)
+        done: TaskInfo = await handle.wait_task.remote(task_id, timeout_s)
+        return done
+
+    async def cancel(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        task = await self.task(task_id, tenant)
+        handle = await self.handle(task.agent_id)
+        cancelled: TaskInfo = await handle.cancel_task.remote(task_id)
+        return cancelled
+
+    async def events(self, **filters: Any) -> list[Event]:
+        events: list[Event] = await self.recorder.events.remote(**filters)
+        return events

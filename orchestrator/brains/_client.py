@@ -1,0 +1,141 @@
+"""The one wrapper around the model API client: every model call goes through here.
+
+It builds an ``openai.AsyncOpenAI`` from a ``BrainConfig`` (falling back to the
+environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``ORCHESTRATOR_MODEL``), so OpenAI,
+vLLM, Ollama and gateways all work; translates API failures into ``BrainError``; and
+records the tokens of every call. The key is never logged: it lives only in the client.
+
+Example:
+    >>> from orchestrator.domain import BrainConfig
+    >>> client = ModelClient(BrainConfig(kind="openai", model="m", base_url="http://127.0.0.1:9/v1"))
+    >>> client.model, client.base_url
+    ('m', 'http://127.0.0.1:9/v1')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, cast
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from ..domain import BrainConfig, TokenUsage
+from ..errors import BrainError, ConfigError
+
+__all__ = ["ModelClient"]
+
+log = logging.getLogger(__name__)
+
+ENV_API_KEY = "OPENAI_API_KEY"
+ENV_BASE_URL = "OPENAI_BASE_URL"
+ENV_MODEL = "ORCHESTRATOR_MODEL"
+
+_LOCAL_KEY = "unused"
+"""Sent to servers that need no key (vLLM, Ollama on a base URL), since the client wants one."""
+
+
+class ModelClient:
+    """Calls a model over the OpenAI API (Chat Completions or Responses) for one brain."""
+
+    def __init__(
+        self,
+        config: BrainConfig,
+        *,
+        client: openai.AsyncOpenAI | None = None,
+        on_usage: Callable[[TokenUsage], None] | None = None,
+    ) -> None:
+        model = config.model or os.environ.get(ENV_MODEL)
+        if not model:
+            raise ConfigError(f"no model named: set the brain's `model` or {ENV_MODEL}")
+        self.model: str = model
+        """The model every call asks for."""
+        self.temperature = config.temperature
+        self._on_usage = on_usage
+        self._owns_client = client is None
+        if client is None:
+            base_url = config.base_url or os.environ.get(ENV_BASE_URL) or None
+            key = config.api_key.get_secret_value() if config.api_key else None
+            key = key or os.environ.get(ENV_API_KEY) or None
+            if key is None and base_url is None:
+                raise ConfigError(
+                    f"no API key for the OpenAI API: set the brain's `api_key` or {ENV_API_KEY}, "
+                    f"or a `base_url` (or {ENV_BASE_URL}) of a server that needs none"
+                )
+            client = openai.AsyncOpenAI(api_key=key or _LOCAL_KEY, base_url=base_url)
+        self._client = client
+        self.base_url: str = str(client.base_url).rstrip("/")
+        """Where the API is (shown in errors; never with the key)."""
+
+    async def chat(self, **params: Any) -> ChatCompletion:
+        """``chat.completions.create`` with the model (and temperature) filled in."""
+        params.setdefault("model", self.model)
+        if self.temperature is not None:
+            params.setdefault("temperature", self.temperature)
+        log.debug("chat completion: model %s, %d messages", self.model, len(params["messages"]))
+        try:
+            completion = cast(ChatCompletion, await self._client.chat.completions.create(**params))
+        except openai.OpenAIError as e:
+            raise self._error(e) from e
+        usage = completion.usage
+        self._usage(
+            getattr(completion, "model", None),
+            getattr(usage, "prompt_tokens", 0) if usage else 0,
+            getattr(usage, "completion_tokens", 0) if usage else 0,
+        )
+        return completion
+
+    async def respond(self, **params: Any) -> dict[str, Any]:
+        """``responses.create`` with the model (and temperature) filled in; the reply's JSON.
+
+        The reply is returned as sent, not parsed into the SDK's types: output items are
+        read by type, and items or actions newer than the installed SDK pass through intact.
+        """
+        params.setdefault("model", self.model)
+        if self.temperature is not None:
+            params.setdefault("temperature", self.temperature)
+        log.debug("response: model %s, previous %s", self.model, params.get("previous_response_id"))
+        try:
+            raw = await self._client.responses.with_raw_response.create(**params)
+            response = raw.http_response.json()
+        except openai.OpenAIError as e:
+            raise self._error(e) from e
+        except ValueError as e:  # not JSON
+            raise BrainError(
+                f"the model API at {self.base_url} sent a reply that is not JSON"
+            ) from e
+        if not isinstance(response, dict):
+            raise BrainError(f"the model API at {self.base_url} sent a reply that is not an object")
+        usage = response.get("usage") or {}
+        self._usage(response.get("model"), usage.get("input_tokens"), usage.get("output_tokens"))
+        return response
+
+    async def close(self) -> None:
+        """Close the client's connections, if this wrapper made the client."""
+        if self._owns_client:
+            await self._client.close()
+
+    def _usage(
+        self, model: str | None, input_tokens: int | None, output_tokens: int | None
+    ) -> None:
+        if self._on_usage is not None:
+            self._on_usage(
+                TokenUsage(
+                    input_tokens=input_tokens or 0,
+                    output_tokens=output_tokens or 0,
+                    model=model or self.model,
+                )
+            )
+
+    def _error(self, e: openai.OpenAIError) -> BrainError:
+        if isinstance(e, openai.APIStatusError):
+            return BrainError(
+                f"the model API at {self.base_url} answered {e.status_code}: {e.message}"
+            )
+        if isinstance(e, openai.APITimeoutError):
+            return BrainError(f"the model API at {self.base_url} timed out")
+        if isinstance(e, openai.APIConnectionError):
+            return BrainError(f"cannot reach the model API at {self.base_url}: {e.message}")
+        return BrainError(f"the model API call failed: {type(e).__name__}: {e}")

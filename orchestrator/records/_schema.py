@@ -1,0 +1,115 @@
+"""The SQLite schema and its migrations.
+
+Each record is stored whole as JSON (``payload``, the pydantic model) beside the columns that
+are queried, which are indexed. ``schema_version`` holds one row per applied migration;
+``migrate`` applies the missing ones in order, each in its own transaction, so several
+processes may open a new database at once. To change the schema, append a migration to
+``MIGRATIONS``; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+from ..errors import RecordError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    """Agents, tasks, events and blobs."""
+    for statement in (
+        """CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            parent_id TEXT,
+            path TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX agents_tenant ON agents (tenant, created_at)",
+        "CREATE INDEX agents_parent ON agents (parent_id, created_at)",
+        "CREATE INDEX agents_path ON agents (path)",
+        """CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            parent_task_id TEXT,
+            state TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX tasks_agent ON tasks (agent_id, created_at)",
+        "CREATE INDEX tasks_parent ON tasks (parent_task_id, created_at)",
+        "CREATE INDEX tasks_state ON tasks (state, created_at)",
+        "CREATE INDEX tasks_created ON tasks (created_at)",
+        # AUTOINCREMENT: a seq is never reused, even after the newest event is deleted.
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            agent_id TEXT,
+            task_id TEXT,
+            at REAL NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_task ON events (task_id, seq)",
+        "CREATE INDEX events_agent ON events (agent_id, seq)",
+        """CREATE TABLE blobs (
+            address TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            media_type TEXT NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+"""Migration ``i`` brings the schema from version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The version this code reads and writes."""
+
+
+def _version(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+    return int(row[0])
+
+
+def migrate(db: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Bring the database to the newest version; returns the version it was at.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``). Raises ``RecordError``
+    when the database is newer than this code.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version"
+        " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    found = _version(db)
+    while True:
+        db.execute("BEGIN IMMEDIATE")  # waits for other writers (busy timeout)
+        try:
+            current = _version(db)  # another process may have migrated meanwhile
+            if current > len(migrations):
+                raise RecordError(
+                    f"the records database is at schema version {current}, newer than this "
+                    f"code's {len(migrations)}: upgrade the orchestrator"
+                )
+            if current == len(migrations):
+                db.execute("COMMIT")
+                return found
+            migrations[current](db)
+            db.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (current + 1, time.time()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

@@ -1,0 +1,393 @@
+"""The record store on SQLite: one ``records.sqlite3`` file, blobs beside it.
+
+Durability: WAL journal with ``synchronous=FULL``, so a commit is fsynced before the call
+returns. Writes take an in-process lock and an immediate transaction (which also orders
+them against writers in other processes); reads use one connection per thread, so they run
+concurrently with writes and with each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
+from ..errors import RecordError
+from ._blobs import BlobFiles, address_of, check_address
+from ._schema import migrate
+from ._store import MAX_LIMIT, RecordStore
+
+__all__ = ["DB_NAME", "SQLiteStore"]
+
+DB_NAME = "records.sqlite3"
+"""The database's file name in the data directory."""
+
+E = TypeVar("E", bound=StrEnum)
+
+# The brain's API key is a secret: it is never written to the records.
+_AGENT_EXCLUDE: Any = {"spec": {"brain": {"api_key"}}}
+
+
+def _values(kind: type[E], value: E | Iterable[E] | None) -> list[str] | None:
+    """A filter on one enum column: None (any), or the allowed values."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    return [kind(v).value for v in items]
+
+
+def _check_range(name: str, value: int, low: int, high: int | None = None) -> int:
+    if not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise RecordError(f"{name} must be an integer {bound}, not {value!r}")
+    return value
+
+
+class _Where:
+    """WHERE clauses and their parameters, built up filter by filter."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def eq(self, column: str, value: object | None) -> None:
+        if value is not None:
+            self.clauses.append(f"{column} = ?")
+            self.params.append(value)
+
+    def among(self, column: str, values: list[str] | None) -> None:
+        if values is not None:
+            self.clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            self.params.extend(values)
+
+    def sql(self) -> str:
+        return f" WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+
+
+class SQLiteStore(RecordStore):
+    """Records in ``data_dir/records.sqlite3``, blobs in ``data_dir/blobs/``.
+
+    Several stores (in several processes) may open the same directory.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> store = SQLiteStore(pathlib.Path(tempfile.mkdtemp()))
+        >>> store.get_blob(store.put_blob(b"hello", "text/plain"))
+        b'hello'
+        >>> store.close()
+    """
+
+    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 15.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_NAME
+        self._timeout = busy_timeout_s
+        self._closed = False
+        self._write_lock = threading.Lock()
+        self._conns_lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        try:
+            with self._errors("open the records"):
+                self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._blobs = BlobFiles(self.data_dir / "blobs")
+                self._writer = self._connect()
+                self._while_busy(self._set_wal)
+                self._while_busy(lambda: migrate(self._writer))
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        with self._conns_lock:
+            self._conns.append(db)
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _set_wal(self) -> None:
+        mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RecordError(f"{self.path}: cannot use a WAL journal (got {mode!r})")
+
+    def _while_busy(self, step: Callable[[], object]) -> None:
+        """Run ``step``, again while the database is locked, until the busy timeout.
+
+        Switching a new database to WAL while another process opens it fails at once with
+        "database is locked" (SQLite's busy handler is not consulted there).
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                step()
+                return
+            except sqlite3.OperationalError as e:
+                locked = "locked" in str(e) or "busy" in str(e)
+                if not locked or time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection."""
+        if self._closed:
+            raise RecordError("the record store is closed")
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+            db.execute("PRAGMA query_only=ON")
+        return db
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Translate database, file and (de)serialisation failures into ``RecordError``."""
+        try:
+            yield
+        except RecordError:
+            raise
+        except (sqlite3.Error, OSError, ValueError) as e:
+            raise RecordError(f"cannot {doing} ({self.path}): {e}") from e
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction, committed durably on leaving (rolled back on error)."""
+        with self._errors(doing), self._write_lock:
+            if self._closed:
+                raise RecordError("the record store is closed")
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+
+    def _rows(self, doing: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        with self._errors(doing):
+            return self._reader().execute(sql, tuple(params)).fetchall()
+
+    # ------------------------------------------------------------------ agents
+
+    def put_agent(self, info: AgentInfo) -> None:
+        with self._transaction(f"store agent {info.id}") as db:
+            db.execute(
+                "INSERT INTO agents (id, tenant, parent_id, path, status, created_at, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " tenant = excluded.tenant, parent_id = excluded.parent_id,"
+                " path = excluded.path, status = excluded.status,"
+                " created_at = excluded.created_at, payload = excluded.payload",
+                (
+                    info.id,
+                    info.tenant,
+                    info.parent_id,
+                    info.path,
+                    info.status.value,
+                    info.created_at,
+                    info.model_dump_json(exclude=_AGENT_EXCLUDE),
+                ),
+            )
+
+    def get_agent(self, agent_id: str) -> AgentInfo | None:
+        rows = self._rows("read an agent", "SELECT payload FROM agents WHERE id = ?", [agent_id])
+        with self._errors(f"decode agent {agent_id}"):
+            return AgentInfo.model_validate_json(rows[0][0]) if rows else None
+
+    def list_agents(
+        self,
+        tenant: str | None = None,
+        parent_id: str | None = None,
+        *,
+        top_level: bool = False,
+        status: AgentStatus | Iterable[AgentStatus] | None = None,
+        limit: int = MAX_LIMIT,
+    ) -> list[AgentInfo]:
+        _check_range("limit", limit, 1, MAX_LIMIT)
+        where = _Where()
+        with self._errors("list agents"):
+            where.eq("tenant", tenant)
+            where.eq("parent_id", parent_id)
+            if top_level:
+                where.clauses.append("parent_id IS NULL")
+            where.among("status", _values(AgentStatus, status))
+            sql = f"SELECT payload FROM agents{where.sql()} ORDER BY created_at, id LIMIT ?"
+            rows = self._rows("list agents", sql, [*where.params, limit])
+            return [AgentInfo.model_validate_json(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ tasks
+
+    def put_task(self, info: TaskInfo) -> None:
+        with self._transaction(f"store task {info.id}") as db:
+            db.execute(
+                "INSERT INTO tasks"
+                " (id, agent_id, parent_task_id, state, created_at, updated_at, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " agent_id = excluded.agent_id, parent_task_id = excluded.parent_task_id,"
+                " state = excluded.state, created_at = excluded.created_at,"
+                " updated_at = excluded.updated_at, payload = excluded.payload",
+                (
+                    info.id,
+                    info.agent_id,
+                    info.parent_task_id,
+                    info.state.value,
+                    info.created_at,
+                    info.updated_at,
+                    info.model_dump_json(),
+                ),
+            )
+
+    def get_task(self, task_id: str) -> TaskInfo | None:
+        rows = self._rows("read a task", "SELECT payload FROM tasks WHERE id = ?", [task_id])
+        with self._errors(f"decode task {task_id}"):
+            return TaskInfo.model_validate_json(rows[0][0]) if rows else None
+
+    def list_tasks(
+        self,
+        agent_id: str | None = None,
+        tenant: str | None = None,
+        state: TaskState | Iterable[TaskState] | None = None,
+        *,
+        parent_task_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskInfo]:
+        _check_range("limit", limit, 1, MAX_LIMIT)
+        _check_range("offset", offset, 0)
+        where = _Where()
+        with self._errors("list tasks"):
+            where.eq("t.agent_id", agent_id)
+            where.eq("a.tenant", tenant)
+            where.eq("t.parent_task_id", parent_task_id)
+            where.among("t.state", _values(TaskState, state))
+            # A task's tenant is its agent's: join only when filtering on it.
+            join = " JOIN agents a ON a.id = t.agent_id" if tenant is not None else ""
+            sql = (
+                f"SELECT t.payload FROM tasks t{join}{where.sql()}"
+                " ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
+            )
+            rows = self._rows("list tasks", sql, [*where.params, limit, offset])
+            return [TaskInfo.model_validate_json(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ events
+
+    def append_event(self, event: Event) -> Event:
+        if event.seq is not None:
+            raise RecordError(f"event {event.seq} is stored already; append a new Event")
+        for address in event.blobs:
+            check_address(address)
+        with self._errors("encode an event"):
+            payload = event.model_dump_json(exclude={"seq"})
+        with self._transaction("append an event") as db:
+            wanted = sorted(set(event.blobs))
+            if wanted:
+                marks = ", ".join("?" * len(wanted))
+                held = {
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT address FROM blobs WHERE address IN ({marks})", wanted
+                    )
+                }
+                if missing := [a for a in wanted if a not in held]:
+                    raise RecordError(f"event names blobs the store does not hold: {missing}")
+            cursor = db.execute(
+                "INSERT INTO events (kind, agent_id, task_id, at, payload) VALUES (?, ?, ?, ?, ?)",
+                (event.kind.value, event.agent_id, event.task_id, event.at, payload),
+            )
+            seq = cursor.lastrowid
+        return event.model_copy(update={"seq": seq})
+
+    def events(
+        self,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+        kinds: Iterable[EventKind] | None = None,
+    ) -> list[Event]:
+        _check_range("after_seq", after_seq, 0)
+        _check_range("limit", limit, 1, MAX_LIMIT)
+        where = _Where()
+        with self._errors("read events"):
+            where.clauses.append("seq > ?")
+            where.params.append(after_seq)
+            where.eq("task_id", task_id)
+            where.eq("agent_id", agent_id)
+            where.among("kind", _values(EventKind, kinds))
+            sql = f"SELECT seq, payload FROM events{where.sql()} ORDER BY seq LIMIT ?"
+            rows = self._rows("read events", sql, [*where.params, limit])
+            return [
+                Event.model_validate_json(payload).model_copy(update={"seq": seq})
+                for seq, payload in rows
+            ]
+
+    # ------------------------------------------------------------------ blobs
+
+    def put_blob(self, data: bytes, media_type: str) -> str:
+        if not isinstance(data, bytes):
+            raise RecordError(f"a blob is bytes, not {type(data).__name__}")
+        if not isinstance(media_type, str) or not 0 < len(media_type) <= 255:
+            raise RecordError(f"a blob needs a media type (1 to 255 characters): {media_type!r}")
+        address = address_of(data)
+        if self.blob_path(address) is None:
+            # The file is durable before the row that makes it known is committed.
+            with self._errors(f"write blob {address}"):
+                self._blobs.write(address, data)
+            with self._transaction(f"store blob {address}") as db:
+                db.execute(
+                    "INSERT INTO blobs (address, size, media_type, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING",
+                    (address, len(data), media_type, time.time()),
+                )
+        return address
+
+    def _blob_row(self, address: str) -> tuple[Any, ...] | None:
+        rows = self._rows(
+            "read a blob's record", "SELECT media_type FROM blobs WHERE address = ?", [address]
+        )
+        return tuple(rows[0]) if rows else None
+
+    def get_blob(self, address: str) -> bytes:
+        check_address(address)
+        data = self._blobs.read(address) if self._blob_row(address) else None
+        if data is None:
+            raise RecordError(f"no blob {address}")
+        return data
+
+    def blob_media_type(self, address: str) -> str | None:
+        try:
+            check_address(address)
+        except RecordError:
+            return None
+        row = self._blob_row(address)
+        return str(row[0]) if row else None
+
+    def blob_path(self, address: str) -> Path | None:
+        try:
+            path = self._blobs.path(address)
+        except RecordError:
+            return None
+        return path if self._blob_row(address) and path.is_file() else None
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        with self._write_lock, self._conns_lock:
+            self._closed = True
+            for db in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            self._conns.clear()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.data_dir)!r})"

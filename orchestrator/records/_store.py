@@ -1,0 +1,184 @@
+"""The record store's interface: what every backend (SQLite today, a server database later)
+promises to the rest of the runtime.
+
+The contract, for every backend:
+
+* **Durable on return.** A write (``put_*``, ``append_event``) returns only once the record
+  is committed durably; "committed before the step counts as done".
+* **Blobs before references.** ``put_blob`` returns only once the bytes are durable, and
+  ``append_event`` refuses an event naming a blob the store does not hold.
+* **Seqs only grow.** ``append_event`` assigns a seq greater than any assigned before it
+  (callers must not assume there are no gaps), and events become visible to readers in seq
+  order, so a reader that pages with ``after_seq`` (live tailing) never skips one.
+* **Missing is not an error for lookups.** ``get_agent``, ``get_task``, ``blob_media_type``
+  and ``blob_path`` return None for an unknown id or address (a malformed address names no
+  blob, so it is unknown too); ``get_blob``, which must return bytes, raises ``RecordError``.
+* **One exception type.** Everything a store raises on purpose is a ``RecordError``: an
+  unreadable or unwritable database, a malformed address, an argument out of range.
+* **Synchronous and thread-safe.** Methods block; async callers wrap them in
+  ``asyncio.to_thread``. One store object may be shared by the threads of one process.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
+
+__all__ = ["MAX_LIMIT", "RecordStore"]
+
+MAX_LIMIT = 10_000
+"""The most rows one list or page call returns."""
+
+
+class RecordStore(abc.ABC):
+    """Durable records of agents, tasks, timeline events and content-addressed blobs.
+
+    Example:
+        >>> from orchestrator.records import open_store
+        >>> from orchestrator.domain import Event, EventKind
+        >>> import tempfile, pathlib
+        >>> with open_store(pathlib.Path(tempfile.mkdtemp())) as store:
+        ...     shot = store.put_blob(b"...jpeg bytes...", "image/jpeg")
+        ...     ev = store.append_event(Event(kind=EventKind.STEP, blobs=[shot]))
+        ...     [e.seq for e in store.events(after_seq=0)] == [ev.seq]
+        True
+    """
+
+    # ------------------------------------------------------------------ agents
+
+    @abc.abstractmethod
+    def put_agent(self, info: AgentInfo) -> None:
+        """Insert the agent, or replace the stored one with the same id.
+
+        The brain's API key is never stored: a read-back agent has ``api_key=None``.
+        """
+
+    @abc.abstractmethod
+    def get_agent(self, agent_id: str) -> AgentInfo | None:
+        """The agent with this id, or None."""
+
+    @abc.abstractmethod
+    def list_agents(
+        self,
+        tenant: str | None = None,
+        parent_id: str | None = None,
+        *,
+        top_level: bool = False,
+        status: AgentStatus | Iterable[AgentStatus] | None = None,
+        limit: int = MAX_LIMIT,
+    ) -> list[AgentInfo]:
+        """Agents, oldest first, filtered by every argument given.
+
+        Args:
+            tenant: only this tenant's agents.
+            parent_id: only the agents this agent hired.
+            top_level: only agents nobody hired (``parent_id is None``).
+            status: only agents in this status (or any of these).
+            limit: at most this many (1 to ``MAX_LIMIT``).
+        """
+
+    # ------------------------------------------------------------------ tasks
+
+    @abc.abstractmethod
+    def put_task(self, info: TaskInfo) -> None:
+        """Insert the task, or replace the stored one with the same id."""
+
+    @abc.abstractmethod
+    def get_task(self, task_id: str) -> TaskInfo | None:
+        """The task with this id, or None."""
+
+    @abc.abstractmethod
+    def list_tasks(
+        self,
+        agent_id: str | None = None,
+        tenant: str | None = None,
+        state: TaskState | Iterable[TaskState] | None = None,
+        *,
+        parent_task_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskInfo]:
+        """Tasks, newest first, filtered by every argument given.
+
+        A task's tenant is its agent's: with ``tenant`` set, a task whose agent is not
+        stored is not listed (it belongs to no known tenant).
+
+        Args:
+            agent_id: only tasks given to this agent.
+            tenant: only tasks of this tenant's agents.
+            state: only tasks in this state (or any of these).
+            parent_task_id: only the subtasks of this task.
+            limit: at most this many (1 to ``MAX_LIMIT``).
+            offset: skip this many first (for paging).
+        """
+
+    # ------------------------------------------------------------------ events
+
+    @abc.abstractmethod
+    def append_event(self, event: Event) -> Event:
+        """Store the event and return it with its assigned ``seq``.
+
+        Raises ``RecordError`` when the event already carries a seq (it was stored before)
+        or names a blob the store does not hold.
+        """
+
+    @abc.abstractmethod
+    def events(
+        self,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+        kinds: Iterable[EventKind] | None = None,
+    ) -> list[Event]:
+        """Events with ``seq > after_seq``, in seq order, filtered by every argument given.
+
+        To page or tail, pass the last seq seen as ``after_seq``.
+        """
+
+    # ------------------------------------------------------------------ blobs
+
+    @abc.abstractmethod
+    def put_blob(self, data: bytes, media_type: str) -> str:
+        """Store bytes durably; returns their address, the sha256 hex digest of ``data``.
+
+        Idempotent: storing the same bytes again returns the same address (and keeps the
+        first media type).
+        """
+
+    @abc.abstractmethod
+    def get_blob(self, address: str) -> bytes:
+        """The bytes at this address; ``RecordError`` if malformed, unknown or corrupt."""
+
+    @abc.abstractmethod
+    def blob_media_type(self, address: str) -> str | None:
+        """The media type the blob was first stored with, or None (unknown address)."""
+
+    @abc.abstractmethod
+    def blob_path(self, address: str) -> Path | None:
+        """A local file holding the blob (to stream it), or None (unknown, or not local).
+
+        The file must only be read: it is shared by every record naming these bytes.
+        """
+
+    # ------------------------------------------------------------------ lifetime
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and files; any later call raises ``RecordError``."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

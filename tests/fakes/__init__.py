@@ -1,0 +1,1 @@
+"""Test doubles for systems the unit tests cannot reach (a model API)."""
