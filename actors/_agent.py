@@ -33,6 +33,7 @@ from orchestrator.domain import (
 from orchestrator.errors import AgentError, NotFoundError
 
 from ._names import NAMESPACE, RECORDER_NAME, child_path, slug
+from ._pool import get_pool
 from ._runner import TaskRunner
 
 __all__ = ["AgentActor", "agent_options"]
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 15.0
 """How often each agent sweeps its node for desktops whose owner is gone."""
+
+PARENT_WATCH_S = 5.0
+"""How often an adopted (warm-hired) agent checks that its parent still lives."""
+
+
+def _cause(e: BaseException) -> str:
+    """The original error behind a Ray wrapper, in one line."""
+    cause = getattr(e, "cause", None) or e
+    first = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {first[0] if first else ''}"
 
 
 def agent_options(path: str, *, detached: bool) -> dict[str, Any]:
@@ -77,14 +88,18 @@ class AgentActor:
         self._running: dict[str, asyncio.Task[TaskInfo]] = {}
         self._recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
         self._reaper: asyncio.Task[None] | None = None
+        self._parent_watch: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Agent({self.info.path})"
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> AgentInfo:
-        """Start the agent's desktop on this node; returns once it is ready."""
+    async def start(self, record: bool = True) -> AgentInfo:
+        """Start the agent's desktop on this node; returns once it is ready.
+
+        A pooled agent (``record=False``) has no identity yet: it is recorded on adoption.
+        """
         try:
             self.desktop = await Desktop.start(
                 self.info.spec.desktop,
@@ -92,11 +107,37 @@ class AgentActor:
                 labels={"orchestrator.agent": self.info.id, "orchestrator.path": self.info.path},
             )
         except Exception as e:
-            await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")
+            if record:
+                await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")
             raise
-        await self._set_status(AgentStatus.IDLE)
         self._reaper = asyncio.create_task(self._reap_loop())
+        if record:
+            await self._set_status(AgentStatus.IDLE)
+        else:
+            self.info = self.info.model_copy(update={"status": AgentStatus.IDLE})
         return self.info
+
+    async def adopt(self, info: AgentInfo, parent_path: str) -> AgentInfo:
+        """Take on an identity (a pooled agent being hired) and watch the new parent."""
+        if self.desktop is None:
+            raise AgentError("a pooled agent without a desktop cannot be adopted")
+        self.info = info
+        await self._set_status(AgentStatus.IDLE)
+        self._parent_watch = asyncio.create_task(self._watch_parent(parent_path))
+        return self.info
+
+    async def _watch_parent(self, parent_path: str) -> None:
+        """An adopted agent is not fate-shared with its parent by Ray: follow it on our own."""
+        while True:
+            await asyncio.sleep(PARENT_WATCH_S)  # a heartbeat: the interval is the point
+            try:
+                parent = ray.get_actor(parent_path, namespace=NAMESPACE)
+                await asyncio.wait_for(parent.get_info.remote(), timeout=PARENT_WATCH_S * 2)
+            except (ValueError, RayActorError, TimeoutError):
+                log.warning("parent %s is gone: %s shuts down", parent_path, self.info.path)
+                await self.shutdown()
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
 
     async def _reap_loop(self) -> None:
         while True:
@@ -114,8 +155,9 @@ class AgentActor:
         await asyncio.gather(
             *(self.fire(cid) for cid in list(self.children)), return_exceptions=True
         )
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for bg in (self._reaper, self._parent_watch):
+            if bg is not None and bg is not asyncio.current_task():
+                bg.cancel()
         if self.desktop is not None:
             await self.desktop.stop()
             self.desktop = None
@@ -145,6 +187,10 @@ class AgentActor:
     async def get_info(self) -> AgentInfo:
         return self.info
 
+    async def process_id(self) -> int:
+        """The pid of this actor's worker process (for operators and failure tests)."""
+        return os.getpid()
+
     async def hire(self, spec: AgentSpec) -> AgentInfo:
         """Hire a child with ``spec`` (its own actor and desktop); returns once it is ready."""
         if any(c.info.spec.name == spec.name for c in self.children.values()):
@@ -157,15 +203,13 @@ class AgentActor:
             spec=spec,
         )
         # Register before the first await, so that concurrent hires see the name as taken.
-        handle = AgentActor.options(**agent_options(info.path, detached=False)).remote(info)  # type: ignore[attr-defined]
-        self.children[info.id] = _Child(info=info, handle=handle, busy=True)
+        self.children[info.id] = _Child(info=info, handle=None, busy=True)
         try:
-            await self._recorder.put_agent.remote(info)
-            info = await handle.start.remote()
+            handle, info = await self._start_child(info)
         except Exception:
             self.children.pop(info.id, None)
-            ray.kill(handle)
             raise
+        self.children[info.id].handle = handle
         self.children[info.id].info = info
         self.children[info.id].busy = False
         await self._event(
@@ -175,11 +219,31 @@ class AgentActor:
         )
         return info
 
+    async def _start_child(self, info: AgentInfo) -> tuple[Any, AgentInfo]:
+        """A warm hire from the pool when it has a desktop of this spec, else a cold one."""
+        pool = get_pool()
+        if pool is not None:
+            taken = await pool.take.remote(info.spec.desktop)
+            if taken:
+                adopted: AgentInfo = await taken[0].adopt.remote(info, self.info.path)
+                return taken[0], adopted
+        handle = AgentActor.options(**agent_options(info.path, detached=False)).remote(info)  # type: ignore[attr-defined]
+        try:
+            await self._recorder.put_agent.remote(info)
+            started: AgentInfo = await handle.start.remote()
+        except Exception:
+            ray.kill(handle)
+            raise
+        return handle, started
+
     async def fire(self, child_id: str) -> None:
         """Fire a child: its subtree and their desktops go too."""
-        child = self.children.pop(child_id, None)
+        child = self.children.get(child_id)
         if child is None:
             raise NotFoundError(f"{self.info.path} has no child {child_id}")
+        if child.handle is None:
+            raise AgentError(f"{child.info.path} is still being hired; fire it once it is up")
+        del self.children[child_id]
         try:
             await asyncio.wait_for(child.handle.shutdown.remote(), timeout=60)
         except (RayActorError, TimeoutError) as e:
@@ -198,6 +262,8 @@ class AgentActor:
         """This agent, its open tasks and its children's trees."""
 
         async def child_tree(c: _Child) -> AgentTree:
+            if c.handle is None:  # still being hired
+                return AgentTree(agent=c.info)
             try:
                 t: AgentTree = await c.handle.tree.remote()
                 return t
@@ -279,18 +345,51 @@ class AgentActor:
         child = None if attempt > 1 else self._idle_child(subtask.role)
         if child is None:
             name = self._free_name(slug(subtask.role))
-            info = await self.hire(
-                AgentSpec(
-                    name=name,
-                    role=subtask.role,
-                    brain=self.info.spec.brain.model_copy(update={"script": None}),
-                    desktop=self.info.spec.desktop,
+            try:
+                info = await self._hire_for(name, subtask)
+            except Exception as e:  # noqa: BLE001 - a failed hire is a failed attempt
+                failed = TaskInfo(
+                    id=new_id("task"),
+                    agent_id=self.info.id,
+                    parent_task_id=parent.id,
+                    spec=spec,
+                    state=TaskState.FAILED,
+                    error=f"could not hire a {subtask.role}: {_cause(e)}",
                 )
-            )
+                await self._recorder.put_task.remote(failed)
+                return failed
             child = self.children[info.id]
+        return await self._run_on(child, parent, subtask, spec)
+
+    async def _hire_for(self, name: str, subtask: Subtask) -> AgentInfo:
+        return await self.hire(
+            AgentSpec(
+                name=name,
+                role=subtask.role,
+                brain=self.info.spec.brain.model_copy(update={"script": None}),
+                desktop=self.info.spec.desktop,
+            )
+        )
+
+    async def _run_on(
+        self, child: _Child, parent: TaskInfo, subtask: Subtask, spec: TaskSpec
+    ) -> TaskInfo:
         child.busy = True
         try:
-            ct: TaskInfo = await child.handle.assign.remote(spec, parent.id)
+            try:
+                ct: TaskInfo = await child.handle.assign.remote(spec, parent.id)
+            except RayActorError as e:
+                self.children.pop(child.info.id, None)
+                gone = TaskInfo(
+                    id=new_id("task"),
+                    agent_id=child.info.id,
+                    parent_task_id=parent.id,
+                    spec=spec,
+                    state=TaskState.FAILED,
+                    error=f"specialist {child.info.path} is gone: {_cause(e)}",
+                )
+                await self._recorder.put_task.remote(gone)
+                return gone
             self.tasks[parent.id] = self.tasks[parent.id].model_copy(
                 update={"subtask_ids": [*self.tasks[parent.id].subtask_ids, ct.id]}
             )

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["NAMESPACE", "RECORDER_NAME", "child_path", "slug"]
+__all__ = ["NAMESPACE", "POOL_NAME", "RECORDER_NAME", "child_path", "slug"]
 
 NAMESPACE = "orchestrator"
 RECORDER_NAME = "_system/recorder"
+POOL_NAME = "_system/pool"
 
 
 def slug(text: str, max_len: int = 40) -> str:

@@ -38,6 +38,14 @@ __all__ = ["ChildRunner", "TaskFailed", "TaskRunner"]
 log = logging.getLogger(__name__)
 
 
+SETTLE_QUIET_S = 0.03
+"""After GUI actions, the screen must be unchanged this long before the next observation."""
+SETTLE_TIMEOUT_S = 2.0
+"""...but the agent does not wait longer than this for it."""
+
+_NO_SCREEN_CHANGE = (a.Shell, a.Wait, a.CursorPosition, a.TakeScreenshot)
+
+
 class TaskFailed(Exception):
     """The task cannot succeed; the message is the reason shown to users and parents."""
 
@@ -173,10 +181,12 @@ class TaskRunner:
                 if not result.ok:
                     break  # let the brain see the failure before doing more
             self.history.append(StepRecord(decision=decision, results=results))
-            if any(
-                not isinstance(x, a.Shell | a.Wait | a.CursorPosition) for x in decision.actions
-            ):
-                await self.desktop.wait_until_settled(quiet_s=0.1, timeout_s=2.0)
+            if any(not isinstance(x, _NO_SCREEN_CHANGE) for x in decision.actions):
+                # Instead of a fixed sleep: observe again once the screen has been still for
+                # a moment (or has kept changing for too long, e.g. a video).
+                await self.desktop.wait_until_settled(
+                    quiet_s=SETTLE_QUIET_S, timeout_s=SETTLE_TIMEOUT_S, poll_s=0.01
+                )
         raise TaskFailed(f"step budget of {budget} steps used up before the task was done")
 
     async def _delegate(self, plan: Plan) -> str:

@@ -11,11 +11,13 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
 from orchestrator.errors import AgentError, NotFoundError
 
 from ._agent import AgentActor, agent_options
-from ._names import NAMESPACE
+from ._names import NAMESPACE, POOL_NAME
+from ._pool import WarmPool, get_pool
 from ._recorder import get_or_create_recorder
 
 __all__ = ["Runtime", "init_ray"]
@@ -61,6 +63,20 @@ class Runtime:
     def connect(cls, address: str | None = None, *, data_dir: Path | None = None) -> Runtime:
         init_ray(address)
         return cls(get_or_create_recorder(data_dir))
+
+    async def start_pool(self, size: int, spec: DesktopSpec | None = None) -> Any:
+        """Keep ``size`` agents with ready desktops for warm hires (idempotent)."""
+        pool = get_pool()
+        if pool is None:
+            pool = WarmPool.options(  # type: ignore[attr-defined]
+                name=POOL_NAME,
+                namespace=NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+            ).remote(size, spec)
+        await pool.start.remote()
+        return pool
 
     # ------------------------------------------------------------------ agents
 

@@ -98,6 +98,9 @@ def create(
         nano_cpus=int(spec.cpus * 1e9),
         shm_size=f"{spec.shm_mb}m",
     )
+    # Look the image up first: `run` would try to pull a missing one from a registry.
+    with translate_errors("looking up the desktop image", image=image):
+        client().images.get(image)
     c = docker_call("starting a desktop container", client().containers.run, **kwargs)
     return ContainerInfo(id=c.id, name=c.name)
 

@@ -58,3 +58,7 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not met within {timeout_s} s; last: {last!r}")
         await asyncio.sleep(interval_s)
+
+
+# The agent tests' fixtures (a session-wide local Ray cluster, an AgentKit per test).
+from tests.integration.conftest_ray import agents, ray_session  # noqa: E402,F401

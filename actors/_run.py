@@ -1,0 +1,138 @@
+"""``orchestrator run``: create a workflow's top-level agent, give it its task, show the
+timeline as it happens, then print the results and save every agent's screenshot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from orchestrator.domain import AgentInfo, AgentTree, Event, EventKind, TaskInfo
+from orchestrator.workflow import Workflow
+
+from ._runtime import Runtime
+
+__all__ = ["run_workflow"]
+
+Say = Callable[[str], None]
+
+
+def _describe(event: Event, path: str) -> str | None:
+    d = event.data
+    if event.kind == EventKind.TASK:
+        extra = d.get("error") or d.get("description") or ""
+        return f"{path}: task {d.get('state')}" + (f": {_short(extra)}" if extra else "")
+    if event.kind == EventKind.STEP:
+        action = d.get("action", {})
+        result = d.get("result", {})
+        what = action.get("command") or action.get("text") or action.get("keys") or ""
+        ok = "ok" if result.get("ok") else f"FAILED {_short(result.get('error') or '')}"
+        return f"{path}: {action.get('type')} {_short(str(what))} -> {ok}"
+    if event.kind == EventKind.MESSAGE:
+        return f"{d.get('from')} -> {d.get('to')}: {_short(str(d.get('text', '')))}"
+    if event.kind == EventKind.MODEL and d.get("call") in ("triage", "plan"):
+        if d["call"] == "triage":
+            return f"{path}: decides to {d.get('decision')}"
+        roles = ", ".join(f"{s['id']} ({s['role']})" for s in d.get("subtasks", []))
+        return f"{path}: plans {roles}"
+    if event.kind == EventKind.LOG:
+        return f"{path}: {_short(str(d))}"
+    return None
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+async def _follow(rt: Runtime, say: Say, stop: asyncio.Event, t0: float) -> None:
+    """Print the timeline of every agent as it is recorded."""
+    paths: dict[str, str] = {}
+    after = 0
+    while True:
+        events = await rt.events(after_seq=after, limit=500)
+        for e in events:
+            after = max(after, e.seq or 0)
+            if e.agent_id and e.agent_id not in paths:
+                info: AgentInfo | None = await rt.recorder.get_agent.remote(e.agent_id)
+                paths[e.agent_id] = info.path if info else e.agent_id
+            line = _describe(e, paths.get(e.agent_id or "", "?"))
+            if line:
+                say(f"[{time.monotonic() - t0:7.1f}s] {line}")
+        if stop.is_set() and not events:
+            return
+        if not events:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+            except TimeoutError:
+                pass
+
+
+async def _screenshots(rt: Runtime, tree: AgentTree, out_dir: Path, say: Say) -> None:
+    async def one(node: AgentTree) -> None:
+        try:
+            handle = await rt.handle(node.agent.id)
+            png: bytes = await handle.screenshot.remote("png")
+        except Exception as e:  # noqa: BLE001 - a gone agent has no screen to show
+            say(f"  (no screenshot of {node.agent.path}: {e})")
+            return
+        path = out_dir / (node.agent.path.replace("/", "__") + ".png")
+        await asyncio.to_thread(path.write_bytes, png)
+        say(f"  screenshot of {node.agent.path}: {path}")
+
+    nodes: list[AgentTree] = []
+
+    def walk(n: AgentTree) -> None:
+        nodes.append(n)
+        for c in n.children:
+            walk(c)
+
+    walk(tree)
+    await asyncio.gather(*(one(n) for n in nodes))
+
+
+async def run_workflow(
+    rt: Runtime, wf: Workflow, *, out_dir: Path, say: Say = print, keep: bool = False
+) -> TaskInfo:
+    """Run ``wf`` to its end and report; returns the top-level task."""
+    t0 = time.monotonic()
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    name = f"{wf.agent.name}-{int(time.time())}"
+    say(f"creating {wf.tenant}/{name} ({wf.agent.role}) with its desktop...")
+    user = await rt.create_agent(wf.tenant, wf.agent.model_copy(update={"name": name}))
+    stop = asyncio.Event()
+    follower = asyncio.create_task(_follow(rt, say, stop, t0))
+    try:
+        task = await rt.assign(user.id, wf.task)
+        done = await rt.wait(task.id)
+        handle = await rt.handle(user.id)
+        tree: AgentTree = await handle.tree.remote()
+        stop.set()
+        await follower
+        say("")
+        say(f"task {done.id}: {done.state.value.upper()} in {time.monotonic() - t0:.1f} s")
+        say(_indent(done.result or done.error or ""))
+        await _print_subtasks(rt, done, say)
+        await _screenshots(rt, tree, out_dir, say)
+        return done
+    finally:
+        stop.set()
+        if not follower.done():
+            follower.cancel()
+        if not keep:
+            await rt.fire(user.id)
+
+
+async def _print_subtasks(rt: Runtime, task: TaskInfo, say: Say, depth: int = 1) -> None:
+    for sid in task.subtask_ids:
+        sub = await rt.task(sid)
+        agent: Any = await rt.agent(sub.agent_id)
+        outcome = _short(sub.result or sub.error or "")
+        say(f"{'  ' * depth}- {agent.path}: {sub.state.value}: {outcome}")
+        await _print_subtasks(rt, sub, say, depth + 1)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.strip().splitlines())

@@ -1,0 +1,207 @@
+"""Benchmark: hiring agents and the per-step runtime overhead, against naive baselines
+measured in the same run.
+
+- hire_cold: a parent hires a specialist (new Ray actor + new desktop) until it is ready.
+  Baseline: the naive way, one after the other: a plain Ray actor, then `docker run` of the
+  same image polled with `docker exec xdpyinfo` until the display answers.
+- hire_warm: the same hire taken from a warm pool (actor and desktop already up).
+  Baseline: hire_cold in this run.
+- fanout_8_cold: 8 specialists hired in parallel, until all are ready.
+  Baseline: 8 cold hires one after another.
+- step_overhead: one step of the real loop (screenshot, JPEG encode, decide with a scripted
+  zero-latency brain, act, record durably, settle), averaged over a task of many steps.
+  Baseline: a naive step: `docker exec import` PNG screenshot, `docker exec xdotool` action,
+  a JSON line appended and fsynced.
+- agent_memory_mb: memory per idle agent (actor process RSS + its desktop container), with
+  --agents idle agents up at once (default 20).
+
+    python bench/hierarchy.py [--json PATH] [--samples N] [--agents N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors import Runtime
+from orchestrator._docker import client
+from orchestrator.domain import AgentSpec, TaskSpec, TaskState
+from orchestrator.image import default_image
+
+
+def pct(values: list[float], q: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+@ray.remote(num_cpus=0)
+class Plain:
+    def ping(self) -> int:
+        return 1
+
+
+async def naive_hire(image: str) -> float:
+    t0 = time.perf_counter()
+    actor = Plain.remote()  # type: ignore[attr-defined]
+    await actor.ping.remote()
+    cid = sh("docker", "run", "-d", "--rm", image).strip()
+    try:
+        while subprocess.run(
+            ["docker", "exec", "-e", "DISPLAY=:0", cid, "xdpyinfo"], capture_output=True
+        ).returncode:
+            pass
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        sh("docker", "rm", "-f", cid)
+        ray.kill(actor)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def container_mb(cid: str) -> float:
+    mem = client().containers.get(cid).stats(stream=False)["memory_stats"]
+    st = mem.get("stats", {})
+    cache = st.get("total_inactive_file", st.get("inactive_file", st.get("cache", 0)))
+    return float(mem["usage"] - cache) / 2**20
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--agents", type=int, default=20)
+    args = ap.parse_args()
+    image = default_image()
+    rt = Runtime.connect(data_dir=Path(tempfile.mkdtemp(prefix="bench-records-")))
+    metrics: dict[str, Any] = {}
+
+    def record(name: str, ours: list[float], base: list[float]) -> None:
+        metrics[name] = {
+            "p50_ms": round(pct(ours, 50), 2),
+            "p95_ms": round(pct(ours, 95), 2),
+            "baseline_p50_ms": round(pct(base, 50), 2),
+        }
+
+    boss = await rt.create_agent("bench", AgentSpec(name=f"boss-{os.getpid()}"))
+    parent = await rt.handle(boss.id)
+    n = 0
+
+    async def hire() -> float:
+        nonlocal n
+        n += 1
+        t0 = time.perf_counter()
+        info = await parent.hire.remote(AgentSpec(name=f"s{n}", role="specialist"))
+        ms = (time.perf_counter() - t0) * 1000
+        await parent.fire.remote(info.id)
+        return ms
+
+    cold = [await hire() for _ in range(args.samples)]
+    naive = [await naive_hire(image) for _ in range(args.samples)]
+    record("hire_cold", cold, naive)
+
+    pool = await rt.start_pool(args.samples)
+    await pool.wait_full.remote(300)
+    warm = []
+    for _ in range(args.samples):
+        warm.append(await hire())
+    record("hire_warm", warm, cold)
+    await pool.shutdown.remote()
+    ray.kill(pool)
+
+    async def fanout() -> float:
+        nonlocal n
+        t0 = time.perf_counter()
+        infos = await asyncio.gather(
+            *(parent.hire.remote(AgentSpec(name=f"f{n}-{i}", role="x")) for i in range(8))
+        )
+        ms = (time.perf_counter() - t0) * 1000
+        n += 1
+        await asyncio.gather(*(parent.fire.remote(i.id) for i in infos))
+        return ms
+
+    fan = [await fanout() for _ in range(max(1, args.samples // 2))]
+    seq = [sum([await hire() for _ in range(8)])]
+    record("fanout_8_cold", fan, seq)
+
+    # step_overhead: a task of many GUI steps through the real loop, zero-latency brain.
+    steps = [{"type": "move", "x": 10 + i % 500, "y": 10 + i % 300} for i in range(args.steps)]
+    task = await rt.assign(boss.id, TaskSpec(description="moves", script={"steps": steps}))
+    done = await rt.wait(task.id, 600)
+    assert done.state == TaskState.SUCCEEDED, done.error
+    evs = [e for e in await rt.events(task_id=task.id, limit=1000) if e.kind.value == "step"]
+    gaps = [(b.at - a.at) * 1000 for a, b in zip(evs, evs[1:], strict=False)]
+    desk_cid = sh("docker", "ps", "-q", "--filter", f"label=orchestrator.agent={boss.id}").strip()
+    naive_steps = []
+    with tempfile.NamedTemporaryFile("a") as log:
+        for i in range(max(5, args.samples * 2)):
+            t0 = time.perf_counter()
+            ex = ["docker", "exec", "-u", "agent", "-e", "DISPLAY=:0", desk_cid]
+            subprocess.run([*ex, "import", "-window", "root", "png:-"], capture_output=True)
+            subprocess.run([*ex, "xdotool", "mousemove", str(10 + i), "10"], capture_output=True)
+            log.write(json.dumps({"step": i}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            naive_steps.append((time.perf_counter() - t0) * 1000)
+    record("step_overhead", gaps, naive_steps)
+
+    # agent_memory_mb: many idle agents at once.
+    infos = await asyncio.gather(
+        *(
+            parent.hire.remote(AgentSpec(name=f"idle{i}", role="idle"))
+            for i in range(args.agents - 1)
+        )
+    )
+    await asyncio.sleep(5)  # let start-up transients pass before measuring idle memory
+    per_agent = []
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if not actor["name"].startswith(boss.path):
+            continue
+        h = ray.get_actor(actor["name"], namespace=actor["namespace"])
+        pid = await h.process_id.remote()
+        info = await h.get_info.remote()
+        cid = sh("docker", "ps", "-q", "--filter", f"label=orchestrator.agent={info.id}").strip()
+        per_agent.append(rss_mb(pid) + container_mb(cid))
+    metrics["agent_memory_mb"] = {"value": round(statistics.mean(per_agent), 1)}
+    metrics["idle_agents"] = {"value": len(per_agent)}
+    await asyncio.gather(*(parent.fire.remote(i.id) for i in infos))
+    await rt.fire(boss.id)
+
+    print(f"{'metric':<16} {'p50 ms':>10} {'p95 ms':>10} {'baseline p50':>13} {'ratio':>7}")
+    for name, m in metrics.items():
+        if "value" in m:
+            print(f"{name:<16} {m['value']:>10}")
+            continue
+        ratio = m["baseline_p50_ms"] / m["p50_ms"] if m["p50_ms"] else float("inf")
+        print(
+            f"{name:<16} {m['p50_ms']:>10.1f} {m['p95_ms']:>10.1f} "
+            f"{m['baseline_p50_ms']:>13.1f} {ratio:>6.1f}x"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,150 @@
+"""The ``orchestrator`` command.
+
+Add a command group with ``@main.group()`` (or a command with ``@main.command()``); errors
+from ``orchestrator.errors`` are printed as ``error: <message>`` with exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import ConfigError, OrchestratorError
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """A click group that reports the runtime's own errors without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OrchestratorError as e:
+            first, _, rest = str(e).strip().partition("\n")
+            click.echo(f"error: {first}", err=True)
+            if rest:  # e.g. the output of a failing build step
+                click.echo(rest, err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="orchestrator")
+def main() -> None:
+    """An actor-model multi-agent runtime where every agent owns a Linux desktop."""
+
+
+@main.group(cls=_Group)
+def image() -> None:
+    """The desktop image."""
+
+
+@image.command("build")
+@click.option(
+    "--base",
+    "base_image",
+    metavar="IMAGE",
+    default=None,
+    help="Base image (default debian:bookworm-slim; without a registry, a Debian "
+    "bookworm base is debootstrapped from this machine's apt mirror).",
+)
+@click.option("--force", is_flag=True, help="Rebuild even if this tag exists (no layer cache).")
+@click.option(
+    "--mirror",
+    metavar="URL",
+    default=None,
+    help="Debian mirror for debootstrap (default: the one in this machine's apt sources).",
+)
+def image_build(base_image: str | None, force: bool, mirror: str | None) -> None:
+    """Build the desktop image (a no-op when this checkout's image is already built)."""
+    from .image import build_image
+
+    tag = build_image(
+        base_image=base_image,
+        force=force,
+        mirror=mirror,
+        progress=lambda line: click.echo(line, err=True),
+    )
+    click.echo(tag)
+
+
+@image.command("tag")
+def image_tag() -> None:
+    """Print the desktop image tag of this checkout (a hash of desktop_image/)."""
+    from .image import image_tag as tag
+
+    click.echo(tag())
+
+
+if __name__ == "__main__":
+    main()
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True)
+def demo(out: Path) -> None:
+    """Start a desktop, open a terminal and the browser with GUI actions, run a command,
+    and save a screenshot."""
+    import asyncio
+
+    from .demo import run_demo
+
+    asyncio.run(run_demo(out))
+
+
+@main.command()
+@click.argument("plan")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True)
+@click.option("--tenant", default="local", show_default=True, help="Tenant of a task in words.")
+@click.option("--keep", is_flag=True, help="Keep the agents (and desktops) when done.")
+@click.option("--address", default=None, help="Ray cluster address (default: start one locally).")
+def run(plan: str, out: Path, tenant: str, keep: bool, address: str | None) -> None:
+    """Run PLAN: a workflow file (YAML), or a task in words for a model-driven agent
+    (needs an OpenAI-compatible model: OPENAI_BASE_URL / OPENAI_API_KEY / ORCHESTRATOR_MODEL)."""
+    import asyncio
+
+    from .domain import AgentSpec, BrainConfig, TaskSpec
+    from .workflow import Workflow, load_workflow
+
+    if Path(plan).is_file():
+        wf = load_workflow(Path(plan))
+    elif plan.endswith((".yaml", ".yml")):
+        raise ConfigError(f"no such workflow file: {plan}")
+    else:
+        wf = Workflow(
+            tenant=tenant,
+            agent=AgentSpec(name="user", role="generalist", brain=BrainConfig(kind="openai")),
+            task=TaskSpec(description=plan),
+        )
+        from .brains import make_brain
+
+        make_brain(wf.agent.brain)  # fail here, not in an actor, when no model is configured
+
+    async def go() -> int:
+        from actors import Runtime
+        from actors._run import run_workflow
+
+        rt = Runtime.connect(address)
+        done = await run_workflow(rt, wf, out_dir=out, say=click.echo, keep=keep)
+        return 0 if done.state.value == "succeeded" else 1
+
+    sys.exit(asyncio.run(go()))
+
+
+@main.group(cls=_Group)
+def desktops() -> None:
+    """Desktop containers on this machine."""
+
+
+@desktops.command("reap")
+def desktops_reap() -> None:
+    """Remove desktops whose owner (process or agent) is gone."""
+    from .desktop import reap
+
+    names = reap()
+    click.echo(
+        f"removed {len(names)} orphaned desktop(s)" + (": " + ", ".join(names) if names else "")
+    )
