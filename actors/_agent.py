@@ -302,9 +302,13 @@ class AgentActor:
             )
         await self._set_status(AgentStatus.BUSY)
 
-        async def save(t: TaskInfo) -> None:
+        async def save(t: TaskInfo) -> TaskInfo:
+            known = self.tasks.get(t.id)
+            if known is not None and len(known.subtask_ids) > len(t.subtask_ids):
+                t = t.model_copy(update={"subtask_ids": known.subtask_ids})
             self.tasks[t.id] = t
             await self._recorder.put_task.remote(t)
+            return t
 
         async def record(
             kind: EventKind, data: dict[str, Any], *, screenshot: bytes | None = None

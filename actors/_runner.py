@@ -73,7 +73,8 @@ class TaskRunner:
     children: ChildRunner
     record: Record
     """``record(kind, data, *, screenshot=None)`` stores an event for this task, durably."""
-    save_task: Callable[[TaskInfo], Awaitable[None]]
+    save_task: Callable[[TaskInfo], Awaitable[TaskInfo]]
+    """Stores the task and returns it as stored (with subtask ids the agent added)."""
     history: list[StepRecord] = field(default_factory=list)
     subtask_results: dict[str, str] = field(default_factory=dict)
 
@@ -107,7 +108,7 @@ class TaskRunner:
         self.task = self.task.model_copy(
             update={"state": state, "result": result, "error": error, "updated_at": time.time()}
         )
-        await self.save_task(self.task)
+        self.task = await self.save_task(self.task)
         await self.record(EventKind.TASK, {"state": state.value, "result": result, "error": error})
 
     def _context(self) -> BrainContext:

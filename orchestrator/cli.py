@@ -97,11 +97,16 @@ def demo(out: Path) -> None:
 
 @main.command()
 @click.argument("plan")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to save screenshots [default: out/<workflow name>, or out/run].",
+)
 @click.option("--tenant", default="local", show_default=True, help="Tenant of a task in words.")
 @click.option("--keep", is_flag=True, help="Keep the agents (and desktops) when done.")
 @click.option("--address", default=None, help="Ray cluster address (default: start one locally).")
-def run(plan: str, out: Path, tenant: str, keep: bool, address: str | None) -> None:
+def run(plan: str, out: Path | None, tenant: str, keep: bool, address: str | None) -> None:
     """Run PLAN: a workflow file (YAML), or a task in words for a model-driven agent
     (needs an OpenAI-compatible model: OPENAI_BASE_URL / OPENAI_API_KEY / ORCHESTRATOR_MODEL)."""
     import asyncio
@@ -111,6 +116,7 @@ def run(plan: str, out: Path, tenant: str, keep: bool, address: str | None) -> N
 
     if Path(plan).is_file():
         wf = load_workflow(Path(plan))
+        out = out or Path("out") / Path(plan).stem
     elif plan.endswith((".yaml", ".yml")):
         raise ConfigError(f"no such workflow file: {plan}")
     else:
@@ -122,6 +128,8 @@ def run(plan: str, out: Path, tenant: str, keep: bool, address: str | None) -> N
         from .brains import make_brain
 
         make_brain(wf.agent.brain)  # fail here, not in an actor, when no model is configured
+
+    out = out or Path("out") / "run"
 
     async def go() -> int:
         from actors import Runtime
