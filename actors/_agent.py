@@ -89,6 +89,7 @@ class AgentActor:
         self._recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
         self._reaper: asyncio.Task[None] | None = None
         self._parent_watch: asyncio.Task[None] | None = None
+        self._pool: Any = None
 
     def __repr__(self) -> str:
         return f"Agent({self.info.path})"
@@ -175,12 +176,11 @@ class AgentActor:
         data: dict[str, Any],
         screenshot: bytes | None = None,
     ) -> None:
-        blobs = []
-        if screenshot is not None:
-            blobs.append(await self._recorder.put_blob.remote(screenshot, "image/jpeg"))
-        await self._recorder.append_event.remote(
-            Event(kind=kind, agent_id=self.info.id, task_id=task_id, data=data, blobs=blobs)
-        )
+        event = Event(kind=kind, agent_id=self.info.id, task_id=task_id, data=data)
+        if screenshot is None:
+            await self._recorder.append_event.remote(event)
+        else:
+            await self._recorder.append_event_with_blob.remote(event, screenshot, "image/jpeg")
 
     # ------------------------------------------------------------------ hierarchy
 
@@ -221,9 +221,14 @@ class AgentActor:
 
     async def _start_child(self, info: AgentInfo) -> tuple[Any, AgentInfo]:
         """A warm hire from the pool when it has a desktop of this spec, else a cold one."""
-        pool = get_pool()
+        if self._pool is None:
+            self._pool = get_pool()
+        pool = self._pool
         if pool is not None:
-            taken = await pool.take.remote(info.spec.desktop)
+            try:
+                taken = await pool.take.remote(info.spec.desktop)
+            except RayActorError:
+                self._pool, taken = None, []
             if taken:
                 adopted: AgentInfo = await taken[0].adopt.remote(info, self.info.path)
                 return taken[0], adopted

@@ -38,6 +38,16 @@ class Recorder:
         stored: Event = await self._write(self._store.append_event, event)
         return stored
 
+    async def append_event_with_blob(self, event: Event, data: bytes, media_type: str) -> Event:
+        """Store a blob, then the event that refers to it: one call for a step."""
+
+        def both() -> Event:
+            address = self._store.put_blob(data, media_type)
+            return self._store.append_event(event.model_copy(update={"blobs": [address]}))
+
+        stored: Event = await asyncio.to_thread(both)
+        return stored
+
     async def put_blob(self, data: bytes, media_type: str) -> str:
         address: str = await self._write(self._store.put_blob, data, media_type)
         return address

@@ -253,6 +253,8 @@ class EventKind(StrEnum):
 class Event(_Model):
     """One entry on the timeline; stored before the thing it records counts as done."""
 
+    id: str = Field(default_factory=lambda: new_id("event"))
+    """Unique id: storing the same event twice (a retried call) keeps one copy."""
     seq: int | None = None
     """Position in the store (assigned on write)."""
     kind: EventKind

@@ -16,12 +16,17 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._base import Brain, BrainContext, Observation, StepRecord, UsageCallback
 from ._factory import make_brain
-from ._openai import OpenAIBrain
-from ._responses import SAFETY_CHECK_PREFIX
 from ._script import Script
 from ._scripted import ScriptedBrain
+
+if TYPE_CHECKING:
+    from ._openai import OpenAIBrain
+    from ._responses import SAFETY_CHECK_PREFIX
 
 __all__ = [
     "SAFETY_CHECK_PREFIX",
@@ -35,3 +40,12 @@ __all__ = [
     "UsageCallback",
     "make_brain",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The OpenAI side imports the openai package (~0.6 s): load it only when asked for.
+    if name == "OpenAIBrain":
+        return importlib.import_module("._openai", __name__).OpenAIBrain
+    if name == "SAFETY_CHECK_PREFIX":
+        return importlib.import_module("._responses", __name__).SAFETY_CHECK_PREFIX
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

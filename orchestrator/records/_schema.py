@@ -69,7 +69,13 @@ def _v1(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+def _v2(db: sqlite3.Connection) -> None:
+    """Event ids, so that a retried append stores an event once."""
+    db.execute("ALTER TABLE events ADD COLUMN event_id TEXT")
+    db.execute("CREATE UNIQUE INDEX events_id ON events (event_id)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -300,9 +300,15 @@ class SQLiteStore(RecordStore):
                 }
                 if missing := [a for a in wanted if a not in held]:
                     raise RecordError(f"event names blobs the store does not hold: {missing}")
+            again = db.execute(
+                "SELECT seq FROM events WHERE event_id = ?", (event.id,)
+            ).fetchone()
+            if again is not None:  # a retried append: the first one was committed
+                return event.model_copy(update={"seq": int(again[0])})
             cursor = db.execute(
-                "INSERT INTO events (kind, agent_id, task_id, at, payload) VALUES (?, ?, ?, ?, ?)",
-                (event.kind.value, event.agent_id, event.task_id, event.at, payload),
+                "INSERT INTO events (event_id, kind, agent_id, task_id, at, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event.id, event.kind.value, event.agent_id, event.task_id, event.at, payload),
             )
             seq = cursor.lastrowid
         return event.model_copy(update={"seq": seq})

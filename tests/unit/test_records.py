@@ -367,7 +367,8 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError):
             migrate(db, (*MIGRATIONS, broken))
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchall() == []
-        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 1
+        version = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        assert version == len(MIGRATIONS)
     finally:
         db.close()
 
@@ -467,3 +468,15 @@ def test_a_blob_write_that_fails_midway_leaves_nothing(
     assert [p for p in (store.data_dir / "blobs").rglob("*") if p.is_file()] == []
     with pytest.raises(RecordError, match="does not hold"):
         store.append_event(Event(kind=EventKind.STEP, blobs=[address]))
+
+
+def test_a_retried_append_stores_the_event_once(tmp_path: Path) -> None:
+    from orchestrator.domain import Event, EventKind
+    from orchestrator.records import SQLiteStore
+
+    with SQLiteStore(tmp_path) as store:
+        event = Event(kind=EventKind.LOG, task_id="task-1", data={"n": 1})
+        first = store.append_event(event)
+        again = store.append_event(event)
+        assert first.seq == again.seq
+        assert [e.id for e in store.events(task_id="task-1")] == [event.id]
