@@ -9,7 +9,9 @@ whole process group, and the output it produced before is kept.
 
 Files travel as tar streams through ``tar`` run *as the target user*, not through a root SFTP
 session: the files land owned by that user, and a symlink the user planted can never turn a
-write or read done with root's rights into an escalation.
+write or read done with root's rights into an escalation. The directory a transfer goes
+through is entered one component at a time and never through a symbolic link (a path through
+one is refused: name it without links, e.g. ``/usr/bin`` rather than ``/bin``).
 
 Example:
     >>> async def demo(sock: Path, host_key: Path) -> None:
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import IO, Literal, TypeVar, cast
 
 import asyncssh
-from asyncssh.constants import EXTENDED_DATA_STDERR
+from asyncssh.constants import EXTENDED_DATA_STDERR, OPEN_CONNECT_FAILED
 
 from ..actions import CommandResult
 from ..errors import ShellError
@@ -100,6 +102,7 @@ _ARGV_SCRIPT_LIMIT = 100_000  # Linux caps one argv string at 128 KiB; larger sc
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CHUNK = 256 * 1024
 _STDERR_LIMIT = 64 * 1024
+_CLOSE_VISIBLE_S = 1.0  # a connection that lost its transport is marked closed a step later
 _TIMEOUT_STATUSES = (124, 128 + 9)  # coreutils timeout: TERM worked / KILL was needed
 
 # Every command first reports, as the first line of its stderr, the pid that ``timeout`` will
@@ -112,14 +115,67 @@ _KILL = (
     's=$(cat /proc/{pid}/stat 2>/dev/null) || exit 0; set -- ${{s##*")"}}; '
     '[ "$4" = {pid} ] && kill -s TERM -- {pid}'
 )
-# Upload: extract a tar stream from stdin into "$1" (relative paths start at the user's home).
-_UNTAR = 'cd && mkdir -p -- "$1" && exec tar -x --no-same-owner -f - -C "$1"'
-# Download: archive "$1" (resolved, so a symlink gives its target) with its top-level name as
-# "x"; exit 3 when the path cannot be resolved.
+# Enter the directory "$1" (relative paths start at the user's home; "." and ".." are taken
+# lexically) one component at a time from /, never through a symbolic link, creating the
+# missing ones when $2 is "mkdir": a link the agent planted in the path cannot redirect a
+# transfer done with root's rights. After each step the working directory must physically be
+# the path spelled out, which also catches a directory swapped for a link once checked.
+# Exit 2: failed; 3: a component is missing; 5: a link was refused (tar's 1 is a warning).
+_WALK = r"""walk() {
+  local t p c
+  cd || exit 2
+  t=$(realpath -m -s -- "$1") || exit 2
+  cd / || exit 2
+  p=
+  IFS=/
+  set -f
+  for c in ${t#/}; do
+    p=$p/$c
+    if [ -L "./$c" ]; then
+      echo "refusing to follow the symbolic link $p (to $(realpath -m -- "$p")):" \
+        "name the path without links" >&2
+      exit 5
+    fi
+    if [ ! -e "./$c" ] && [ "$2" = mkdir ]; then mkdir -- "./$c" || exit 2; fi
+    if [ ! -e "./$c" ]; then echo "$p: No such file or directory" >&2; exit 3; fi
+    if [ ! -d "./$c" ]; then echo "$p: Not a directory" >&2; exit 2; fi
+    if [ ! -x "./$c" ]; then echo "$p: Permission denied" >&2; exit 2; fi
+    cd -P -- "./$c" || exit 2
+    if [ "$(pwd -P)" != "$p" ]; then
+      echo "refusing to follow $p: it was replaced by a symbolic link" >&2
+      exit 5
+    fi
+  done
+  unset IFS
+  set +f
+}
+"""
+# Upload: extract a tar stream from stdin into the directory "$1", created as needed.
+_UNTAR = _WALK + 'walk "$1" mkdir && exec tar -x --no-same-owner -f -'
+# Download: archive "$1" with its top-level name as "x". A link at "$1" itself gives its
+# target when $2 is "follow" and is refused otherwise; exit 3 when the path is missing.
 _TAR = (
-    'cd && t=$(realpath -e -- "$1") || exit 3\n'
-    'if [ "$t" = / ]; then echo "refusing to download /" >&2; exit 4; fi\n'
-    'cd -- "${t%/*}/" && exec tar -c -f - --transform="s,^[^/]*,x,S" -- "${t##*/}"'
+    _WALK
+    + """cd || exit 2
+t=$(realpath -m -s -- "$1") || exit 2
+if [ "$t" = / ]; then echo "refusing to download /" >&2; exit 4; fi
+walk "${t%/*}/"
+n=${t##*/}
+if [ -L "./$n" ]; then
+  if [ "$2" != follow ]; then
+    echo "refusing to follow the symbolic link $t (to $(realpath -m -- "./$n"))" >&2
+    exit 5
+  fi
+  t=$(realpath -e -- "./$n") || exit 3
+  if [ "$t" = / ]; then echo "refusing to download /" >&2; exit 4; fi
+  cd -- "${t%/*}/" || exit 2
+  n=${t##*/}
+elif [ ! -e "./$n" ]; then
+  echo "$t: No such file or directory" >&2
+  exit 3
+fi
+exec tar -c -f - --transform="s,^[^/]*,x,S" -- "$n"
+"""
 )
 
 
@@ -452,9 +508,11 @@ class ShellSession:
 
         ``remote`` is the path the copy gets (not a directory to put it in); relative paths
         and ``~/`` start at the user's home; missing parents are created. An existing file is
-        replaced; a directory is merged into an existing one. Raises ``FileNotFoundError``
-        when ``local`` is missing, ``PermissionError``/``OSError`` when the desktop refuses
-        the write, ``ShellError`` when the connection fails.
+        replaced (a link there too, never written through); a directory is merged into an
+        existing one. Raises ``FileNotFoundError`` when ``local`` is missing,
+        ``PermissionError`` when the desktop refuses the write or the parent path goes through
+        a symbolic link, ``OSError`` for other failures there, ``ShellError`` when the
+        connection fails.
         """
         local = Path(local)
         if not await asyncio.to_thread(os.path.lexists, local):
@@ -481,14 +539,17 @@ class ShellSession:
 
         ``local`` is the path the copy gets; its parents are created; an existing file is
         replaced and a directory merged into an existing one. Links in the tree that point
-        outside it are skipped. Raises ``FileNotFoundError`` when ``remote`` is missing,
-        ``PermissionError``/``OSError`` when it cannot be read, ``ShellError`` when the
-        connection fails.
+        outside it are skipped. A link at ``remote`` itself gives its target for the agent
+        and is refused for root. Raises ``FileNotFoundError`` when ``remote`` is missing,
+        ``PermissionError`` when it cannot be read or its parent path goes through a symbolic
+        link (root: or it is one), ``OSError`` for other failures there, ``ShellError`` when
+        the connection fails.
         """
         local = Path(local)
         if not remote or "\0" in remote:
             raise ValueError(f"invalid remote path {remote!r}")
-        command = _as_user(user, ["sh", "-c", _TAR, "sh", _home_relative(remote)])
+        follow = "follow" if user == "agent" else "nofollow"
+        command = _as_user(user, ["sh", "-c", _TAR, "sh", _home_relative(remote), follow])
         spool = await asyncio.to_thread(tempfile.TemporaryFile)
         try:
             status, stderr = await self._transfer(command, timeout_s, receive=spool)
@@ -553,8 +614,9 @@ class ShellSession:
         try:
             return await opener(conn)
         except (OSError, asyncssh.Error) as e:
-            if not conn.is_closed():
+            if not await _was_lost(conn, e):
                 raise ShellError(f"the desktop's sshd refused a channel: {e}") from e
+            log.debug("opening a channel found the SSH connection lost: %s", e)
         conn = await self._connection()
         try:
             return await opener(conn)
@@ -581,6 +643,27 @@ class ShellSession:
         if old is not None:
             old.abort()
         self._conn = await _dial(self.socket_path, self._client_key, self.host_key_path, timeout_s)
+
+
+async def _was_lost(conn: asyncssh.SSHClientConnection, error: BaseException) -> bool:
+    """Whether ``error``, from opening a channel on ``conn``, means the connection is gone.
+
+    asyncssh drops a lost connection's transport at once but marks the connection closed
+    (``is_closed()``) only a loop step later; a channel opened in between fails with
+    ``ChannelOpenError(OPEN_CONNECT_FAILED, "SSH connection closed")``. Such an error (or
+    another that a lost connection raises) waits briefly for the close to become visible.
+    """
+    if conn.is_closed():
+        return True
+    maybe_lost = isinstance(error, OSError | asyncssh.DisconnectError) or (
+        isinstance(error, asyncssh.ChannelOpenError) and error.code == OPEN_CONNECT_FAILED
+    )
+    if not maybe_lost:
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_CLOSE_VISIBLE_S):
+            await conn.wait_closed()
+    return conn.is_closed()
 
 
 async def _dial(
@@ -669,7 +752,7 @@ def _split_remote(remote: str) -> tuple[str, str]:
 def _transfer_error(what: str, path: str, status: int | None, stderr: bytes) -> OSError:
     detail = stderr.decode("utf-8", errors="replace").strip() or f"exit status {status}"
     message = f"{what} {path!r} on the desktop failed: {detail}"
-    if "Permission denied" in detail:
+    if status == 5 or "Permission denied" in detail:
         return PermissionError(message)
     if status == 3 or "No such file or directory" in detail:
         return FileNotFoundError(message)

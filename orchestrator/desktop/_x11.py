@@ -238,16 +238,31 @@ class _Keyboard:
                 changed = changed or current != reference
 
     def _remap(self, pairs: list[tuple[int, int]]) -> None:
-        """Map each keycode to its keysym at both shift levels, one request per run."""
-        i = 0
-        while i < len(pairs):
-            j = i + 1
-            while j < len(pairs) and pairs[j][0] == pairs[j - 1][0] + 1:
-                j += 1
-            first = pairs[i][0]
-            self._d.change_keyboard_mapping(first, [(ks, ks) for _, ks in pairs[i:j]])
-            self._expected.append((first, j - i))
-            i = j
+        """Map each keycode to its keysym at both shift levels, in one request.
+
+        Every ChangeKeyboardMapping makes each client reload its keymap (openbox spends about
+        50 ms of CPU on it), so the request covers the whole range from the first keycode to
+        the last and re-sends the keycodes in between as they are, read under a server grab
+        so that no other client's change can slip in between and be undone.
+        """
+        if not pairs:
+            return
+        wanted = dict(pairs)
+        first, last = min(wanted), max(wanted)
+        count = last - first + 1
+        self._d.grab_server()
+        try:
+            current = [tuple(r) for r in self._d.get_keyboard_mapping(first, count)]
+            width = max(2, *(len(r) for r in current))
+            rows: list[tuple[int, ...]] = []
+            for kc, row in enumerate(current, start=first):
+                row = (wanted[kc], wanted[kc]) if kc in wanted else row
+                rows.append(row + (X.NoSymbol,) * (width - len(row)))
+            self._d.change_keyboard_mapping(first, rows)
+        finally:
+            self._d.ungrab_server()
+            self._d.flush()  # release the grab now: screenshots use another connection
+        self._expected.append((first, count))
 
     def _code(self, keysym: int) -> tuple[int, bool]:
         """(keycode, needs shift) of a keysym already in the keymap or lent a keycode."""

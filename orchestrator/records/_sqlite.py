@@ -300,9 +300,7 @@ class SQLiteStore(RecordStore):
                 }
                 if missing := [a for a in wanted if a not in held]:
                     raise RecordError(f"event names blobs the store does not hold: {missing}")
-            again = db.execute(
-                "SELECT seq FROM events WHERE event_id = ?", (event.id,)
-            ).fetchone()
+            again = db.execute("SELECT seq FROM events WHERE event_id = ?", (event.id,)).fetchone()
             if again is not None:  # a retried append: the first one was committed
                 return event.model_copy(update={"seq": int(again[0])})
             cursor = db.execute(

@@ -41,7 +41,6 @@ from tests.integration.conftest import eventually
 pytestmark = pytest.mark.integration
 
 W, H = 1280, 800
-UTF8 = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}  # the desktop's SSH session sets no locale
 Rect = tuple[int, int, int, int]
 
 
@@ -124,7 +123,7 @@ class Apps:
     async def start(self, command: str) -> None:
         """Run a shell command line in the desktop, detached, in the test's directory."""
         script = f"mkdir -p {self.dir} && cd {self.dir} && setsid -f sh -c {shlex.quote(command)}"
-        res = await self.desk.run(script + " </dev/null >/dev/null 2>&1", env=UTF8)
+        res = await self.desk.run(script + " </dev/null >/dev/null 2>&1")  # session's locale
         assert res.ok, res
 
     async def terminal(self, name: str, command: str, geometry: str = "60x12+20+20") -> Rect:
@@ -369,16 +368,31 @@ async def test_type_unicode_text_into_a_gtk_editor_and_save(desktop: Desktop, ap
     await eventually(apps.file_is(out, text.encode()), what="the saved file")
 
 
+def keymap(d: Xlib.display.Display) -> dict[int, tuple[int, ...]]:
+    """keycode -> keysyms (trailing NoSymbols dropped)."""
+    first, last = d.display.info.min_keycode, d.display.info.max_keycode
+    rows = d.get_keyboard_mapping(first, last - first + 1)
+    return {first + i: _trim(tuple(r)) for i, r in enumerate(rows)}
+
+
+def _trim(row: tuple[int, ...]) -> tuple[int, ...]:
+    while row and not row[-1]:
+        row = row[:-1]
+    return row
+
+
+def lent(row: tuple[int, ...]) -> bool:
+    """Whether a keymap row is a keycode lent to a character (not a function key, the
+    character at both shift levels) or unmapped."""
+    return not any(row) or (
+        len(row) > 1 and row[0] == row[1] and (0 < row[0] < 0xFE00 or row[0] >= 0x01000000)
+    )
+
+
 def lendable_keycodes(d: Xlib.display.Display) -> int:
     """How many keycodes can be lent to characters, at most: those without keysyms, and
-    those lent already (a character, not a function key, at both shift levels)."""
-    first, last = d.display.info.min_keycode, d.display.info.max_keycode
-    rows = [tuple(r) for r in d.get_keyboard_mapping(first, last - first + 1)]
-
-    def lent(r: tuple[int, ...]) -> bool:
-        return len(r) > 1 and r[0] == r[1] and (0 < r[0] < 0xFE00 or r[0] >= 0x01000000)
-
-    return sum(1 for r in rows if not any(r) or lent(r))
+    those lent already."""
+    return sum(1 for row in keymap(d).values() if lent(row))
 
 
 async def test_typing_more_distinct_characters_than_spare_keycodes(
@@ -389,9 +403,28 @@ async def test_typing_more_distinct_characters_than_spare_keycodes(
     ok(await desktop.act(a.Click(x=centre(r)[0], y=centre(r)[1])))
     spare = lendable_keycodes(observer)
     assert spare > 0
+    first, last = observer.display.info.min_keycode, observer.display.info.max_keycode
+    keymap_before = keymap(observer)
+    observer.sync()
+    while observer.pending_events():
+        observer.next_event()
     text = "".join(chr(0x4E00 + i) for i in range(spare + 12)) + "ĀāĂă" + chr(0x4E00) + "\n"
     ok(await desktop.act(a.TypeText(text=text)))
     await eventually(apps.file_is(out, text.encode()), what="typed text in the file")
+
+    # One keymap change per remap round (two here), not one per run of adjacent keycodes:
+    # each makes every client reload its keymap, the window manager for about 50 ms.
+    observer.sync()
+    notified = []
+    while observer.pending_events():
+        ev = observer.next_event()
+        if ev.type == X.MappingNotify and ev.request == X.MappingKeyboard:
+            notified.append((ev.first_keycode, ev.count))
+    assert 1 <= len(notified) <= 2, notified
+    # ... and the keycodes re-sent in between are as they were
+    keymap_after = keymap(observer)
+    changed = [kc for kc in range(first, last + 1) if keymap_after[kc] != keymap_before[kc]]
+    assert all(lent(keymap_after[kc]) for kc in changed), changed
 
 
 async def test_a_key_combo_acts_on_the_app(desktop: Desktop, apps: Apps) -> None:
