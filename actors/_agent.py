@@ -81,7 +81,8 @@ class AgentActor:
     """One agent: a role, a brain, a desktop of its own, and the children it hired."""
 
     def __init__(self, info: AgentInfo) -> None:
-        self.info = info
+        self._actor_name = info.path
+        self.info = info.model_copy(update={"actor": info.path})
         self.desktop: Desktop | None = None
         self.children: dict[str, _Child] = {}
         self.tasks: dict[str, TaskInfo] = {}
@@ -122,7 +123,7 @@ class AgentActor:
         """Take on an identity (a pooled agent being hired) and watch the new parent."""
         if self.desktop is None:
             raise AgentError("a pooled agent without a desktop cannot be adopted")
-        self.info = info
+        self.info = info.model_copy(update={"actor": self._actor_name})
         await self._set_status(AgentStatus.IDLE)
         self._parent_watch = asyncio.create_task(self._watch_parent(parent_path))
         return self.info
@@ -389,6 +390,7 @@ class AgentActor:
                 ct: TaskInfo = await child.handle.assign.remote(spec, parent.id)
             except RayActorError as e:
                 self.children.pop(child.info.id, None)
+                await self._record_dead(child)
                 gone = TaskInfo(
                     id=new_id("task"),
                     agent_id=child.info.id,
@@ -424,6 +426,7 @@ class AgentActor:
                 raise
             except RayActorError as e:
                 self.children.pop(child.info.id, None)
+                await self._record_dead(child)
                 final = ct.model_copy(
                     update={
                         "state": TaskState.FAILED,
@@ -446,6 +449,10 @@ class AgentActor:
             return final
         finally:
             child.busy = False
+
+    async def _record_dead(self, child: _Child) -> None:
+        dead = child.info.model_copy(update={"status": AgentStatus.FAILED, "error": "actor died"})
+        await self._recorder.put_agent.remote(dead)
 
     def _idle_child(self, role: str) -> _Child | None:
         for c in self.children.values():

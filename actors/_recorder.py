@@ -1,20 +1,46 @@
 """The recorder: one actor that owns the record store, so every agent's records land in one
-durable place (a call returns only once the record is committed)."""
+durable place (a call returns only once the record is committed).
+
+Being detached and always alive, it is also the janitor: every ``JANITOR_INTERVAL_S`` it
+removes desktops on its node whose owner is gone, and marks agents whose actor died (a
+killed manager, say) as failed, with their open tasks, so nothing is left "running" forever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from orchestrator.domain import AgentInfo, Event, TaskInfo
+from orchestrator.desktop import reap
+from orchestrator.domain import (
+    AgentInfo,
+    AgentStatus,
+    Event,
+    EventKind,
+    TaskInfo,
+    TaskState,
+)
 from orchestrator.records import RecordStore, open_store
 
 from ._names import NAMESPACE, RECORDER_NAME
 
-__all__ = ["Recorder", "get_or_create_recorder"]
+__all__ = ["JANITOR_INTERVAL_S", "Recorder", "get_or_create_recorder"]
+
+log = logging.getLogger(__name__)
+
+JANITOR_INTERVAL_S = 10.0
+"""How often the recorder sweeps for orphaned desktops and dead agents."""
+
+STARTING_GRACE_S = 120.0
+"""An agent recorded as starting may not have its actor yet: leave it alone this long."""
+
+_LIVE = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
+_OPEN = (TaskState.PENDING, TaskState.RUNNING, TaskState.WAITING)
 
 
 @ray.remote
@@ -23,8 +49,80 @@ class Recorder:
 
     def __init__(self, data_dir: str | None = None) -> None:
         self._store: RecordStore = open_store(Path(data_dir) if data_dir else None)
+        self._janitor: asyncio.Task[None] | None = None
+
+    async def start_janitor(self) -> None:
+        """Start the periodic sweep (idempotent)."""
+        self._ensure_janitor()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(JANITOR_INTERVAL_S)  # a periodic sweep: the interval is the point
+            try:
+                await asyncio.to_thread(reap)
+                await self.fail_dead_agents()
+            except Exception as e:  # noqa: BLE001 - the sweep must outlive any one failure
+                log.warning("janitor sweep failed: %s", e)
+
+    async def fail_dead_agents(self) -> list[str]:
+        """Mark agents whose actor is gone as failed, with their open tasks; return their ids."""
+        from ._names import NAMESPACE
+
+        agents = await asyncio.to_thread(lambda: self._store.list_agents(status=_LIVE))
+        dead: list[str] = []
+        for info in agents:
+            if (
+                info.status == AgentStatus.STARTING
+                and time.time() - info.created_at < STARTING_GRACE_S
+            ):
+                continue
+            try:
+                ray.get_actor(info.actor or info.path, namespace=NAMESPACE)
+                continue
+            except ValueError:
+                pass
+            dead.append(info.id)
+            failed = info.model_copy(update={"status": AgentStatus.FAILED, "error": "actor died"})
+            await self._write(self._store.put_agent, failed)
+            await self._write(
+                self._store.append_event,
+                Event(
+                    kind=EventKind.AGENT,
+                    agent_id=info.id,
+                    data={"status": "failed", "error": "actor died"},
+                ),
+            )
+            tasks = await asyncio.to_thread(
+                self._store.list_tasks, agent_id=info.id, state=_OPEN, limit=1000
+            )
+            for t in tasks:
+                gone = t.model_copy(
+                    update={
+                        "state": TaskState.FAILED,
+                        "error": f"agent {info.path} died",
+                        "updated_at": time.time(),
+                    }
+                )
+                await self._write(self._store.put_task, gone)
+                await self._write(
+                    self._store.append_event,
+                    Event(
+                        kind=EventKind.TASK,
+                        agent_id=info.id,
+                        task_id=t.id,
+                        data={"state": "failed", "error": gone.error},
+                    ),
+                )
+        return dead
+
+    def _ensure_janitor(self) -> None:
+        # Started from the first call rather than __init__ (which has no running loop), so
+        # that a restarted recorder sweeps again too.
+        if self._janitor is None:
+            self._janitor = asyncio.create_task(self._sweep_forever())
 
     async def _write(self, fn: Any, *args: Any) -> Any:
+        self._ensure_janitor()
         # The store serialises its own writes; threads let fsyncs and blob writes overlap.
         return await asyncio.to_thread(fn, *args)
 
@@ -40,6 +138,8 @@ class Recorder:
 
     async def append_event_with_blob(self, event: Event, data: bytes, media_type: str) -> Event:
         """Store a blob, then the event that refers to it: one call for a step."""
+
+        self._ensure_janitor()
 
         def both() -> Event:
             address = self._store.put_blob(data, media_type)
@@ -77,7 +177,7 @@ def get_or_create_recorder(data_dir: Path | None = None) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    return Recorder.options(  # type: ignore[attr-defined]
+    recorder = Recorder.options(  # type: ignore[attr-defined]
         name=RECORDER_NAME,
         namespace=NAMESPACE,
         lifetime="detached",
@@ -88,3 +188,5 @@ def get_or_create_recorder(data_dir: Path | None = None) -> Any:
         get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
     ).remote(str(data_dir) if data_dir else None)
+    recorder.start_janitor.remote()
+    return recorder

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from orchestrator import actions as a
 from orchestrator.brains import Brain, BrainContext, Observation, StepRecord
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["ChildRunner", "TaskFailed", "TaskRunner"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 SETTLE_QUIET_S = 0.03
@@ -131,7 +133,7 @@ class TaskRunner:
     async def _triage_and_work(self) -> str:
         obs, jpeg = await self._observe()
         n = len(self.brain.usage)
-        triage = await self.brain.triage(self._context(), obs)
+        triage = await self._decide(self.brain.triage, obs, n)
         await self.record(
             EventKind.MODEL,
             {"call": "triage", **triage.model_dump(), "usage": self._usage_since(n)},
@@ -139,7 +141,7 @@ class TaskRunner:
         )
         if triage.decision == "delegate":
             n = len(self.brain.usage)
-            plan = await self.brain.plan(self._context(), obs)
+            plan = await self._decide(self.brain.plan, obs, n)
             await self.record(
                 EventKind.MODEL,
                 {"call": "plan", **plan.model_dump(mode="json"), "usage": self._usage_since(n)},
@@ -156,13 +158,14 @@ class TaskRunner:
         for _ in range(budget):
             obs, jpeg = await self._observe()
             n = len(self.brain.usage)
-            decision = await decide(self._context(), obs)
+            decision = await self._decide(decide, obs, n)
             usage = self._usage_since(n)
             if usage or decision.done or decision.failed:
                 await self.record(
                     EventKind.MODEL,
                     {"call": "step", **decision.model_dump(mode="json"), "usage": usage},
                 )
+            if decision.done or decision.failed:
                 if decision.failed:
                     raise TaskFailed(decision.result or "the agent gave up")
                 return decision.result or ""
@@ -255,6 +258,20 @@ class TaskRunner:
             verdict = await self._step_loop(self._check_decide, budget=self.task.spec.step_budget)
             return verdict or _summary(self.subtask_results)
         return _summary(self.subtask_results)
+
+    async def _decide(
+        self, call: Callable[[BrainContext, Observation], Awaitable[T]], obs: Observation, n: int
+    ) -> T:
+        """Ask the brain; when it gives no usable answer, still record the tokens it spent."""
+        try:
+            return await call(self._context(), obs)
+        except BrainError as e:
+            usage = self._usage_since(n)
+            if usage:
+                await self.record(
+                    EventKind.MODEL, {"call": "failed", "error": str(e), "usage": usage}
+                )
+            raise
 
     def _wants_check(self) -> bool:
         return self.brain.wants_check()

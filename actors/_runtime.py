@@ -108,7 +108,7 @@ class Runtime:
     async def handle(self, agent_id: str, tenant: str | None = None) -> Any:
         info = await self.agent(agent_id, tenant)
         try:
-            return ray.get_actor(info.path, namespace=NAMESPACE)
+            return ray.get_actor(info.actor or info.path, namespace=NAMESPACE)
         except ValueError:
             raise NotFoundError(f"agent {agent_id} ({info.path}) is not running") from None
 

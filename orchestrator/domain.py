@@ -112,6 +112,8 @@ class AgentInfo(_Model):
     """The tenant that owns it."""
     parent_id: str | None
     """The agent that hired it; None for a top-level (user) agent."""
+    actor: str | None = None
+    """Its Ray actor's name: its path, or its pool name when it was hired warm."""
     spec: AgentSpec
     """What it was hired as."""
     status: AgentStatus = AgentStatus.STARTING

@@ -177,7 +177,7 @@ class ScriptedBrain(Brain):
             if i >= len(record.results):
                 return f"{label}: {action.type} was not carried out"
             result = record.results[i]
-            if not result.ok:
+            if not result.ok and not (isinstance(action, Shell) and result.command is not None):
                 return f"{label}: {action.type} failed: {result.error or 'no reason given'}"
             if not isinstance(action, Shell):
                 continue

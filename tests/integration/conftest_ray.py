@@ -10,6 +10,7 @@ that test modules import nothing from the test tree.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,8 @@ T = TypeVar("T")
 
 RAY_DESKTOPS = 24
 """Units of the ``desktop`` resource the session's local cluster declares."""
+TENANT_PREFIX = "t-"
+"""Every test's tenant starts with this."""
 
 
 @dataclass
@@ -45,8 +48,16 @@ async def ray_session(
     from actors import Runtime, init_ray
 
     if ray.is_initialized():  # pragma: no cover - another fixture got there first
-        raise RuntimeError("Ray is already initialised in the test process")
-    init_ray(desktops=RAY_DESKTOPS)
+        raise RuntimeError(
+            "Ray is already initialised in the test process: share the `ray_session` fixture"
+        )
+    # Always a cluster of our own, never one RAY_ADDRESS points at (its agents are not ours).
+    address = os.environ.pop("RAY_ADDRESS", None)
+    try:
+        init_ray(desktops=RAY_DESKTOPS)
+    finally:
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
     data_dir = tmp_path_factory.mktemp("records")
     runtime = Runtime.connect(data_dir=data_dir)
     try:
@@ -64,7 +75,9 @@ async def _fire_everyone(runtime: Any) -> None:
 
     agents = await runtime.list_agents()
     for info in agents:
-        if info.parent_id is None and info.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
+        ours = info.tenant.startswith(TENANT_PREFIX)
+        alive = info.status not in (AgentStatus.STOPPED, AgentStatus.FAILED)
+        if ours and alive and info.parent_id is None:
             try:
                 await asyncio.wait_for(runtime.fire(info.id), timeout=60)
             except Exception:  # noqa: BLE001 - best effort at the end of the session
@@ -140,20 +153,27 @@ class AgentKit:
             if a["namespace"] == NAMESPACE
         }
 
-    def containers(self, path_prefix: str) -> list[Any]:
-        """Desktop containers (running or not) of the agent at ``path_prefix`` and below."""
+    def containers(self, path_prefix: str | None = None) -> list[dict[str, Any]]:
+        """Desktop containers (running or not) of the agent at ``path_prefix`` and below
+        (all of them when None), as the engine lists them: ``Id``, ``Labels``, ``State``, ...
+
+        One list call and no per-container inspection, so containers that other sessions
+        on the same engine remove meanwhile do not break it.
+        """
         from orchestrator._docker import client
 
-        found = client().containers.list(all=True, filters={"label": "orchestrator.desktop"})
+        found = client().api.containers(all=True, filters={"label": "orchestrator.desktop"})
+        if path_prefix is None:
+            return list(found)
         return [
             c
             for c in found
-            if (p := c.labels.get("orchestrator.path", "")) == path_prefix
+            if (p := c["Labels"].get("orchestrator.path", "")) == path_prefix
             or p.startswith(path_prefix + "/")
         ]
 
     def container_paths(self, path_prefix: str) -> set[str]:
-        return {c.labels["orchestrator.path"] for c in self.containers(path_prefix)}
+        return {c["Labels"]["orchestrator.path"] for c in self.containers(path_prefix)}
 
     # ------------------------------------------------------------------ tasks and records
 
@@ -218,9 +238,11 @@ class AgentKit:
 
 
 @pytest.fixture
-async def agents(ray_session: RaySession, request: pytest.FixtureRequest) -> AsyncIterator[AgentKit]:
+async def agents(
+    ray_session: RaySession, request: pytest.FixtureRequest
+) -> AsyncIterator[AgentKit]:
     """An ``AgentKit`` for this test, tenant ``t-<test name>``; fires its agents at the end."""
-    kit = AgentKit(session=ray_session, tenant=f"t-{_slug(request.node.name)}")
+    kit = AgentKit(session=ray_session, tenant=f"{TENANT_PREFIX}{_slug(request.node.name)}")
     try:
         yield kit
     finally:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import ray
 
-from orchestrator.domain import EventKind, TaskSpec, TaskState
+from orchestrator.domain import AgentStatus, EventKind, TaskSpec, TaskState
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,11 +28,14 @@ SPECIALIST_DEADLINE_S = 30.0
 MANAGER_DEADLINE_S = 60.0
 """Check 2: a killed manager's children and their desktops are gone within this."""
 
+_ALIVE = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
 
-def _owner_pid(container: Any) -> int:
+
+def _owner_pid(container: dict[str, Any]) -> int:
     """The pid of the process that owns a desktop (its agent's actor worker), from its label."""
-    kind, _, details = container.labels["orchestrator.owner"].partition(":")
-    assert kind == "process", container.labels["orchestrator.owner"]
+    owner = container["Labels"]["orchestrator.owner"]
+    kind, _, details = owner.partition(":")
+    assert kind == "process", owner
     return int(details.rsplit(":", 2)[1])
 
 
@@ -75,7 +78,7 @@ async def _running_subtask(agents: Any, task_id: str, agent_path: str) -> Any:
     child = agents.actor(agent_path)
 
     async def sleeping() -> bool:
-        return (await child.shell.remote("pgrep -x sleep")).exit_code == 0
+        return bool((await child.shell.remote("pgrep -x sleep")).exit_code == 0)
 
     await agents.until(sleeping, timeout_s=10, what=f"`sleep` running on {agent_path}")
     return sub
@@ -84,70 +87,151 @@ async def _running_subtask(agents: Any, task_id: str, agent_path: str) -> Any:
 # ---------------------------------------------------------------------- check 1
 
 
-async def test_sigkilled_specialist_is_replaced_and_its_desktop_reaped(agents) -> None:
-    boss = await agents.create("boss")
-    task = await agents.runtime.assign(
-        boss.id, TaskSpec(description="work", script=_sleeping_subtask("worker", 4))
-    )
-    worker = f"{boss.path}/worker"
-    first = await _running_subtask(agents, task.id, worker)
-    before = await agents.events(task_id=task.id) + await agents.events(task_id=first.id)
+@dataclass
+class KilledSpecialist:
+    kit: Any
+    boss: Any
+    worker: str
+    """The killed specialist's path."""
+    worker_id: str
+    task_id: str
+    first: Any
+    """The subtask the specialist was working on."""
+    container: dict[str, Any]
+    """The specialist's desktop container."""
+    before: list[Any]
+    """Events stored before the kill."""
+    killed_at: float
 
-    (container,) = [c for c in agents.containers(worker) if c.labels["orchestrator.path"] == worker]
-    pid = _owner_pid(container)
-    assert "AgentActor" in _cmdline(pid), _cmdline(pid)  # Ray titles it ray::AgentActor...
-    os.kill(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
+    def left(self) -> float:
+        return max(SPECIALIST_DEADLINE_S - (time.monotonic() - self.killed_at), 1.0)
 
-    # the parent notices within the deadline: the attempt fails with a reason, and it says so
-    async def told() -> Any:
-        logs = [e.data for e in await agents.events(task_id=task.id) if e.kind == EventKind.LOG]
-        return logs and logs[0]
 
-    log = await agents.until(told, timeout_s=SPECIALIST_DEADLINE_S, what="the parent told")
-    assert (log["subtask"], log["attempt"]) == ("work", 1)
-    assert "died" in log["error"] and worker in log["error"], log
-    assert log["next"] == "retry on a fresh specialist"
-    failed_first = await agents.runtime.task(first.id)
-    assert failed_first.state == TaskState.FAILED and "died" in failed_first.error
+@pytest.fixture(scope="class")
+async def killed_specialist(ray_session: Any) -> AsyncIterator[KilledSpecialist]:
+    """A manager whose specialist's actor process is SIGKILLed in the middle of a subtask
+    (a 4 s `sleep` on its desktop; the task allows 2 attempts)."""
+    from tests.integration.conftest_ray import AgentKit
 
-    # ...and retries on a fresh specialist, which finishes the work
-    done = await agents.runtime.wait(task.id, 60)
-    assert done.state == TaskState.SUCCEEDED, done.error
-    assert done.result == "work: finished"
-    subs = await agents.subtasks(task.id)
-    assert [s.state for s in subs] == [TaskState.FAILED, TaskState.SUCCEEDED]
-    fresh = await agents.runtime.agent(subs[1].agent_id)
-    assert fresh.path == f"{boss.path}/worker-2" and subs[0].agent_id != subs[1].agent_id
-    replies = [
-        (e.data["from"], e.data["state"])
-        for e in await agents.events(task_id=task.id)
-        if e.kind == EventKind.MESSAGE and e.data["to"] == boss.path
-    ]
-    assert replies == [(worker, "failed"), (fresh.path, "succeeded")]
+    kit = AgentKit(session=ray_session, tenant="t-killed-specialist")
+    try:
+        boss = await kit.create("boss")
+        task = await kit.runtime.assign(
+            boss.id, TaskSpec(description="work", script=_sleeping_subtask("worker", 4))
+        )
+        worker = f"{boss.path}/worker"
+        first = await _running_subtask(kit, task.id, worker)
+        before = await kit.events(task_id=task.id) + await kit.events(task_id=first.id)
+        (container,) = [
+            c for c in kit.containers(worker) if c["Labels"]["orchestrator.path"] == worker
+        ]
+        pid = _owner_pid(container)
+        assert "AgentActor" in _cmdline(pid), _cmdline(pid)  # Ray titles it ray::AgentActor...
+        os.kill(pid, signal.SIGKILL)
+        yield KilledSpecialist(
+            kit, boss, worker, first.agent_id, task.id, first, container, before, time.monotonic()
+        )
+    finally:
+        await kit.fire_all()
 
-    # everything acknowledged before the kill is still stored, unchanged
-    after = {
-        e.seq: e
-        for e in await agents.events(task_id=task.id) + await agents.events(task_id=first.id)
-    }
-    assert all(after.get(e.seq) == e for e in before)
 
-    # the dead specialist is gone from Ray and from the tree...
-    assert worker not in agents.named_actors()
-    tree = await agents.actor(boss.path).tree.remote()
-    assert [c.agent.path for c in tree.children] == [fresh.path]
-    # ...and its orphaned desktop is reaped by the agents still alive on the node
-    left = SPECIALIST_DEADLINE_S - (time.monotonic() - killed_at)
-    await agents.until(
-        lambda: worker not in agents.container_paths(boss.path),
-        timeout_s=max(left, 1.0),
-        interval_s=0.5,
-        what="the killed specialist's desktop removed",
-    )
+class TestSigkilledSpecialist:
+    """Check 1: one scenario (the class-scoped fixture), several observations."""
+
+    async def test_sigkilled_specialist_is_replaced_and_its_desktop_reaped(
+        self, killed_specialist
+    ) -> None:
+        ks = killed_specialist
+        agents, boss, worker, first, container = ks.kit, ks.boss, ks.worker, ks.first, ks.container
+
+        task_id = ks.task_id
+
+        # the parent notices within the deadline: the attempt fails with a reason, and it says so
+        async def told() -> Any:
+            logs = [e.data for e in await agents.events(task_id=task_id) if e.kind == EventKind.LOG]
+            return logs and logs[0]
+
+        log = await agents.until(told, timeout_s=ks.left(), what="the parent told")
+        assert (log["subtask"], log["attempt"]) == ("work", 1)
+        assert "died" in log["error"] and worker in log["error"], log
+        assert log["next"] == "retry on a fresh specialist"
+        failed_first = await agents.runtime.task(first.id)
+        assert failed_first.state == TaskState.FAILED and "died" in failed_first.error
+
+        # ...and retries on a fresh specialist, which finishes the work
+        done = await agents.runtime.wait(task_id, 60)
+        assert done.state == TaskState.SUCCEEDED, done.error
+        assert done.result == "work: finished"
+        subs = await agents.subtasks(task_id)
+        assert [s.state for s in subs] == [TaskState.FAILED, TaskState.SUCCEEDED]
+        fresh = await agents.runtime.agent(subs[1].agent_id)
+        assert subs[0].agent_id != subs[1].agent_id
+        # the dead specialist's name is free again, so the fresh one may take it
+        assert fresh.path in (worker, f"{boss.path}/worker-2"), fresh.path
+        assert fresh.parent_id == boss.id
+        replies = [
+            (e.data["from"], e.data["state"])
+            for e in await agents.events(task_id=task_id)
+            if e.kind == EventKind.MESSAGE and e.data["to"] == boss.path
+        ]
+        assert replies == [(worker, "failed"), (fresh.path, "succeeded")]
+
+        # everything acknowledged before the kill is still stored, unchanged
+        after = {
+            e.seq: e
+            for e in await agents.events(task_id=task_id) + await agents.events(task_id=first.id)
+        }
+        assert all(after.get(e.seq) == e for e in ks.before)
+
+        # the dead specialist is gone from the tree (only the fresh one is left)...
+        tree = await agents.actor(boss.path).tree.remote()
+        assert [c.agent.id for c in tree.children] == [fresh.id]
+        # ...and its orphaned desktop is reaped by the agents still alive on the node
+        await agents.until(
+            lambda: container["Id"] not in {c["Id"] for c in agents.containers(boss.path)},
+            timeout_s=ks.left(),
+            interval_s=0.5,
+            what="the killed specialist's desktop removed",
+        )
+
+    async def test_sigkilled_specialist_is_recorded_as_failed(self, killed_specialist) -> None:
+        ks = killed_specialist
+
+        async def parent_knows() -> bool:
+            sub = await ks.kit.runtime.task(ks.first.id)
+            return bool(sub.state == TaskState.FAILED)
+
+        await ks.kit.until(parent_knows, timeout_s=ks.left(), what="the parent noticed")
+
+        async def marked() -> bool:
+            info = await ks.kit.runtime.agent(ks.worker_id)
+            assert info.status == AgentStatus.FAILED and info.error, (info.status, info.error)
+            return True
+
+        # once the parent knows, its record of the child should follow at once
+        await ks.kit.until(marked, timeout_s=5, interval_s=0.2, what="the record marked")
 
 
 # ---------------------------------------------------------------------- check 2
+
+
+def _other_reapers(km: KilledManager) -> set[str]:
+    """Agents outside this test that may reap its orphans: live agents' desktops (each agent
+    sweeps the node every 15 s) and desktops started since the kill (a new process sweeps
+    once on its first start), from other tests or other sessions on the same engine."""
+    from orchestrator.desktop import owner_is_alive
+
+    found = set()
+    for c in km.kit.containers():
+        labels = c["Labels"]
+        path = labels.get("orchestrator.path", "")
+        if path == km.boss.path or path.startswith(km.boss.path + "/"):
+            continue
+        new = c.get("Created", 0) >= km.killed_wall - 1
+        agent = "orchestrator.agent" in labels
+        if new or (agent and owner_is_alive(labels.get("orchestrator.owner", ""))):
+            found.add(path or c["Id"][:12])
+    return found
 
 
 @dataclass
@@ -158,12 +242,13 @@ class KilledManager:
     task_id: str
     subtask_id: str
     killed_at: float
+    killed_wall: float
 
     def left(self) -> float:
         return max(MANAGER_DEADLINE_S - (time.monotonic() - self.killed_at), 1.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 async def killed_manager(ray_session: Any) -> AsyncIterator[KilledManager]:
     """A manager with two children (one busy with a subtask, one idle), killed by Ray."""
     from tests.integration.conftest_ray import AgentKit
@@ -183,7 +268,7 @@ async def killed_manager(ray_session: Any) -> AsyncIterator[KilledManager]:
         assert paths <= kit.named_actors()
 
         ray.kill(handle)
-        yield KilledManager(kit, boss, paths, task.id, sub.id, time.monotonic())
+        yield KilledManager(kit, boss, paths, task.id, sub.id, time.monotonic(), time.time())
     finally:
         kit.created.clear()
         # clean up whatever the runtime left behind, once the tests have looked
@@ -194,45 +279,56 @@ async def killed_manager(ray_session: Any) -> AsyncIterator[KilledManager]:
             ray.kill(kit.actor(path))
 
 
-async def test_killed_manager_takes_its_children_actors_along(killed_manager) -> None:
-    km = killed_manager
-    await km.kit.until(
-        lambda: not (km.paths & km.kit.named_actors()),
-        timeout_s=km.left(),
-        interval_s=0.2,
-        what="the manager's and its children's actors gone",
-    )
+class TestKilledManager:
+    """Check 2: one scenario (the class-scoped fixture), several observations."""
 
+    async def test_killed_manager_takes_its_children_actors_along(self, killed_manager) -> None:
+        km = killed_manager
+        await km.kit.until(
+            lambda: not (km.paths & km.kit.named_actors()),
+            timeout_s=km.left(),
+            interval_s=0.2,
+            what="the manager's and its children's actors gone",
+        )
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product gap: orphaned desktops are reaped only by a live agent's periodic sweep "
-    "(actors/_agent.py _reap_loop) or a new process's first Desktop.start; with no other agent "
-    "on the node nothing removes them",
-)
-async def test_killed_manager_desktops_are_removed(killed_manager) -> None:
-    km = killed_manager
-    await km.kit.until(
-        lambda: not km.kit.containers(km.boss.path),
-        timeout_s=km.left(),
-        interval_s=0.5,
-        what="the manager's and its children's desktop containers removed",
-    )
+    async def test_killed_manager_desktops_are_removed(self, killed_manager) -> None:
+        km = killed_manager
+        others: set[str] = set()
 
+        def removed() -> bool:
+            others.update(_other_reapers(km))
+            return not km.kit.containers(km.boss.path)
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product gap: the open tasks of a killed manager (and of its children) stay "
-    "`waiting`/`running` in the records forever; nothing marks them failed",
-)
-async def test_killed_manager_open_tasks_are_not_silently_lost(killed_manager) -> None:
-    km = killed_manager
+        await km.kit.until(
+            removed,
+            timeout_s=km.left(),
+            interval_s=0.5,
+            what="the manager's and its children's desktop containers removed",
+        )
+        if others:  # not this session's doing: say so rather than pass (or XPASS) by accident
+            pytest.skip(
+                "agents of other sessions on this Docker engine reaped the orphans "
+                f"({len(others)} seen, e.g. {sorted(others)[:3]}); run alone to see the gap"
+            )
 
-    async def settled() -> bool:
-        tasks = [await km.kit.runtime.task(t) for t in (km.task_id, km.subtask_id)]
-        assert all(t.state.done and t.error for t in tasks), [(t.state, t.error) for t in tasks]
-        return True
+    async def test_killed_manager_open_tasks_are_not_silently_lost(self, killed_manager) -> None:
+        km = killed_manager
 
-    await km.kit.until(settled, timeout_s=km.left(), interval_s=0.5, what="open tasks settled")
+        async def settled() -> bool:
+            tasks = [await km.kit.runtime.task(t) for t in (km.task_id, km.subtask_id)]
+            assert all(t.state.done and t.error for t in tasks), [(t.state, t.error) for t in tasks]
+            return True
+
+        await km.kit.until(settled, timeout_s=km.left(), interval_s=0.5, what="open tasks settled")
+
+    async def test_killed_manager_agents_are_not_shown_alive(self, killed_manager) -> None:
+        km = killed_manager
+
+        async def settled() -> bool:
+            infos = [a for a in await km.kit.runtime.list_agents(tenant=km.kit.tenant)]
+            assert {a.path for a in infos} == km.paths
+            alive = {(a.path, a.status.value) for a in infos if a.status in _ALIVE}
+            assert not alive, alive
+            return True
+
+        await km.kit.until(settled, timeout_s=km.left(), interval_s=0.5, what="agents settled")

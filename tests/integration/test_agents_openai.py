@@ -33,7 +33,7 @@ SIZE = (1024, 768)  # the kit's desktops
 
 OPEN_XTERM = (
     "xterm -geometry 80x10+10+10 >/dev/null 2>&1 & "
-    "xdotool search --sync --onlyvisible --class xterm >/dev/null"
+    "xdotool search --sync --onlyvisible --class xterm windowfocus --sync >/dev/null"
 )
 
 
@@ -59,7 +59,7 @@ def brain(server: FakeOpenAIServer, max_retries: int = 2) -> BrainConfig:
 
 def images(body: dict[str, Any]) -> list[Image.Image]:
     """The images a chat request carried, decoded from their data URLs."""
-    found = []
+    found: list[Image.Image] = []
     for message in body["messages"]:
         content = message.get("content")
         for part in content if isinstance(content, list) else []:
@@ -88,7 +88,8 @@ async def wait_file(agents, agent_path: str, path_in_desktop: str) -> str:
         res = await actor.shell.remote(f"cat {path_in_desktop}")
         return res.stdout.strip() if res.exit_code == 0 else ""
 
-    return await agents.until(probe, timeout_s=10, what=f"{path_in_desktop} on {agent_path}")
+    text: str = await agents.until(probe, timeout_s=10, what=f"{path_in_desktop} on {agent_path}")
+    return text
 
 
 # ---------------------------------------------------------------------- doing, in one step
@@ -145,12 +146,6 @@ async def test_model_sees_the_desktop_and_gets_the_tools(agents, model) -> None:
 # ---------------------------------------------------------------------- doing, step by step
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the step loop returns after the first model call with token usage, before "
-    "carrying out its actions (actors/_runner.py TaskRunner._step_loop)",
-)
 async def test_model_actions_run_on_the_desktop_with_history(agents, model) -> None:
     boss = await agents.create("boss", role="sysadmin", brain=brain(model))
     shell = tool_call(
@@ -301,3 +296,18 @@ async def test_model_plan_hires_children_and_checks(agents, model) -> None:
     planned = next(e.data for e in events if e.data.get("call") == "plan")
     assert [s["id"] for s in planned["subtasks"]] == ["db", "app"]
     assert planned["usage"] and planned["usage"][0]["model"] == MODEL
+
+
+async def test_tokens_of_unusable_replies_are_recorded(agents, model) -> None:
+    boss = await agents.create("boss", brain=brain(model, max_retries=1))
+    model.add(
+        chat_json({"decision": "do", "reason": "simple"}, input_tokens=10, output_tokens=1),
+        chat_text("no tool call", input_tokens=20, output_tokens=2),
+        chat_text("still none", input_tokens=40, output_tokens=4),
+    )
+    failed = await agents.run(boss.id, TaskSpec(description="do something"))
+    assert failed.state == TaskState.FAILED and "called no tool" in failed.error
+    model.verify()
+    events = await agents.events(task_id=failed.id)
+    used = [u for e in events if e.kind == EventKind.MODEL for u in e.data["usage"]]
+    assert sum(u["input_tokens"] for u in used) == 70, used
