@@ -177,7 +177,7 @@ class AgentTree(_Model):
 
     agent: AgentInfo
     tasks: list[TaskInfo] = Field(default_factory=list)
-    """Its unfinished tasks (and the last finished one)."""
+    """Its unfinished tasks."""
     children: list[AgentTree] = Field(default_factory=list)
 
 
