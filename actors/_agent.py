@@ -358,18 +358,25 @@ class AgentActor:
             try:
                 info = await self._hire_for(name, subtask)
             except Exception as e:  # noqa: BLE001 - a failed hire is a failed attempt
-                failed = TaskInfo(
-                    id=new_id("task"),
-                    agent_id=self.info.id,
-                    parent_task_id=parent.id,
-                    spec=spec,
-                    state=TaskState.FAILED,
-                    error=f"could not hire a {subtask.role}: {_cause(e)}",
-                )
-                await self._recorder.put_task.remote(failed)
-                return failed
+                error = f"could not hire a {subtask.role}: {_cause(e)}"
+                return await self._failed_attempt(self.info.id, parent, spec, error)
             child = self.children[info.id]
         return await self._run_on(child, parent, subtask, spec)
+
+    async def _failed_attempt(
+        self, agent_id: str, parent: TaskInfo, spec: TaskSpec, error: str
+    ) -> TaskInfo:
+        """Record an attempt at a subtask that could not even start, as a failed task."""
+        failed = TaskInfo(
+            id=new_id("task"),
+            agent_id=agent_id,
+            parent_task_id=parent.id,
+            spec=spec,
+            state=TaskState.FAILED,
+            error=error,
+        )
+        await self._recorder.put_task.remote(failed)
+        return failed
 
     async def _hire_for(self, name: str, subtask: Subtask) -> AgentInfo:
         return await self.hire(
@@ -391,16 +398,8 @@ class AgentActor:
             except RayActorError as e:
                 self.children.pop(child.info.id, None)
                 await self._record_dead(child)
-                gone = TaskInfo(
-                    id=new_id("task"),
-                    agent_id=child.info.id,
-                    parent_task_id=parent.id,
-                    spec=spec,
-                    state=TaskState.FAILED,
-                    error=f"specialist {child.info.path} is gone: {_cause(e)}",
-                )
-                await self._recorder.put_task.remote(gone)
-                return gone
+                error = f"specialist {child.info.path} is gone: {_cause(e)}"
+                return await self._failed_attempt(child.info.id, parent, spec, error)
             self.tasks[parent.id] = self.tasks[parent.id].model_copy(
                 update={"subtask_ids": [*self.tasks[parent.id].subtask_ids, ct.id]}
             )
