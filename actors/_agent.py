@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 REAP_INTERVAL_S = 15.0
 """How often each agent sweeps its node for desktops whose owner is gone."""
 
+DESKTOP_WATCH_S = 5.0
+"""How often an agent checks that its desktop container still runs (and recreates it)."""
+
 PARENT_WATCH_S = 5.0
 """How often an adopted (warm-hired) agent checks that its parent still lives."""
 
@@ -90,6 +93,7 @@ class AgentActor:
         self._recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
         self._reaper: asyncio.Task[None] | None = None
         self._parent_watch: asyncio.Task[None] | None = None
+        self._desktop_watch: asyncio.Task[None] | None = None
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -103,16 +107,13 @@ class AgentActor:
         A pooled agent (``record=False``) has no identity yet: it is recorded on adoption.
         """
         try:
-            self.desktop = await Desktop.start(
-                self.info.spec.desktop,
-                owner=process_owner(os.getpid()),
-                labels={"orchestrator.agent": self.info.id, "orchestrator.path": self.info.path},
-            )
+            self.desktop = await self._start_desktop()
         except Exception as e:
             if record:
                 await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")
             raise
         self._reaper = asyncio.create_task(self._reap_loop())
+        self._desktop_watch = asyncio.create_task(self._watch_desktop())
         if record:
             await self._set_status(AgentStatus.IDLE)
         else:
@@ -141,6 +142,34 @@ class AgentActor:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
+    async def _start_desktop(self) -> Desktop:
+        """A desktop of this agent's spec on this node, owned by this actor's process."""
+        return await Desktop.start(
+            self.info.spec.desktop,
+            owner=process_owner(os.getpid()),
+            labels={"orchestrator.agent": self.info.id, "orchestrator.path": self.info.path},
+        )
+
+    async def _watch_desktop(self) -> None:
+        """Notice a desktop that died under us (killed, OOM) and start a fresh one.
+
+        A step running on it fails with ``DesktopGoneError`` (its task fails with the reason);
+        the agent itself stays useful: the next task, screenshot or action gets a new desktop.
+        """
+        while True:
+            await asyncio.sleep(DESKTOP_WATCH_S)  # a heartbeat: the interval is the point
+            desk = self.desktop
+            if desk is None or await desk.is_alive():
+                continue
+            log.warning("desktop of %s is gone: starting a new one", self.info.path)
+            await self._event(EventKind.AGENT, None, {"desktop": "lost; starting a new one"})
+            try:
+                await desk.stop()
+                self.desktop = await self._start_desktop()
+                await self._event(EventKind.AGENT, None, {"desktop": "recreated"})
+            except Exception as e:  # noqa: BLE001 - try again on the next beat
+                log.warning("could not recreate the desktop of %s: %s", self.info.path, e)
+
     async def _reap_loop(self) -> None:
         while True:
             await asyncio.sleep(REAP_INTERVAL_S)  # a periodic sweep: the interval is the point
@@ -157,7 +186,7 @@ class AgentActor:
         await asyncio.gather(
             *(self.fire(cid) for cid in list(self.children)), return_exceptions=True
         )
-        for bg in (self._reaper, self._parent_watch):
+        for bg in (self._reaper, self._parent_watch, self._desktop_watch):
             if bg is not None and bg is not asyncio.current_task():
                 bg.cancel()
         if self.desktop is not None:

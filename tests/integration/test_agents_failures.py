@@ -332,3 +332,53 @@ class TestKilledManager:
             return True
 
         await km.kit.until(settled, timeout_s=km.left(), interval_s=0.5, what="agents settled")
+
+
+async def test_a_killed_desktop_fails_the_step_and_is_recreated(agents: Any) -> None:
+    """reliability.md check 3: `docker kill` a desktop under a live agent."""
+    import time
+
+    from orchestrator._docker import client
+    from orchestrator.domain import TaskSpec, TaskState
+
+    boss = await agents.create("worker", role="operator")
+    handle = agents.actor(boss.path)
+    [before] = agents.containers(boss.path)
+    spec = TaskSpec(
+        description="a long command",
+        script={"steps": [{"type": "shell", "command": "sleep 120", "timeout_s": 300}]},
+    )
+    task = await agents.runtime.assign(boss.id, spec)
+
+    async def running() -> bool:
+        return (await agents.runtime.task(task.id)).state == TaskState.RUNNING
+
+    await agents.until(running, timeout_s=30, what="the task running")
+    killed_at = time.monotonic()
+    client().api.kill(before["Id"])
+
+    async def failed() -> Any:
+        t = await agents.runtime.task(task.id)
+        return t if t.state == TaskState.FAILED else None
+
+    done = await agents.until(failed, timeout_s=30, what="the task failed")
+    assert time.monotonic() - killed_at < 15
+    assert "desktop" in (done.error or "").lower() or "shell" in (done.error or "").lower(), done
+
+    async def screenshot_again() -> bool:
+        try:
+            png: bytes = await handle.screenshot.remote("png")
+        except Exception:  # DesktopGoneError until the agent has a new desktop
+            return False
+        return png.startswith(b"\x89PNG")
+
+    await agents.until(screenshot_again, timeout_s=60, what="screenshots answer again")
+    [after] = [c for c in agents.containers(boss.path) if c["State"] == "running"]
+    assert after["Id"] != before["Id"]
+    again = await agents.run(
+        boss.id,
+        TaskSpec(
+            description="works", script={"steps": [{"type": "shell", "command": "echo back"}]}
+        ),
+    )
+    assert again.state == TaskState.SUCCEEDED, again
