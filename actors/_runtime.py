@@ -90,12 +90,19 @@ class Runtime:
         else:
             raise AgentError(f"an agent named {path!r} exists already")
         info = AgentInfo(id=new_id("agent"), path=path, tenant=tenant, parent_id=None, spec=spec)
+        try:
+            handle = AgentActor.options(**agent_options(path, detached=True)).remote(info)  # type: ignore[attr-defined]
+        except ValueError as e:  # another create of the same name got there first
+            raise AgentError(f"an agent named {path!r} exists already") from e
         await self.recorder.put_agent.remote(info)
-        handle = AgentActor.options(**agent_options(path, detached=True)).remote(info)  # type: ignore[attr-defined]
         try:
             started: AgentInfo = await handle.start.remote()
-        except Exception:
+        except Exception as e:
             ray.kill(handle)
+            failed = info.model_copy(
+                update={"status": AgentStatus.FAILED, "error": f"failed to start: {e}"[:2000]}
+            )
+            await self.recorder.put_agent.remote(failed)
             raise
         return started
 

@@ -156,3 +156,22 @@ def desktops_reap() -> None:
     click.echo(
         f"removed {len(names)} orphaned desktop(s)" + (": " + ", ".join(names) if names else "")
     )
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, help="Port on 127.0.0.1.")
+@click.option(
+    "--keys-file",
+    default=None,
+    help="API keys, one `tenant:key` or `tenant:sha256:<hex>` a line "
+    "(default: ORCHESTRATOR_API_KEYS / ORCHESTRATOR_API_KEYS_FILE).",
+)
+@click.option("--address", default=None, help="Ray cluster address (default: start one locally).")
+def serve(port: int, keys_file: str | None, address: str | None) -> None:
+    """Serve the HTTP API (Ray Serve, loopback only) until interrupted. OpenAPI at /docs."""
+    from actors import Runtime
+    from serve_app import deploy
+
+    Runtime.connect(address)
+    click.echo(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs); ctrl+c to stop")
+    deploy("127.0.0.1", port, keys_file=keys_file, blocking=True)

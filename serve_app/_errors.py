@@ -1,0 +1,229 @@
+"""One JSON error shape for every failure, and the request body limit.
+
+Every error answers ``{"error": {"code": "...", "message": "..."}}``:
+
+=====  ======================  ================================================
+401    ``unauthorized``        no or an invalid API key (``WWW-Authenticate: Bearer``)
+404    ``not_found``           unknown id, or another tenant's id (never 403)
+409    ``conflict``            the agent cannot do it (duplicate name, busy, gone)
+413    ``body_too_large``      the body is over ``MAX_BODY_BYTES``
+422    ``invalid_request``     the body or a parameter fails validation (says which)
+503    ``unavailable``         Ray, the recorder, Docker or a desktop is unavailable
+=====  ======================  ================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.errors import (
+    AgentError,
+    ConfigError,
+    DesktopError,
+    DockerError,
+    NotFoundError,
+    OrchestratorError,
+    RecordError,
+)
+
+from ._auth import Unauthorized
+
+__all__ = ["MAX_BODY_BYTES", "BodyLimit", "error_body", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+"""Largest request body accepted (1 MiB)."""
+
+RETRY_AFTER_S = "5"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def _where(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        kind, rest = parts[0], parts[1:]
+        return f"{kind} field '{'.'.join(rest)}'" if rest else kind
+    return ".".join(parts) or "request"
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """The validation errors in words, naming each offending field."""
+    lines = []
+    for err in list(errors)[:10]:
+        kind = err.get("type", "")
+        loc = err.get("loc", ())
+        if kind == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "")
+            pos = loc[1] if len(loc) > 1 else "?"
+            lines.append(f"malformed JSON body at character {pos}: {detail}".rstrip(": "))
+            continue
+        if tuple(loc) == ("body",) and kind in ("model_attributes_type", "dict_type"):
+            lines.append("the body must be a JSON object (send Content-Type: application/json)")
+            continue
+        lines.append(f"{_where(loc)}: {err.get('msg', 'invalid')}")
+    if len(errors) > 10:
+        lines.append(f"... and {len(errors) - 10} more")
+    return "; ".join(lines) or "invalid request"
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The exception raised inside an actor, behind Ray's wrapper."""
+    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
+    if isinstance(cause, BaseException):
+        return cause
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _runtime_error(exc: BaseException) -> JSONResponse:
+    cause = _cause(exc)
+    msg = _first_line(cause)
+    retry = {"Retry-After": RETRY_AFTER_S}
+    if isinstance(cause, NotFoundError):
+        return _error(404, "not_found", msg)
+    if isinstance(cause, AgentError):
+        return _error(409, "conflict", msg)
+    if isinstance(cause, ConfigError):
+        return _error(422, "invalid_request", msg)
+    if isinstance(cause, ValidationError):
+        return _error(422, "invalid_request", validation_message(cause.errors()))
+    if isinstance(cause, DockerError | DesktopError):
+        return _error(503, "desktop_unavailable", msg, retry)
+    if isinstance(cause, RecordError):
+        return _error(503, "records_unavailable", msg, retry)
+    if isinstance(cause, ActorDiedError):
+        return _error(409, "agent_gone", "the agent's actor has died")
+    if isinstance(cause, RayActorError):
+        return _error(503, "unavailable", "the agent's actor is unavailable", retry)
+    if isinstance(cause, RayError):
+        return _error(503, "unavailable", "the Ray cluster is unavailable", retry)
+    if isinstance(cause, OrchestratorError):
+        log.warning("unmapped runtime error %s: %s", type(cause).__name__, msg)
+        return _error(500, "internal", msg)
+    log.exception("unexpected error", exc_info=cause)
+    return _error(500, "internal", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error the app raises with the one error shape."""
+
+    async def unauthorized(_: Request, exc: Exception) -> JSONResponse:
+        return _error(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return _error(exc.status_code, code, detail, dict(exc.headers or {}))
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        return _error(422, "invalid_request", validation_message(exc.errors()))
+
+    async def runtime(_: Request, exc: Exception) -> JSONResponse:
+        return _runtime_error(exc)
+
+    app.add_exception_handler(Unauthorized, unauthorized)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(OrchestratorError, runtime)
+    app.add_exception_handler(RayError, runtime)
+
+
+class _TooLarge(HTTPException):
+    """Raised while reading a body past the limit (an HTTPException, so that FastAPI's body
+    parsing re-raises it instead of turning it into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``limit`` bytes, judged by Content-Length when
+    the client sends one and by counting while reading (chunked bodies) otherwise."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        msg = f"request body is larger than {self.limit} bytes"
+        await _error(413, "body_too_large", msg)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.limit
+                except ValueError:
+                    await _error(400, "bad_request", "bad Content-Length")(scope, receive, send)
+                    return
+                if too_large:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge(self.limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if started:
+                raise
+            await self._reject(scope, receive, send)
