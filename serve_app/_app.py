@@ -7,24 +7,61 @@ be added, removed or replaced at any time.
 
 # No ``from __future__ import annotations`` here: Serve pickles the app by value, and the
 # routes' annotations must be real objects, not names to look up in a module later.
+import asyncio
+import json
 import logging
+import os
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import ray
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+)
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from actors import Runtime
 from actors._names import NAMESPACE, RECORDER_NAME
 from orchestrator import actions as a
-from orchestrator.domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec
-from orchestrator.errors import RecordError
+from orchestrator.domain import (
+    AgentInfo,
+    AgentSpec,
+    AgentStatus,
+    AgentTree,
+    Event,
+    EventKind,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+)
+from orchestrator.errors import ConfigError, RecordError
+from orchestrator.workflow import load_workflow
 
 from ._auth import KeyStore, configure, current_keys, tenant_of
-from ._errors import BodyLimit, error_body, install_error_handlers
+from ._errors import BodyLimit, error_body, install_error_handlers, validation_message
+from ._limit import DEFAULT_MAX_STREAMS, ENV_MAX_STREAMS, ConcurrencyLimit, Slots
 
-__all__ = ["ApiDeployment", "EventPage", "ShellRequest", "build_app"]
+__all__ = [
+    "ApiDeployment",
+    "EventPage",
+    "LiveViewLink",
+    "ShellRequest",
+    "Stats",
+    "WorkflowRequest",
+    "WorkflowStarted",
+    "build_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +69,20 @@ Tenant = Annotated[str, Depends(tenant_of)]
 """The tenant of the request's API key (401 without a valid one)."""
 
 EVENTS_MAX_LIMIT = 1000
+TASKS_MAX_LIMIT = 1000
+STATS_PAGE = 10_000
+"""Page size when counting a tenant's records (the records' own maximum)."""
+
+STREAM_POLL_S = 0.25
+"""How often an event stream looks for new events."""
+STREAM_FINAL_GRACE_S = 5.0
+"""How long a stream waits for a finished task's final event before it ends anyway."""
+ENV_KEEPALIVE_S = "ORCHESTRATOR_API_SSE_KEEPALIVE_S"
+DEFAULT_KEEPALIVE_S = 15.0
+STREAM_MAX_ERRORS = 20
+"""Consecutive failed polls (recorder unavailable) after which a stream ends."""
+
+_streams = Slots(ENV_MAX_STREAMS, DEFAULT_MAX_STREAMS)
 
 
 class _Model(BaseModel):
@@ -56,6 +107,34 @@ class EventPage(_Model):
     """True when the page is full (more events may follow)."""
 
 
+class LiveViewLink(_Model):
+    """A noVNC page on 127.0.0.1 for watching the desktop; the URL holds its VNC password."""
+
+    url: str
+    expires: float | None = None
+    """When the link stops working (epoch seconds); None: while the desktop runs."""
+
+
+class WorkflowRequest(_Model):
+    """A workflow file's YAML text, in a JSON body."""
+
+    yaml: Annotated[str, Field(min_length=1)]
+
+
+class WorkflowStarted(_Model):
+    """The workflow's top-level agent and the task it was given."""
+
+    agent: AgentInfo
+    task: TaskInfo
+
+
+class Stats(_Model):
+    """The tenant's agents by status and tasks by state."""
+
+    agents: dict[AgentStatus, int]
+    tasks: dict[TaskState, int]
+
+
 class Health(_Model):
     status: Literal["ok"] = "ok"
 
@@ -73,6 +152,120 @@ def runtime() -> Runtime:
     return Runtime(recorder)
 
 
+def _keepalive_s() -> float:
+    raw = os.environ.get(ENV_KEEPALIVE_S, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_KEEPALIVE_S
+    except ValueError:
+        raise ConfigError(f"{ENV_KEEPALIVE_S} must be a number of seconds, not {raw!r}") from None
+    return value if value > 0 else DEFAULT_KEEPALIVE_S
+
+
+def _sse(event: Event) -> str:
+    return f"id: {event.seq}\ndata: {event.model_dump_json()}\n\n"
+
+
+def _is_final(event: Event) -> bool:
+    state = event.data.get("state")
+    return (
+        event.kind == EventKind.TASK
+        and isinstance(state, str)
+        and state in {s.value for s in TaskState if s.done}
+    )
+
+
+async def _event_stream(rt: Runtime, task_id: str, after_seq: int) -> AsyncIterator[str]:
+    """The task's events after ``after_seq`` as SSE, live, until it is done and all are sent.
+
+    Ends once the task is in a final state and its final ``task`` event was sent (or
+    ``STREAM_FINAL_GRACE_S`` after it was seen finished without one); a comment is sent
+    every ``ORCHESTRATOR_API_SSE_KEEPALIVE_S`` seconds while nothing happens.
+    """
+    keepalive_s = _keepalive_s()
+    cursor = after_seq
+    final_sent = False
+    done_since: float | None = None
+    last_sent = time.monotonic()
+    errors = 0
+    try:
+        yield ": stream of task " + task_id + "\n\n"
+        while True:
+            try:
+                # The state is read before the events: when it is final, every event written
+                # before it is in the reads that follow.
+                task = await rt.task(task_id)
+                batch = await rt.events(task_id=task_id, after_seq=cursor, limit=EVENTS_MAX_LIMIT)
+                errors = 0
+            except (RecordError, ray.exceptions.RayError) as e:
+                errors += 1
+                if errors >= STREAM_MAX_ERRORS:
+                    log.warning("event stream of %s ends: %s", task_id, e)
+                    return
+                await asyncio.sleep(STREAM_POLL_S * 2)
+                try:
+                    rt = runtime()
+                except RecordError:
+                    pass
+                continue
+            for event in batch:
+                yield _sse(event)
+                cursor = max(cursor, event.seq or cursor)
+                final_sent = final_sent or _is_final(event)
+            if batch:
+                last_sent = time.monotonic()
+            if len(batch) >= EVENTS_MAX_LIMIT:
+                continue  # more are waiting
+            if task.state.done:
+                if final_sent:
+                    return
+                done_since = done_since or time.monotonic()
+                if time.monotonic() - done_since >= STREAM_FINAL_GRACE_S:
+                    return
+            if time.monotonic() - last_sent >= keepalive_s:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            await asyncio.sleep(STREAM_POLL_S)
+    finally:
+        _streams.give_back()
+
+
+async def _workflow_text(request: Request) -> str:
+    """The YAML text of a workflow request: a ``text/yaml`` body or JSON ``{"yaml": ...}``."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if ctype == "application/json":
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise HTTPException(422, f"malformed JSON body: {e}") from None
+        try:
+            return WorkflowRequest.model_validate(data).yaml
+        except ValidationError as e:
+            errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+            raise HTTPException(422, validation_message(errors)) from None
+    if ctype in _YAML_TYPES:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPException(422, "the workflow is not UTF-8 text") from None
+    raise HTTPException(
+        415, 'send the workflow as Content-Type: text/yaml, or as JSON {"yaml": "..."}'
+    )
+
+
+_YAML_TYPES = ("text/yaml", "application/yaml", "application/x-yaml", "text/x-yaml", "text/plain")
+
+_WORKFLOW_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/yaml": {"schema": {"type": "string"}},
+            "application/json": {"schema": WorkflowRequest.model_json_schema()},
+        },
+    }
+}
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": error_body(c, text)}}}
     for code, c, text in [
@@ -81,6 +274,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "conflict", "the agent cannot do this now"),
         (413, "body_too_large", "request body over the limit"),
         (422, "invalid_request", "the request fails validation"),
+        (429, "too_many_requests", "too many concurrent requests; retry after Retry-After"),
         (503, "unavailable", "the cluster is unavailable; retry later"),
     ]
 }
@@ -152,6 +346,101 @@ def _routes() -> APIRouter:
         last = max((e.seq or 0 for e in events), default=after_seq)
         return EventPage(events=events, next_after_seq=last, has_more=len(events) >= limit)
 
+    @r.get("/tasks", tags=["tasks"])
+    async def list_tasks(
+        tenant: Tenant,
+        state: TaskState | None = None,
+        agent_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=TASKS_MAX_LIMIT)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[TaskInfo]:
+        """The tenant's tasks, newest first (``offset``/``limit`` to page)."""
+        rt = runtime()
+        if agent_id is not None:
+            await rt.agent(agent_id, tenant)
+        tasks: list[TaskInfo] = await rt.recorder.list_tasks.remote(
+            agent_id=agent_id, tenant=tenant, state=state, limit=limit, offset=offset
+        )
+        return tasks
+
+    @r.get(
+        "/tasks/{task_id}/events/stream",
+        tags=["tasks"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def task_event_stream(
+        tenant: Tenant,
+        task_id: str,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    ) -> StreamingResponse:
+        """The task's events live as Server-Sent Events (``id:`` is the seq, ``data:`` the
+        event); resumes after ``Last-Event-ID`` or ``after_seq``; ends once the task is done
+        and all its events were sent."""
+        rt = runtime()
+        await rt.task(task_id, tenant)
+        if not _streams.try_take():
+            raise HTTPException(
+                429,
+                f"too many open event streams (limit {_streams.limit}); retry later",
+                headers={"Retry-After": "1"},
+            )
+        start = max(after_seq, last_event_id or 0)
+        return StreamingResponse(
+            _event_stream(rt, task_id, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # ------------------------------------------------------------------ workflows
+
+    @r.post("/workflows", status_code=202, tags=["workflows"], openapi_extra=_WORKFLOW_BODY)
+    async def start_workflow(tenant: Tenant, request: Request) -> WorkflowStarted:
+        """Create a workflow's top-level agent in the caller's tenant (the file's ``tenant``
+        is ignored) and give it the workflow's task."""
+        text = await _workflow_text(request)
+        try:
+            wf = load_workflow(text)
+        except ConfigError as e:
+            raise HTTPException(422, str(e)) from None
+        rt = runtime()
+        agent = await rt.create_agent(tenant, wf.agent)
+        try:
+            task = await rt.assign(agent.id, wf.task, tenant)
+        except Exception:
+            try:  # leave no agent behind that nobody asked for
+                await rt.fire(agent.id, tenant)
+            except Exception:  # noqa: BLE001 - the assign error is the one to report
+                log.exception("could not fire %s after a failed workflow start", agent.id)
+            raise
+        return WorkflowStarted(agent=await rt.agent(agent.id, tenant), task=task)
+
+    # ------------------------------------------------------------------ stats
+
+    @r.get("/stats", tags=["stats"])
+    async def stats(tenant: Tenant) -> Stats:
+        """The tenant's agents by status and tasks by state."""
+        rt = runtime()
+        agents: list[AgentInfo] = await rt.recorder.list_agents.remote(
+            tenant=tenant, limit=STATS_PAGE
+        )
+        by_status = dict.fromkeys(AgentStatus, 0)
+        for agent in agents:
+            by_status[agent.status] += 1
+        by_state = dict.fromkeys(TaskState, 0)
+        offset = 0
+        while True:
+            page: list[TaskInfo] = await rt.recorder.list_tasks.remote(
+                tenant=tenant, limit=STATS_PAGE, offset=offset
+            )
+            for task in page:
+                by_state[task.state] += 1
+            if len(page) < STATS_PAGE:
+                break
+            offset += len(page)
+        return Stats(agents=by_status, tasks=by_state)
+
     # ------------------------------------------------------------------ the desktop
 
     @r.get(
@@ -186,6 +475,14 @@ def _routes() -> APIRouter:
         result: a.CommandResult = await handle.shell.remote(req.command, req.timeout_s, req.user)
         return result
 
+    @r.get("/agents/{agent_id}/live-view", tags=["desktop"])
+    async def live_view(tenant: Tenant, agent_id: str, response: Response) -> LiveViewLink:
+        """A noVNC link on 127.0.0.1 to watch the desktop; it holds the VNC password."""
+        handle = await runtime().handle(agent_id, tenant)
+        view = await handle.live_view.remote()
+        response.headers["Cache-Control"] = "no-store"
+        return LiveViewLink(url=view.url, expires=None)
+
     return r
 
 
@@ -201,6 +498,7 @@ def build_app(keys: KeyStore | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(ConcurrencyLimit)  # outermost: refuses before reading anything
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:

@@ -148,7 +148,7 @@ def test_every_route_answers_401_without_a_valid_key(api: Api) -> None:
         if path.startswith("/v1/")
         for method in ops
     ]
-    assert len(routes) == 13, routes
+    assert len(routes) >= 13, routes  # every /v1 route, however many there are
     for key in (None, "not-a-key", api.keys[TENANT_A] + "x"):
         with api.client(key=key) as c:
             for method, path in routes:

@@ -1,0 +1,53 @@
+"""A typed Python client of the HTTP API (``serve_app``), sync and async.
+
+The README's main job, the web server built by a team of agents, from a notebook::
+
+    from pathlib import Path
+    from orchestrator.sdk import Client
+    from orchestrator.workflow import load_workflow
+
+    job = load_workflow(Path("examples/web_server.yaml"))
+    client = Client("http://127.0.0.1:8000", api_key="...")
+    admin = client.create_agent(job.agent)         # a desktop of its own, ready
+    task = admin.assign(job.task).wait()           # a progress bar while the team works
+    print(task.state, task.result)
+    admin.screenshot()                             # shown inline
+
+``AsyncClient`` is the same API awaited. Errors the API answers are ``ApiError``s (a
+subclass of ``orchestrator.errors.OrchestratorError``) with ``.status`` and ``.code``;
+429 and 503 are retried first, honouring ``Retry-After`` (see ``Retry``).
+"""
+
+from __future__ import annotations
+
+from ._aio import AsyncAgent, AsyncClient, AsyncTask
+from ._client import Agent, Client, Task
+from ._errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+)
+from ._http import Call, EventPage, Retry, Screenshot, calls
+
+__all__ = [
+    "Agent",
+    "ApiError",
+    "AsyncAgent",
+    "AsyncClient",
+    "AsyncTask",
+    "AuthError",
+    "Call",
+    "Client",
+    "ConflictError",
+    "EventPage",
+    "InvalidRequestError",
+    "NotFoundError",
+    "Retry",
+    "Screenshot",
+    "Task",
+    "UnavailableError",
+    "calls",
+]

@@ -1,0 +1,274 @@
+"""The asynchronous client and its objects: ``AsyncClient``, ``AsyncAgent``, ``AsyncTask``
+(the same calls as ``Client``, awaited)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+
+from ..actions import Action, ActionResult, CommandResult
+from ..domain import (
+    AgentInfo,
+    AgentSpec,
+    AgentTree,
+    Event,
+    EventKind,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+)
+from ._client import POLL_MAX_S, POLL_MIN_S
+from ._http import (
+    Call,
+    EventPage,
+    Retry,
+    Screenshot,
+    agent_spec,
+    calls,
+    headers,
+    send_async,
+    task_spec,
+)
+from ._progress import Progress
+
+__all__ = ["AsyncAgent", "AsyncClient", "AsyncTask"]
+
+
+class AsyncClient:
+    """An asynchronous client of the HTTP API (one ``httpx.AsyncClient``, reused).
+
+    Example:
+        >>> async with AsyncClient("http://127.0.0.1:8000", api_key="...") as c:  # doctest: +SKIP
+        ...     agent = await c.create_agent("desk")
+        ...     task = await agent.assign("hi", script={"steps": [
+        ...         {"type": "shell", "command": "echo hi"}]})
+        ...     print((await task.wait()).result)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 30,
+        retry: Retry | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry = retry or Retry()
+        self._http = http or httpx.AsyncClient(
+            base_url=self.url, headers=headers(api_key), timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.url!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, call: Call[Any]) -> Any:
+        """Send one ``Call`` (retrying 429/503); its value, or its error raised."""
+        return await send_async(self._http, self.retry, call)
+
+    async def healthy(self) -> bool:
+        """Whether the API answers ``/healthz`` (needs no key)."""
+        ok: bool = await self.call(calls.health())
+        return ok
+
+    async def create_agent(
+        self,
+        name: str | AgentSpec,
+        *,
+        role: str | None = None,
+        brain: Any = None,
+        desktop: Any = None,
+    ) -> AsyncAgent:
+        """Create a top-level agent with its desktop; returns once it is ready."""
+        spec = agent_spec(name, role=role, brain=brain, desktop=desktop)
+        return AsyncAgent(self, await self.call(calls.create_agent(spec)))
+
+    async def agents(self) -> list[AsyncAgent]:
+        """This tenant's agents."""
+        return [AsyncAgent(self, info) for info in await self.call(calls.agents())]
+
+    async def agent(self, agent_id: str) -> AsyncAgent:
+        """One agent by id (``NotFoundError`` when unknown)."""
+        return AsyncAgent(self, await self.call(calls.agent(agent_id)))
+
+    async def task(self, task_id: str) -> AsyncTask:
+        """One task by id (``NotFoundError`` when unknown)."""
+        return AsyncTask(self, await self.call(calls.task(task_id)))
+
+
+class AsyncAgent:
+    """An agent of the hierarchy (see ``Agent``; every method is awaited)."""
+
+    def __init__(self, client: AsyncClient, info: AgentInfo) -> None:
+        self.client = client
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def path(self) -> str:
+        return self.info.path
+
+    def __repr__(self) -> str:
+        return f"<AsyncAgent {self.id} {self.path} {self.info.status.value}>"
+
+    async def refresh(self) -> AsyncAgent:
+        self.info = await self.client.call(calls.agent(self.id))
+        return self
+
+    async def hire(
+        self,
+        spec: str | AgentSpec,
+        *,
+        role: str | None = None,
+        brain: Any = None,
+        desktop: Any = None,
+    ) -> AsyncAgent:
+        """Hire a child of this agent (its own actor and desktop)."""
+        child = agent_spec(spec, role=role, brain=brain, desktop=desktop)
+        return AsyncAgent(self.client, await self.client.call(calls.hire(self.id, child)))
+
+    async def fire(self) -> None:
+        """Fire the agent: its subtree and their desktops go too."""
+        await self.client.call(calls.fire(self.id))
+
+    async def tree(self) -> AgentTree:
+        tree: AgentTree = await self.client.call(calls.tree(self.id))
+        return tree
+
+    async def assign(
+        self,
+        task: str | TaskSpec,
+        script: dict[str, Any] | None = None,
+        *,
+        step_budget: int | None = None,
+        deadline_s: float | None = None,
+    ) -> AsyncTask:
+        """Give the agent a task (a description or a ``TaskSpec``); returns it pending."""
+        spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
+        return AsyncTask(self.client, await self.client.call(calls.assign(self.id, spec)))
+
+    async def screenshot(
+        self, format: Literal["png", "jpeg"] = "png", quality: int = 85
+    ) -> Screenshot:
+        """The screen now, encoded (``bytes``; shown inline in Jupyter)."""
+        shot: Screenshot = await self.client.call(calls.screenshot(self.id, format, quality))
+        return shot
+
+    async def act(self, action: Action | dict[str, Any]) -> ActionResult:
+        """Carry out one action; a failed action is ``ok=False`` with its reason."""
+        result: ActionResult = await self.client.call(calls.act(self.id, action))
+        return result
+
+    async def shell(
+        self,
+        command: str,
+        *,
+        timeout_s: float = 60.0,
+        user: Literal["agent", "root"] = "agent",
+    ) -> CommandResult:
+        """Run a command on the desktop; a failing command is a result, not an error."""
+        call = calls.shell(self.id, command, timeout_s, user)
+        result: CommandResult = await self.client.call(call)
+        return result
+
+
+class AsyncTask:
+    """A task given to an agent (see ``Task``; every method is awaited)."""
+
+    def __init__(self, client: AsyncClient, info: TaskInfo) -> None:
+        self.client = client
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def state(self) -> TaskState:
+        return self.info.state
+
+    @property
+    def done(self) -> bool:
+        return self.info.state.done
+
+    @property
+    def result(self) -> str | None:
+        return self.info.result
+
+    @property
+    def error(self) -> str | None:
+        return self.info.error
+
+    def __repr__(self) -> str:
+        return f"<AsyncTask {self.id} {self.state.value}>"
+
+    async def refresh(self) -> AsyncTask:
+        self.info = await self.client.call(calls.task(self.id))
+        return self
+
+    async def cancel(self) -> AsyncTask:
+        self.info = await self.client.call(calls.cancel(self.id))
+        return self
+
+    async def events_page(self, after_seq: int = 0, limit: int = 100) -> EventPage:
+        page: EventPage = await self.client.call(calls.events(self.id, after_seq, limit))
+        return page
+
+    async def events(self, after_seq: int = 0, page_size: int = 100) -> AsyncIterator[Event]:
+        """Every event of the task so far, oldest first, fetched a page at a time."""
+        while True:
+            page = await self.events_page(after_seq, page_size)
+            for event in page.events:
+                yield event
+            after_seq = page.next_after_seq
+            if not page.has_more:
+                return
+
+    async def wait(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Task.wait
+        progress: bool = True,
+    ) -> AsyncTask:
+        """Poll (with backoff) until the task is finished; returns itself (see ``Task.wait``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = Progress(self.id, self.info.spec.step_budget, enabled=progress)
+        cursor, steps, pause = 0, 0, POLL_MIN_S
+        try:
+            while True:
+                await self.refresh()
+                if progress:
+                    page = await self.events_page(cursor, 1000)
+                    steps += sum(e.kind == EventKind.STEP for e in page.events)
+                    cursor = page.next_after_seq
+                bar.update(self.state.value, steps)
+                if self.done:
+                    return self
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    raise TimeoutError(f"task {self.id} still {self.state.value} after {timeout} s")
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.5, POLL_MAX_S)
+        finally:
+            bar.close()

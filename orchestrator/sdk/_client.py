@@ -1,0 +1,290 @@
+"""The synchronous client and its objects: ``Client``, ``Agent``, ``Task``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+
+from ..actions import Action, ActionResult, CommandResult
+from ..domain import (
+    AgentInfo,
+    AgentSpec,
+    AgentTree,
+    Event,
+    EventKind,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+)
+from ._http import (
+    Call,
+    EventPage,
+    Retry,
+    Screenshot,
+    agent_spec,
+    calls,
+    headers,
+    send_sync,
+    task_spec,
+)
+from ._progress import Progress
+
+__all__ = ["Agent", "Client", "Task"]
+
+POLL_MIN_S = 0.2
+POLL_MAX_S = 2.0
+
+
+class Client:
+    """A synchronous client of the HTTP API (one ``httpx.Client``, reused).
+
+    Example:
+        >>> from orchestrator.sdk import Client                         # doctest: +SKIP
+        >>> with Client("http://127.0.0.1:8000", api_key="...") as c:  # doctest: +SKIP
+        ...     agent = c.create_agent("desk", role="tester")
+        ...     print(agent.shell("uname -a").stdout)
+        ...     agent.fire()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 30,
+        retry: Retry | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry = retry or Retry()
+        self._http = http or httpx.Client(
+            base_url=self.url, headers=headers(api_key), timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, call: Call[Any]) -> Any:
+        """Send one ``Call`` (retrying 429/503); its value, or its error raised."""
+        return send_sync(self._http, self.retry, call)
+
+    # ------------------------------------------------------------------ agents and tasks
+
+    def healthy(self) -> bool:
+        """Whether the API answers ``/healthz`` (needs no key)."""
+        ok: bool = self.call(calls.health())
+        return ok
+
+    def create_agent(
+        self,
+        name: str | AgentSpec,
+        *,
+        role: str | None = None,
+        brain: Any = None,
+        desktop: Any = None,
+    ) -> Agent:
+        """Create a top-level agent with its desktop; returns once it is ready.
+
+        ``brain`` and ``desktop`` are a ``BrainConfig`` / ``DesktopSpec`` or their dicts.
+        """
+        spec = agent_spec(name, role=role, brain=brain, desktop=desktop)
+        return Agent(self, self.call(calls.create_agent(spec)))
+
+    def agents(self) -> list[Agent]:
+        """This tenant's agents."""
+        return [Agent(self, info) for info in self.call(calls.agents())]
+
+    def agent(self, agent_id: str) -> Agent:
+        """One agent by id (``NotFoundError`` when unknown)."""
+        return Agent(self, self.call(calls.agent(agent_id)))
+
+    def task(self, task_id: str) -> Task:
+        """One task by id (``NotFoundError`` when unknown)."""
+        return Task(self, self.call(calls.task(task_id)))
+
+
+class Agent:
+    """An agent of the hierarchy: hire, fire, give it tasks, use its desktop."""
+
+    def __init__(self, client: Client, info: AgentInfo) -> None:
+        self.client = client
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def path(self) -> str:
+        return self.info.path
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.id} {self.path} {self.info.status.value}>"
+
+    def refresh(self) -> Agent:
+        """Read the agent again (its status); returns itself."""
+        self.info = self.client.call(calls.agent(self.id))
+        return self
+
+    def hire(
+        self,
+        spec: str | AgentSpec,
+        *,
+        role: str | None = None,
+        brain: Any = None,
+        desktop: Any = None,
+    ) -> Agent:
+        """Hire a child of this agent (its own actor and desktop)."""
+        child = agent_spec(spec, role=role, brain=brain, desktop=desktop)
+        return Agent(self.client, self.client.call(calls.hire(self.id, child)))
+
+    def fire(self) -> None:
+        """Fire the agent: its subtree and their desktops go too."""
+        self.client.call(calls.fire(self.id))
+
+    def tree(self) -> AgentTree:
+        """The agent, its unfinished tasks and its children, recursively."""
+        tree: AgentTree = self.client.call(calls.tree(self.id))
+        return tree
+
+    def assign(
+        self,
+        task: str | TaskSpec,
+        script: dict[str, Any] | None = None,
+        *,
+        step_budget: int | None = None,
+        deadline_s: float | None = None,
+    ) -> Task:
+        """Give the agent a task (a description or a ``TaskSpec``); returns it pending.
+
+        Example:
+            >>> t = agent.assign("say hi", script={"steps": [  # doctest: +SKIP
+            ...     {"type": "shell", "command": "echo hi"}]})
+            >>> t.wait().result                                  # doctest: +SKIP
+            'hi'
+        """
+        spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
+        return Task(self.client, self.client.call(calls.assign(self.id, spec)))
+
+    def screenshot(self, format: Literal["png", "jpeg"] = "png", quality: int = 85) -> Screenshot:
+        """The screen now, encoded (``bytes``; shown inline in Jupyter)."""
+        shot: Screenshot = self.client.call(calls.screenshot(self.id, format, quality))
+        return shot
+
+    def act(self, action: Action | dict[str, Any]) -> ActionResult:
+        """Carry out one action; a failed action is ``ok=False`` with its reason."""
+        result: ActionResult = self.client.call(calls.act(self.id, action))
+        return result
+
+    def shell(
+        self,
+        command: str,
+        *,
+        timeout_s: float = 60.0,
+        user: Literal["agent", "root"] = "agent",
+    ) -> CommandResult:
+        """Run a command on the desktop; a failing command is a result, not an error."""
+        result: CommandResult = self.client.call(calls.shell(self.id, command, timeout_s, user))
+        return result
+
+
+class Task:
+    """A task given to an agent; ``wait()`` for it, read its ``events()``."""
+
+    def __init__(self, client: Client, info: TaskInfo) -> None:
+        self.client = client
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def state(self) -> TaskState:
+        return self.info.state
+
+    @property
+    def done(self) -> bool:
+        return self.info.state.done
+
+    @property
+    def result(self) -> str | None:
+        """What the agent reported when it succeeded."""
+        return self.info.result
+
+    @property
+    def error(self) -> str | None:
+        """Why it failed or was cancelled."""
+        return self.info.error
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.state.value}>"
+
+    def refresh(self) -> Task:
+        """Read the task again; returns itself."""
+        self.info = self.client.call(calls.task(self.id))
+        return self
+
+    def cancel(self) -> Task:
+        """Cancel the task (a finished task stays as it was); returns itself."""
+        self.info = self.client.call(calls.cancel(self.id))
+        return self
+
+    def events_page(self, after_seq: int = 0, limit: int = 100) -> EventPage:
+        """One page of events with ``seq > after_seq``, oldest first."""
+        page: EventPage = self.client.call(calls.events(self.id, after_seq, limit))
+        return page
+
+    def events(self, after_seq: int = 0, page_size: int = 100) -> Iterator[Event]:
+        """Every event of the task so far, oldest first, fetched a page at a time."""
+        while True:
+            page = self.events_page(after_seq, page_size)
+            yield from page.events
+            after_seq = page.next_after_seq
+            if not page.has_more:
+                return
+
+    def wait(self, timeout: float | None = None, progress: bool = True) -> Task:
+        """Poll (with backoff) until the task is finished; returns itself.
+
+        Shows a progress bar of its steps (``tqdm.auto`` when installed, else a status line
+        on stderr); raises ``TimeoutError`` after ``timeout`` seconds. A failed task is
+        returned, not raised: look at ``state`` and ``error``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = Progress(self.id, self.info.spec.step_budget, enabled=progress)
+        cursor, steps, pause = 0, 0, POLL_MIN_S
+        try:
+            while True:
+                self.refresh()
+                if progress:
+                    page = self.events_page(cursor, 1000)
+                    steps += sum(e.kind == EventKind.STEP for e in page.events)
+                    cursor = page.next_after_seq
+                bar.update(self.state.value, steps)
+                if self.done:
+                    return self
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    raise TimeoutError(f"task {self.id} still {self.state.value} after {timeout} s")
+                time.sleep(pause)
+                pause = min(pause * 1.5, POLL_MAX_S)
+        finally:
+            bar.close()

@@ -1,0 +1,297 @@
+"""The request/response layer both clients share: each API call is described once, as a
+``Call`` (method, path, parameters, body and how to read the answer); the sync and async
+transports only send it, retry on 429/503 and turn error answers into exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from ..actions import Action, ActionResult, CommandResult, parse_action
+from ..domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec
+from ._errors import error_from
+
+__all__ = ["Call", "EventPage", "Retry", "Screenshot", "calls"]
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+RETRY_STATUSES = frozenset({429, 503})
+SLOW_S = 180.0
+"""Answer timeout of the calls that start or stop desktops (create, hire, fire)."""
+ACT_S = 360.0
+"""Answer timeout of an action (a ``wait`` may last 300 s)."""
+
+
+class EventPage(BaseModel):
+    """A page of a task's events, oldest first."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    events: list[Event]
+    next_after_seq: int
+    """Pass as ``after_seq`` to get the next page."""
+    has_more: bool
+    """True when the page is full (more events may follow)."""
+
+
+class Screenshot(bytes):
+    """The encoded image (``bytes``) that Jupyter/IPython shows inline.
+
+    Example:
+        >>> shot = agent.screenshot()      # doctest: +SKIP
+        >>> shot                           # doctest: +SKIP  (a notebook shows the image)
+        >>> shot.save("screen.png")        # doctest: +SKIP
+    """
+
+    format: Literal["png", "jpeg"]
+
+    def __new__(cls, data: bytes, format: Literal["png", "jpeg"] = "png") -> Screenshot:
+        obj = super().__new__(cls, data)
+        obj.format = format
+        return obj
+
+    def _repr_png_(self) -> bytes | None:
+        return bytes(self) if self.format == "png" else None
+
+    def _repr_jpeg_(self) -> bytes | None:
+        return bytes(self) if self.format == "jpeg" else None
+
+    def __repr__(self) -> str:
+        return f"<Screenshot {self.format}, {len(self)} bytes>"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the image to ``path``; returns it."""
+        p = Path(path)
+        p.write_bytes(self)
+        return p
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API call: what to send and how to read a successful answer."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    body: Any = None
+    timeout: float | None = None
+    """Seconds to wait for the answer when longer than the client's (desktops start slowly)."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How 429 and 503 answers are retried: at most ``attempts`` more times, waiting what
+    ``Retry-After`` says (else ``backoff_s`` doubling), never more than ``max_wait_s``."""
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+    max_wait_s: float = 30.0
+
+    def delay(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before trying again, or None to give up (or not retry)."""
+        if response.status_code not in RETRY_STATUSES or attempt >= self.attempts:
+            return None
+        wait = _retry_after(response.headers.get("Retry-After"))
+        if wait is None:
+            wait = self.backoff_s * 2**attempt
+        return max(0.0, min(wait, self.max_wait_s))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+def finish(call: Call[T], response: httpx.Response) -> T:
+    """The call's value from a final answer, or its error as an exception."""
+    if response.is_success:
+        return call.read(response)
+    raise error_from(response)
+
+
+def headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "User-Agent": "orchestrator-sdk/1"}
+
+
+def _timeout(http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Timeout:
+    t = http.timeout
+    if call.timeout is None or (t.read is not None and t.read >= call.timeout):
+        return t
+    return httpx.Timeout(call.timeout, connect=t.connect)
+
+
+def send_sync(http: httpx.Client, retry: Retry, call: Call[T]) -> T:
+    attempt = 0
+    while True:
+        r = http.request(
+            call.method, call.path, params=call.params, json=call.body, timeout=_timeout(http, call)
+        )
+        delay = retry.delay(r, attempt)
+        if delay is None:
+            return finish(call, r)
+        attempt += 1
+        time.sleep(delay)
+
+
+async def send_async(http: httpx.AsyncClient, retry: Retry, call: Call[T]) -> T:
+    attempt = 0
+    while True:
+        r = await http.request(
+            call.method, call.path, params=call.params, json=call.body, timeout=_timeout(http, call)
+        )
+        delay = retry.delay(r, attempt)
+        if delay is None:
+            return finish(call, r)
+        attempt += 1
+        await asyncio.sleep(delay)
+
+
+# ---------------------------------------------------------------------- the calls
+
+
+def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
+    return lambda r: cls.model_validate_json(r.content)
+
+
+_AGENTS = TypeAdapter(list[AgentInfo])
+
+
+def _none(_: httpx.Response) -> None:
+    return None
+
+
+def _spec_body(spec: AgentSpec) -> dict[str, Any]:
+    body = spec.model_dump(mode="json", exclude_unset=True)
+    key = spec.brain.api_key
+    if key is not None:  # model_dump masks secrets; the server needs the key itself
+        body.setdefault("brain", {})["api_key"] = key.get_secret_value()
+    return body
+
+
+def agent_spec(
+    spec: AgentSpec | str,
+    *,
+    role: str | None = None,
+    brain: Any = None,
+    desktop: Any = None,
+) -> AgentSpec:
+    """An ``AgentSpec`` from a spec, or from a name, with the fields given set on it."""
+    fields: dict[str, Any] = (
+        spec.model_dump(exclude_unset=True) if isinstance(spec, AgentSpec) else {"name": spec}
+    )
+    for k, v in {"role": role, "brain": brain, "desktop": desktop}.items():
+        if v is not None:
+            fields[k] = v
+    return AgentSpec.model_validate(fields)
+
+
+def task_spec(
+    task: TaskSpec | str,
+    *,
+    script: dict[str, Any] | None = None,
+    step_budget: int | None = None,
+    deadline_s: float | None = None,
+) -> TaskSpec:
+    """A ``TaskSpec`` from a spec, or from a description and the fields given."""
+    fields: dict[str, Any] = (
+        task.model_dump(exclude_unset=True) if isinstance(task, TaskSpec) else {"description": task}
+    )
+    for k, v in {"script": script, "step_budget": step_budget, "deadline_s": deadline_s}.items():
+        if v is not None:
+            fields[k] = v
+    return TaskSpec.model_validate(fields)
+
+
+class calls:  # noqa: N801 - a namespace of call builders
+    """Every API call the SDK makes."""
+
+    @staticmethod
+    def create_agent(spec: AgentSpec) -> Call[AgentInfo]:
+        body = _spec_body(spec)
+        return Call("POST", "/v1/agents", _model(AgentInfo), body=body, timeout=SLOW_S)
+
+    @staticmethod
+    def agents() -> Call[list[AgentInfo]]:
+        return Call("GET", "/v1/agents", lambda r: _AGENTS.validate_json(r.content))
+
+    @staticmethod
+    def agent(agent_id: str) -> Call[AgentInfo]:
+        return Call("GET", f"/v1/agents/{agent_id}", _model(AgentInfo))
+
+    @staticmethod
+    def tree(agent_id: str) -> Call[AgentTree]:
+        return Call("GET", f"/v1/agents/{agent_id}/tree", _model(AgentTree))
+
+    @staticmethod
+    def hire(agent_id: str, spec: AgentSpec) -> Call[AgentInfo]:
+        path = f"/v1/agents/{agent_id}/children"
+        return Call("POST", path, _model(AgentInfo), body=_spec_body(spec), timeout=SLOW_S)
+
+    @staticmethod
+    def fire(agent_id: str) -> Call[None]:
+        return Call("DELETE", f"/v1/agents/{agent_id}", _none, timeout=SLOW_S)
+
+    @staticmethod
+    def assign(agent_id: str, spec: TaskSpec) -> Call[TaskInfo]:
+        body = spec.model_dump(mode="json", exclude_unset=True)
+        return Call("POST", f"/v1/agents/{agent_id}/tasks", _model(TaskInfo), body=body)
+
+    @staticmethod
+    def task(task_id: str) -> Call[TaskInfo]:
+        return Call("GET", f"/v1/tasks/{task_id}", _model(TaskInfo))
+
+    @staticmethod
+    def cancel(task_id: str) -> Call[TaskInfo]:
+        return Call("POST", f"/v1/tasks/{task_id}/cancel", _model(TaskInfo))
+
+    @staticmethod
+    def events(task_id: str, after_seq: int, limit: int) -> Call[EventPage]:
+        params = {"after_seq": after_seq, "limit": limit}
+        return Call("GET", f"/v1/tasks/{task_id}/events", _model(EventPage), params=params)
+
+    @staticmethod
+    def screenshot(agent_id: str, format: Literal["png", "jpeg"], quality: int) -> Call[Screenshot]:
+        return Call(
+            "GET",
+            f"/v1/agents/{agent_id}/screenshot",
+            lambda r: Screenshot(r.content, format),
+            params={"format": format, "quality": quality},
+        )
+
+    @staticmethod
+    def act(agent_id: str, action: Action | dict[str, Any]) -> Call[ActionResult]:
+        parsed = parse_action(action) if isinstance(action, dict) else action
+        body = parsed.model_dump(mode="json")
+        path = f"/v1/agents/{agent_id}/actions"
+        return Call("POST", path, _model(ActionResult), body=body, timeout=ACT_S)
+
+    @staticmethod
+    def shell(
+        agent_id: str, command: str, timeout_s: float, user: Literal["agent", "root"]
+    ) -> Call[CommandResult]:
+        body = {"command": command, "timeout_s": timeout_s, "user": user}
+        path = f"/v1/agents/{agent_id}/shell"
+        return Call("POST", path, _model(CommandResult), body=body, timeout=timeout_s + 30)
+
+    @staticmethod
+    def health() -> Call[bool]:
+        return Call("GET", "/healthz", lambda r: r.json().get("status") == "ok")

@@ -1,0 +1,113 @@
+"""Overload protection: a cap on the requests one replica works on at once.
+
+Over the cap a request is refused at once with 429, ``Retry-After`` and the one error shape,
+instead of queueing without bound. The cap is ``ORCHESTRATOR_API_MAX_CONCURRENT`` (default
+64), read by each replica on its first request. ``/healthz`` and the event streams are not
+counted here (streams are long-lived and have their own cap, ``ORCHESTRATOR_API_MAX_STREAMS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orchestrator.errors import ConfigError
+
+from ._errors import error_body
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_STREAMS",
+    "ENV_MAX_CONCURRENT",
+    "ENV_MAX_STREAMS",
+    "RETRY_AFTER_S",
+    "ConcurrencyLimit",
+    "Slots",
+    "env_limit",
+    "overloaded",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_MAX_CONCURRENT = "ORCHESTRATOR_API_MAX_CONCURRENT"
+ENV_MAX_STREAMS = "ORCHESTRATOR_API_MAX_STREAMS"
+DEFAULT_MAX_CONCURRENT = 64
+DEFAULT_MAX_STREAMS = 256
+RETRY_AFTER_S = 1
+
+STREAM_SUFFIX = "/events/stream"
+_EXEMPT = ("/healthz",)
+
+
+def env_limit(name: str, default: int) -> int:
+    """A positive integer from the environment (``ConfigError`` when it is not one)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, not {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value}")
+    return value
+
+
+def overloaded(message: str) -> JSONResponse:
+    """429 in the one error shape, with ``Retry-After``."""
+    return JSONResponse(
+        error_body("too_many_requests", message),
+        status_code=429,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+class Slots:
+    """A non-blocking counter of busy slots (one event loop per replica: no lock needed)."""
+
+    def __init__(self, env: str, default: int) -> None:
+        self.env = env
+        self.default = default
+        self.busy = 0
+        self._limit: int | None = None
+
+    @property
+    def limit(self) -> int:
+        if self._limit is None:  # read in the replica, not where the app was built
+            self._limit = env_limit(self.env, self.default)
+        return self._limit
+
+    def try_take(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def give_back(self) -> None:
+        self.busy -= 1
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: at most ``ORCHESTRATOR_API_MAX_CONCURRENT`` requests at once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.slots = Slots(ENV_MAX_CONCURRENT, DEFAULT_MAX_CONCURRENT)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path.endswith(_EXEMPT) or path.endswith(STREAM_SUFFIX):
+            await self.app(scope, receive, send)
+            return
+        if not self.slots.try_take():
+            log.warning("over %d concurrent requests: refusing %s", self.slots.limit, path)
+            msg = f"too many concurrent requests (limit {self.slots.limit}); retry later"
+            await overloaded(msg)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.slots.give_back()
