@@ -175,3 +175,8 @@ def serve(port: int, keys_file: str | None, address: str | None) -> None:
     Runtime.connect(address)
     click.echo(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs); ctrl+c to stop")
     deploy("127.0.0.1", port, keys_file=keys_file, blocking=True)
+
+
+from ._cli_api import register as _register_api_commands  # noqa: E402 - after the group exists
+
+_register_api_commands(main)

@@ -120,6 +120,17 @@ class Client:
         """One task by id (``NotFoundError`` when unknown)."""
         return Task(self, self.call(calls.task(task_id)))
 
+    def tasks(
+        self, *, state: str | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """This tenant's tasks, newest first."""
+        return [Task(self, t) for t in self.call(calls.tasks(state, agent_id, limit))]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """This tenant's agents by status and tasks by state."""
+        stats: dict[str, dict[str, int]] = self.call(calls.stats())
+        return stats
+
 
 class Agent:
     """An agent of the hierarchy: hire, fire, give it tasks, use its desktop."""

@@ -173,6 +173,7 @@ def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
 
 
 _AGENTS = TypeAdapter(list[AgentInfo])
+_TASKS = TypeAdapter(list[TaskInfo])
 
 
 def _none(_: httpx.Response) -> None:
@@ -291,6 +292,19 @@ class calls:  # noqa: N801 - a namespace of call builders
         body = {"command": command, "timeout_s": timeout_s, "user": user}
         path = f"/v1/agents/{agent_id}/shell"
         return Call("POST", path, _model(CommandResult), body=body, timeout=timeout_s + 30)
+
+    @staticmethod
+    def tasks(state: str | None, agent_id: str | None, limit: int) -> Call[list[TaskInfo]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        if agent_id:
+            params["agent_id"] = agent_id
+        return Call("GET", "/v1/tasks", lambda r: _TASKS.validate_json(r.content), params=params)
+
+    @staticmethod
+    def stats() -> Call[dict[str, dict[str, int]]]:
+        return Call("GET", "/v1/stats", lambda r: dict(r.json()))
 
     @staticmethod
     def health() -> Call[bool]:

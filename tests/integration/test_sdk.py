@@ -218,3 +218,38 @@ def test_fire(server: Server, desk: Agent) -> None:
         desk.screenshot()
     with server.client() as c, pytest.raises(NotFoundError):
         c.agent(desk.id).fire()
+
+
+def test_cli_commands_read_the_api(server: Server, tmp_path: Any) -> None:
+    """`orchestrator status|agents|tasks|watch|screenshot` through the same real API."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    with server.client() as api:
+        agent = api.create_agent("cli-user", role="operator")
+        try:
+            task = agent.assign("echo", script=ECHO)
+            env = {"ORCHESTRATOR_API_URL": server.url, "ORCHESTRATOR_API_KEY": server.key}
+            run = CliRunner().invoke
+
+            watched = run(main, ["watch", task.id], env=env)
+            assert watched.exit_code == 0, watched.output
+            assert "hello-from-sdk" in watched.output and "succeeded" in watched.output
+
+            status = run(main, ["status"], env=env)
+            assert status.exit_code == 0 and "ok" in status.output, status.output
+            listed = run(main, ["agents"], env=env)
+            assert agent.id in listed.output and "cli-user" in listed.output, listed.output
+            tasks = run(main, ["tasks", "--state", "succeeded"], env=env)
+            assert task.id in tasks.output, tasks.output
+
+            out = tmp_path / "screen.png"
+            shot = run(main, ["screenshot", agent.id, "-o", str(out)], env=env)
+            assert shot.exit_code == 0, shot.output
+            assert out.read_bytes().startswith(PNG_MAGIC)
+
+            bad = run(main, ["agents"], env={**env, "ORCHESTRATOR_API_KEY": "wrong"})
+            assert bad.exit_code == 1 and "error:" in bad.output, bad.output
+        finally:
+            agent.fire()

@@ -1,0 +1,122 @@
+"""CLI commands that talk to a running HTTP API (``orchestrator serve``) through the SDK.
+
+The API's address and key come from ``--url`` / ``--api-key`` or ``ORCHESTRATOR_API_URL`` /
+``ORCHESTRATOR_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["register"]
+
+_url = click.option(
+    "--url",
+    envvar="ORCHESTRATOR_API_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The API (env ORCHESTRATOR_API_URL).",
+)
+_key = click.option(
+    "--api-key",
+    envvar="ORCHESTRATOR_API_KEY",
+    required=True,
+    help="Your API key (env ORCHESTRATOR_API_KEY).",
+)
+
+
+def _client(url: str, api_key: str) -> Any:
+    from .sdk import Client
+
+    return Client(url, api_key)
+
+
+def _status(url: str, api_key: str) -> None:
+    """Is the API up, and what does this tenant have."""
+    with _client(url, api_key) as api:
+        click.echo(f"api {url}: {'ok' if api.healthy() else 'unhealthy'}")
+        for kind, counts in api.stats().items():
+            shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
+            click.echo(f"{kind}: {shown}")
+
+
+def _agents(url: str, api_key: str) -> None:
+    """This tenant's agents."""
+    with _client(url, api_key) as api:
+        for agent in api.agents():
+            info = agent.info
+            click.echo(f"{info.id}  {info.status.value:<8}  {info.path}  ({info.spec.role})")
+
+
+def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
+    """This tenant's tasks, newest first."""
+    with _client(url, api_key) as api:
+        for task in api.tasks(state=state, limit=limit):
+            info = task.info
+            outcome = " ".join((info.result or info.error or "").split())[:70]
+            click.echo(f"{info.id}  {info.state.value:<9}  {info.agent_id}  {outcome}")
+
+
+def _watch(url: str, api_key: str, task_id: str) -> None:
+    """Print a task's events as they are recorded, until it ends."""
+    with _client(url, api_key) as api:
+        task = api.task(task_id)
+        after = 0
+        while True:
+            page = task.events_page(after_seq=after, limit=500)
+            for e in page.events:
+                after = max(after, e.seq or 0)
+                click.echo(f"{e.seq:>6}  {e.kind.value:<7}  {_describe(e.data)}")
+            if not page.has_more:
+                task.refresh()
+                if task.done and not task.events_page(after_seq=after, limit=1).events:
+                    click.echo(f"task {task.id}: {task.state.value}: {task.result or task.error}")
+                    return
+                time.sleep(0.5)  # polling interval of a live view
+
+
+def _describe(data: dict[str, Any]) -> str:
+    action = data.get("action")
+    if isinstance(action, dict):
+        ok = "ok" if data.get("result", {}).get("ok") else "failed"
+        what = action.get("command") or action.get("text") or action.get("keys") or ""
+        return f"{action.get('type')} {str(what)[:60]} -> {ok}"
+    return " ".join(str(data).split())[:100]
+
+
+def _screenshot(url: str, api_key: str, agent_id: str, out: Path) -> None:
+    """Save an agent's screen as PNG (or JPEG by the file's suffix)."""
+    fmt = "jpeg" if out.suffix.lower() in (".jpg", ".jpeg") else "png"
+    with _client(url, api_key) as api:
+        api.agent(agent_id).screenshot(fmt).save(out)
+    click.echo(str(out))
+
+
+def register(main: click.Group) -> None:
+    """Add the API commands to the ``orchestrator`` group."""
+
+    def command(fn: Callable[..., None], name: str) -> Callable[..., None]:
+        return main.command(name, help=fn.__doc__)(_key(_url(fn)))
+
+    command(_status, "status")
+    command(_agents, "agents")
+    command(
+        click.option("--limit", default=20, show_default=True)(
+            click.option("--state", default=None, help="Only tasks in this state.")(_tasks)
+        ),
+        "tasks",
+    )
+    command(click.argument("task_id")(_watch), "watch")
+    command(
+        click.argument("agent_id")(
+            click.option(
+                "-o", "--out", type=click.Path(path_type=Path), default=Path("screenshot.png")
+            )(_screenshot)
+        ),
+        "screenshot",
+    )
