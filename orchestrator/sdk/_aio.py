@@ -20,7 +20,6 @@ from ..domain import (
     EventKind,
     TaskInfo,
     TaskSpec,
-    TaskState,
 )
 from ._client import POLL_MAX_S, POLL_MIN_S
 from ._http import (
@@ -35,6 +34,7 @@ from ._http import (
     task_spec,
 )
 from ._progress import Progress
+from ._views import AgentView, TaskView
 
 __all__ = ["AsyncAgent", "AsyncClient", "AsyncTask"]
 
@@ -116,20 +116,12 @@ class AsyncClient:
         return AsyncTask(self, await self.call(calls.task(task_id)))
 
 
-class AsyncAgent:
+class AsyncAgent(AgentView):
     """An agent of the hierarchy (see ``Agent``; every method is awaited)."""
 
     def __init__(self, client: AsyncClient, info: AgentInfo) -> None:
         self.client = client
         self.info = info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def path(self) -> str:
-        return self.info.path
 
     def __repr__(self) -> str:
         return f"<AsyncAgent {self.id} {self.path} {self.info.status.value}>"
@@ -195,32 +187,12 @@ class AsyncAgent:
         return result
 
 
-class AsyncTask:
+class AsyncTask(TaskView):
     """A task given to an agent (see ``Task``; every method is awaited)."""
 
     def __init__(self, client: AsyncClient, info: TaskInfo) -> None:
         self.client = client
         self.info = info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def state(self) -> TaskState:
-        return self.info.state
-
-    @property
-    def done(self) -> bool:
-        return self.info.state.done
-
-    @property
-    def result(self) -> str | None:
-        return self.info.result
-
-    @property
-    def error(self) -> str | None:
-        return self.info.error
 
     def __repr__(self) -> str:
         return f"<AsyncTask {self.id} {self.state.value}>"

@@ -18,7 +18,6 @@ from ..domain import (
     EventKind,
     TaskInfo,
     TaskSpec,
-    TaskState,
 )
 from ._http import (
     Call,
@@ -32,6 +31,7 @@ from ._http import (
     task_spec,
 )
 from ._progress import Progress
+from ._views import AgentView, TaskView
 
 __all__ = ["Agent", "Client", "Task"]
 
@@ -132,20 +132,12 @@ class Client:
         return stats
 
 
-class Agent:
+class Agent(AgentView):
     """An agent of the hierarchy: hire, fire, give it tasks, use its desktop."""
 
     def __init__(self, client: Client, info: AgentInfo) -> None:
         self.client = client
         self.info = info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def path(self) -> str:
-        return self.info.path
 
     def __repr__(self) -> str:
         return f"<Agent {self.id} {self.path} {self.info.status.value}>"
@@ -217,34 +209,12 @@ class Agent:
         return result
 
 
-class Task:
+class Task(TaskView):
     """A task given to an agent; ``wait()`` for it, read its ``events()``."""
 
     def __init__(self, client: Client, info: TaskInfo) -> None:
         self.client = client
         self.info = info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def state(self) -> TaskState:
-        return self.info.state
-
-    @property
-    def done(self) -> bool:
-        return self.info.state.done
-
-    @property
-    def result(self) -> str | None:
-        """What the agent reported when it succeeded."""
-        return self.info.result
-
-    @property
-    def error(self) -> str | None:
-        """Why it failed or was cancelled."""
-        return self.info.error
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state.value}>"
