@@ -32,6 +32,7 @@ from orchestrator.domain import (
 )
 from orchestrator.errors import AgentError, NotFoundError
 
+from ._files import read_path, write_file
 from ._names import NAMESPACE, RECORDER_NAME, child_path, slug
 from ._pool import get_pool
 from ._runner import TaskRunner
@@ -205,12 +206,15 @@ class AgentActor:
         task_id: str | None,
         data: dict[str, Any],
         screenshot: bytes | None = None,
+        blob: tuple[bytes, str] | None = None,
     ) -> None:
         event = Event(kind=kind, agent_id=self.info.id, task_id=task_id, data=data)
-        if screenshot is None:
+        if screenshot is not None:
+            blob = (screenshot, "image/jpeg")
+        if blob is None:
             await self._recorder.append_event.remote(event)
         else:
-            await self._recorder.append_event_with_blob.remote(event, screenshot, "image/jpeg")
+            await self._recorder.append_event_with_blob.remote(event, *blob)
 
     # ------------------------------------------------------------------ hierarchy
 
@@ -346,9 +350,13 @@ class AgentActor:
             return t
 
         async def record(
-            kind: EventKind, data: dict[str, Any], *, screenshot: bytes | None = None
+            kind: EventKind,
+            data: dict[str, Any],
+            *,
+            screenshot: bytes | None = None,
+            blob: tuple[bytes, str] | None = None,
         ) -> None:
-            await self._event(kind, task.id, data, screenshot)
+            await self._event(kind, task.id, data, screenshot, blob)
 
         try:
             brain = make_brain(brain_cfg)
@@ -558,3 +566,15 @@ class AgentActor:
 
     async def live_view(self) -> LiveView:
         return await self._desk().live_view()
+
+    async def read_path(
+        self, path: str, user: Literal["agent", "root"] = "agent"
+    ) -> tuple[bool, bytes]:
+        """``(is_directory, data)``: a file's bytes, or a directory as a gzipped tarball."""
+        return await read_path(self._desk(), path, user)
+
+    async def write_file(
+        self, path: str, data: bytes, user: Literal["agent", "root"] = "agent"
+    ) -> int:
+        """Write ``data`` to the file ``path`` on the desktop; returns its size."""
+        return await write_file(self._desk(), path, data, user)

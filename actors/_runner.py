@@ -30,6 +30,8 @@ from orchestrator.domain import (
 )
 from orchestrator.errors import BrainError, OrchestratorError
 
+from ._outputs import collect_outputs
+
 if TYPE_CHECKING:
     from orchestrator.desktop import Desktop
 
@@ -44,6 +46,9 @@ SETTLE_QUIET_S = 0.03
 """After GUI actions, the screen must be unchanged this long before the next observation."""
 SETTLE_TIMEOUT_S = 2.0
 """...but the agent does not wait longer than this for it."""
+
+OUTPUTS_TIMEOUT_S = 300.0
+"""Longest time spent copying a task's outputs off its desktop."""
 
 _NO_SCREEN_CHANGE = (a.Shell, a.Wait, a.CursorPosition, a.TakeScreenshot)
 
@@ -74,7 +79,8 @@ class TaskRunner:
     brain: Brain
     children: ChildRunner
     record: Record
-    """``record(kind, data, *, screenshot=None)`` stores an event for this task, durably."""
+    """``record(kind, data, *, screenshot=None, blob=None)`` stores an event for this task,
+    durably (``screenshot``: JPEG bytes; ``blob``: ``(data, media_type)`` of a file)."""
     save_task: Callable[[TaskInfo], Awaitable[TaskInfo]]
     """Stores the task and returns it as stored (with subtask ids the agent added)."""
     history: list[StepRecord] = field(default_factory=list)
@@ -83,26 +89,60 @@ class TaskRunner:
     async def run(self) -> TaskInfo:
         spec = self.task.spec
         self.subtask_results = dict(spec.inputs)
+        result: str | None = None
+        error: str | None = None
         try:
             async with asyncio.timeout(spec.deadline_s):
                 await self._set(TaskState.RUNNING)
                 result = await self._triage_and_work()
-            await self._set(TaskState.SUCCEEDED, result=result)
         except TimeoutError:
-            await self._set(TaskState.FAILED, error=f"deadline of {spec.deadline_s:.0f} s passed")
+            error = f"deadline of {spec.deadline_s:.0f} s passed"
         except asyncio.CancelledError:
             await asyncio.shield(self._set(TaskState.CANCELLED, error="cancelled"))
             raise
         except TaskFailed as e:
-            await self._set(TaskState.FAILED, error=str(e))
+            error = str(e)
         except BrainError as e:
-            await self._set(TaskState.FAILED, error=f"brain: {e}")
+            error = f"brain: {e}"
         except OrchestratorError as e:
-            await self._set(TaskState.FAILED, error=f"{type(e).__name__}: {e}")
+            error = f"{type(e).__name__}: {e}"
         except Exception as e:  # an agent never dies of one task
             log.exception("task %s crashed", self.task.id)
-            await self._set(TaskState.FAILED, error=f"internal error: {type(e).__name__}: {e}")
+            error = f"internal error: {type(e).__name__}: {e}"
+        # The outputs are stored before the final state: whoever sees the task finished
+        # finds its files in the records.
+        try:
+            await self._keep_outputs()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._set(TaskState.CANCELLED, error="cancelled"))
+            raise
+        if error is None:
+            await self._set(TaskState.SUCCEEDED, result=result)
+        else:
+            await self._set(TaskState.FAILED, error=error)
         return self.task
+
+    async def _keep_outputs(self) -> None:
+        """Store the task's ``outputs`` off the desktop; problems go on the timeline."""
+        paths = self.task.spec.outputs
+        if not paths:
+            return
+
+        async def keep(path: str, data: bytes, media_type: str) -> None:
+            await self.record(
+                EventKind.FILE, {"path": path, "size": len(data)}, blob=(data, media_type)
+            )
+
+        try:
+            async with asyncio.timeout(OUTPUTS_TIMEOUT_S):
+                problems = await collect_outputs(self.desktop, paths, keep)
+        except TimeoutError:
+            problems = [f"keeping the outputs took over {OUTPUTS_TIMEOUT_S:.0f} s; stopped"]
+        except Exception as e:  # noqa: BLE001 - the task's own outcome matters more
+            log.exception("task %s: keeping outputs failed", self.task.id)
+            problems = [f"keeping the outputs failed: {type(e).__name__}: {e}"]
+        if problems:
+            await self.record(EventKind.LOG, {"msg": "; ".join(problems)[:4000]})
 
     async def _set(
         self, state: TaskState, *, result: str | None = None, error: str | None = None

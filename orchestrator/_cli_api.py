@@ -6,7 +6,6 @@ The API's address and key come from ``--url`` / ``--api-key`` or ``ORCHESTRATOR_
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,21 +62,13 @@ def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
 
 
 def _watch(url: str, api_key: str, task_id: str) -> None:
-    """Print a task's events as they are recorded, until it ends."""
+    """Print a task's events live (Server-Sent Events) until it ends."""
     with _client(url, api_key) as api:
         task = api.task(task_id)
-        after = 0
-        while True:
-            page = task.events_page(after_seq=after, limit=500)
-            for e in page.events:
-                after = max(after, e.seq or 0)
-                click.echo(f"{e.seq:>6}  {e.kind.value:<7}  {_describe(e.data)}")
-            if not page.has_more:
-                task.refresh()
-                if task.done and not task.events_page(after_seq=after, limit=1).events:
-                    click.echo(f"task {task.id}: {task.state.value}: {task.result or task.error}")
-                    return
-                time.sleep(0.5)  # polling interval of a live view
+        for e in task.stream():
+            click.echo(f"{e.seq:>6}  {e.kind.value:<7}  {_describe(e.data)}")
+        task.refresh()
+        click.echo(f"task {task.id}: {task.state.value}: {task.result or task.error}")
 
 
 def _describe(data: dict[str, Any]) -> str:

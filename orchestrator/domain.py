@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 Role = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_OUTPUTS = 20
+OutputPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+"""A path on a desktop: absolute, or relative to the agent's home (``~/`` too)."""
 Name = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]
 
 
@@ -153,6 +156,11 @@ class TaskSpec(_Model):
     """Results of the subtasks this one depends on, by subtask id."""
     script: dict[str, Any] | None = None
     """For scripted brains: the plan to follow for this task (see ``orchestrator.brains``)."""
+    outputs: Annotated[list[OutputPath], Field(max_length=MAX_OUTPUTS)] = Field(
+        default_factory=list
+    )
+    """Files or directories on the agent's desktop to keep when the task ends (succeeded or
+    failed): each is stored with the records and is part of the task's artifacts."""
 
 
 class TaskInfo(_Model):
@@ -250,6 +258,9 @@ class EventKind(StrEnum):
     """A model call: what was decided and the tokens it used."""
     LOG = "log"
     """Anything else worth showing on the timeline."""
+    FILE = "file"
+    """A file a task produced (one of its ``outputs``), stored as a blob: ``data`` has its
+    ``path`` on the desktop and ``size``."""
 
 
 class Event(_Model):

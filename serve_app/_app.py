@@ -50,6 +50,8 @@ from orchestrator.workflow import load_workflow
 
 from ._auth import KeyStore, configure, current_keys, tenant_of
 from ._errors import BodyLimit, error_body, install_error_handlers, validation_message
+from ._files import MAX_UPLOAD_BYTES, UPLOAD_PATH
+from ._files import routes as file_routes
 from ._limit import DEFAULT_MAX_STREAMS, ENV_MAX_STREAMS, ConcurrencyLimit, Slots
 
 __all__ = [
@@ -497,7 +499,7 @@ def build_app(keys: KeyStore | None = None) -> FastAPI:
         "Every route but /healthz needs `Authorization: Bearer <API key>`.",
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, overrides=[("PUT", UPLOAD_PATH, MAX_UPLOAD_BYTES)])
     app.add_middleware(ConcurrencyLimit)  # outermost: refuses before reading anything
 
     @app.get("/healthz", tags=["health"])
@@ -506,6 +508,7 @@ def build_app(keys: KeyStore | None = None) -> FastAPI:
         return Health()
 
     app.include_router(_routes())
+    app.include_router(file_routes(runtime, Depends(tenant_of)), responses=_ERRORS)
     return app
 
 

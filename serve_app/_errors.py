@@ -4,6 +4,7 @@ Every error answers ``{"error": {"code": "...", "message": "..."}}``:
 
 =====  ======================  ================================================
 401    ``unauthorized``        no or an invalid API key (``WWW-Authenticate: Bearer``)
+403    ``forbidden``           a desktop refused a file read or write (its permissions)
 404    ``not_found``           unknown id, or another tenant's id (never 403)
 409    ``conflict``            the agent cannot do it (duplicate name, busy, gone)
 413    ``body_too_large``      the body is over ``MAX_BODY_BYTES``
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +53,7 @@ RETRY_AFTER_S = "5"
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -181,27 +184,41 @@ class BodyLimit:
     """ASGI middleware: 413 for a body over ``limit`` bytes, judged by Content-Length when
     the client sends one and by counting while reading (chunked bodies) otherwise."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY_BYTES,
+        overrides: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.overrides = [(m.upper(), re.compile(p), n) for m, p, n in overrides]
+        """``(method, path regex, limit)``: routes that take larger bodies (uploads)."""
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        msg = f"request body is larger than {self.limit} bytes"
+    def _limit(self, scope: Scope) -> int:
+        for method, pattern, limit in self.overrides:
+            if scope.get("method") == method and pattern.match(scope.get("path", "")):
+                return limit
+        return self.default_limit
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        msg = f"request body is larger than {limit} bytes"
         await _error(413, "body_too_large", msg)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_large = int(value) > self.limit
+                    too_large = int(value) > limit
                 except ValueError:
                     await _error(400, "bad_request", "bad Content-Length")(scope, receive, send)
                     return
                 if too_large:
-                    await self._reject(scope, receive, send)
+                    await self._reject(scope, receive, send, limit)
                     return
         seen = 0
         started = False
@@ -211,8 +228,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(self.limit)
+                if seen > limit:
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -226,4 +243,4 @@ class BodyLimit:
         except _TooLarge:
             if started:
                 raise
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, limit)

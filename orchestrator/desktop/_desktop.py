@@ -366,9 +366,11 @@ class Desktop:
         """Copy a local file or directory onto the desktop (owned by ``user``)."""
         await self._shell_session().upload(Path(local), remote, user=user)
 
-    async def download(self, remote: str, local: Path | str) -> None:
-        """Copy a file or directory from the desktop to ``local``."""
-        await self._shell_session().download(remote, Path(local))
+    async def download(
+        self, remote: str, local: Path | str, *, user: Literal["agent", "root"] = "agent"
+    ) -> None:
+        """Copy a file or directory from the desktop to ``local`` (read as ``user``)."""
+        await self._shell_session().download(remote, Path(local), user=user)
 
     # ------------------------------------------------------------------ live view
 

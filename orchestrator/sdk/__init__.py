@@ -26,11 +26,12 @@ from ._errors import (
     ApiError,
     AuthError,
     ConflictError,
+    ForbiddenError,
     InvalidRequestError,
     NotFoundError,
     UnavailableError,
 )
-from ._http import Call, EventPage, Retry, Screenshot, calls
+from ._http import Call, EventPage, RemoteFile, Retry, Screenshot, calls
 
 __all__ = [
     "Agent",
@@ -43,8 +44,10 @@ __all__ = [
     "Client",
     "ConflictError",
     "EventPage",
+    "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
+    "RemoteFile",
     "Retry",
     "Screenshot",
     "Task",

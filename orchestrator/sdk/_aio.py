@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from ._client import POLL_MAX_S, POLL_MIN_S
 from ._http import (
     Call,
     EventPage,
+    RemoteFile,
     Retry,
     Screenshot,
     agent_spec,
@@ -32,8 +34,10 @@ from ._http import (
     headers,
     send_async,
     task_spec,
+    workflow_text,
 )
 from ._progress import Progress
+from ._stream import download_async, events_async, save_remote, upload_files
 from ._views import AgentView, TaskView
 
 __all__ = ["AsyncAgent", "AsyncClient", "AsyncTask"]
@@ -115,6 +119,23 @@ class AsyncClient:
         """One task by id (``NotFoundError`` when unknown)."""
         return AsyncTask(self, await self.call(calls.task(task_id)))
 
+    async def tasks(
+        self, *, state: str | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[AsyncTask]:
+        """This tenant's tasks, newest first."""
+        return [AsyncTask(self, t) for t in await self.call(calls.tasks(state, agent_id, limit))]
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """This tenant's agents by status and tasks by state."""
+        stats: dict[str, dict[str, int]] = await self.call(calls.stats())
+        return stats
+
+    async def start_workflow(self, workflow: str | Path) -> AsyncTask:
+        """Start a workflow (a YAML file's path or its text); returns its task."""
+        text = await asyncio.to_thread(workflow_text, workflow)
+        _, task = await self.call(calls.start_workflow(text))
+        return AsyncTask(self, task)
+
 
 class AsyncAgent(AgentView):
     """An agent of the hierarchy (see ``Agent``; every method is awaited)."""
@@ -186,6 +207,36 @@ class AsyncAgent(AgentView):
         result: CommandResult = await self.client.call(call)
         return result
 
+    async def read_file(self, path: str, *, user: Literal["agent", "root"] = "agent") -> RemoteFile:
+        """A file on the desktop as bytes (a directory: a gzipped tarball, ``is_dir``)."""
+        data: RemoteFile = await self.client.call(calls.read_file(self.id, path, user))
+        return data
+
+    async def write_file(
+        self, path: str, data: bytes | str, *, user: Literal["agent", "root"] = "agent"
+    ) -> int:
+        """Write ``data`` to the file ``path`` on the desktop; returns the bytes written."""
+        raw = data.encode() if isinstance(data, str) else data
+        written: int = await self.client.call(calls.write_file(self.id, path, raw, user))
+        return written
+
+    async def download(
+        self, remote: str, local: str | Path, *, user: Literal["agent", "root"] = "agent"
+    ) -> Path:
+        """Copy a file or directory from the desktop to ``local``; returns ``local``."""
+        got = await self.read_file(remote, user=user)
+        return await asyncio.to_thread(save_remote, got, got.is_dir, Path(local))
+
+    async def upload(
+        self, local: str | Path, remote: str, *, user: Literal["agent", "root"] = "agent"
+    ) -> int:
+        """Copy a local file or directory tree to ``remote`` on the desktop."""
+        files = await asyncio.to_thread(lambda: list(upload_files(Path(local), remote)))
+        total = 0
+        for f, dest in files:
+            total += await self.write_file(dest, await asyncio.to_thread(f.read_bytes), user=user)
+        return total
+
 
 class AsyncTask(TaskView):
     """A task given to an agent (see ``Task``; every method is awaited)."""
@@ -218,6 +269,15 @@ class AsyncTask(TaskView):
             after_seq = page.next_after_seq
             if not page.has_more:
                 return
+
+    def stream(self, after_seq: int = 0) -> AsyncIterator[Event]:
+        """The task's events as they are recorded (see ``Task.stream``)."""
+        return events_async(self.client._http, self.client.retry, self.id, after_seq)
+
+    async def download_artifacts(self, dest: str | Path | None = None) -> Path:
+        """Save the task's artifacts zip to ``dest``; returns the path."""
+        path = Path(dest) if dest is not None else Path(f"{self.id}-artifacts.zip")
+        return await download_async(self.client._http, f"/v1/tasks/{self.id}/artifacts", path)
 
     async def wait(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from ..domain import (
 from ._http import (
     Call,
     EventPage,
+    RemoteFile,
     Retry,
     Screenshot,
     agent_spec,
@@ -29,8 +31,10 @@ from ._http import (
     headers,
     send_sync,
     task_spec,
+    workflow_text,
 )
 from ._progress import Progress
+from ._stream import download_sync, events_sync, save_remote, upload_files
 from ._views import AgentView, TaskView
 
 __all__ = ["Agent", "Client", "Task"]
@@ -131,6 +135,12 @@ class Client:
         stats: dict[str, dict[str, int]] = self.call(calls.stats())
         return stats
 
+    def start_workflow(self, workflow: str | Path) -> Task:
+        """Start a workflow (a YAML file's path or its text): its top-level agent is created
+        in your tenant and given the task; returns the task (``wait()`` for it)."""
+        _, task = self.call(calls.start_workflow(workflow_text(workflow)))
+        return Task(self, task)
+
 
 class Agent(AgentView):
     """An agent of the hierarchy: hire, fire, give it tasks, use its desktop."""
@@ -208,6 +218,37 @@ class Agent(AgentView):
         result: CommandResult = self.client.call(calls.shell(self.id, command, timeout_s, user))
         return result
 
+    def read_file(self, path: str, *, user: Literal["agent", "root"] = "agent") -> RemoteFile:
+        """A file on the desktop as bytes (a directory: a gzipped tarball, ``is_dir``)."""
+        data: RemoteFile = self.client.call(calls.read_file(self.id, path, user))
+        return data
+
+    def write_file(
+        self, path: str, data: bytes | str, *, user: Literal["agent", "root"] = "agent"
+    ) -> int:
+        """Write ``data`` (text as UTF-8) to the file ``path`` on the desktop (parents made,
+        an existing file replaced); returns the bytes written."""
+        raw = data.encode() if isinstance(data, str) else data
+        written: int = self.client.call(calls.write_file(self.id, path, raw, user))
+        return written
+
+    def download(
+        self, remote: str, local: str | Path, *, user: Literal["agent", "root"] = "agent"
+    ) -> Path:
+        """Copy a file or directory from the desktop to ``local``; returns ``local``."""
+        got = self.read_file(remote, user=user)
+        return save_remote(got, got.is_dir, Path(local))
+
+    def upload(
+        self, local: str | Path, remote: str, *, user: Literal["agent", "root"] = "agent"
+    ) -> int:
+        """Copy a local file or directory tree to ``remote`` on the desktop; returns the
+        bytes written."""
+        return sum(
+            self.write_file(dest, f.read_bytes(), user=user)
+            for f, dest in upload_files(Path(local), remote)
+        )
+
 
 class Task(TaskView):
     """A task given to an agent; ``wait()`` for it, read its ``events()``."""
@@ -242,6 +283,17 @@ class Task(TaskView):
             after_seq = page.next_after_seq
             if not page.has_more:
                 return
+
+    def stream(self, after_seq: int = 0) -> Iterator[Event]:
+        """The task's events as they are recorded (Server-Sent Events), from ``after_seq``
+        until the task is finished; a dropped connection is resumed where it stopped."""
+        return events_sync(self.client._http, self.client.retry, self.id, after_seq)
+
+    def download_artifacts(self, dest: str | Path | None = None) -> Path:
+        """Save the task's artifacts (a zip: result, subtasks, events, screenshots, kept
+        files) to ``dest`` (default ``<task id>-artifacts.zip``); returns the path."""
+        path = Path(dest) if dest is not None else Path(f"{self.id}-artifacts.zip")
+        return download_sync(self.client._http, f"/v1/tasks/{self.id}/artifacts", path)
 
     def wait(self, timeout: float | None = None, progress: bool = True) -> Task:
         """Poll (with backoff) until the task is finished; returns itself.

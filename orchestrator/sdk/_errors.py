@@ -26,6 +26,7 @@ __all__ = [
     "ApiError",
     "AuthError",
     "ConflictError",
+    "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
     "UnavailableError",
@@ -62,12 +63,17 @@ class InvalidRequestError(ApiError, errors.ConfigError):
     """413 or 422: the request fails validation (the message names the field)."""
 
 
+class ForbiddenError(ApiError, PermissionError):
+    """403: a desktop refused a file read or write (its permissions)."""
+
+
 class UnavailableError(ApiError):
     """429 or 503: the API or the cluster is unavailable, still after the retries."""
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     401: AuthError,
+    403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
     413: InvalidRequestError,

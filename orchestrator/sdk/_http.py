@@ -19,7 +19,7 @@ from ..actions import Action, ActionResult, CommandResult, parse_action
 from ..domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec
 from ._errors import error_from
 
-__all__ = ["Call", "EventPage", "Retry", "Screenshot", "calls"]
+__all__ = ["Call", "EventPage", "RemoteFile", "Retry", "Screenshot", "calls"]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -29,6 +29,8 @@ SLOW_S = 180.0
 """Answer timeout of the calls that start or stop desktops (create, hire, fire)."""
 ACT_S = 360.0
 """Answer timeout of an action (a ``wait`` may last 300 s)."""
+TRANSFER_S = 600.0
+"""Answer timeout of a file transfer or an artifacts download."""
 
 
 class EventPage(BaseModel):
@@ -75,6 +77,29 @@ class Screenshot(bytes):
         return p
 
 
+class RemoteFile(bytes):
+    """A file read from a desktop (``bytes``); a directory comes as a gzipped tarball."""
+
+    is_dir: bool
+    filename: str
+
+    def __new__(cls, data: bytes, is_dir: bool = False, filename: str = "file") -> RemoteFile:
+        obj = super().__new__(cls, data)
+        obj.is_dir = is_dir
+        obj.filename = filename
+        return obj
+
+    @classmethod
+    def from_response(cls, r: httpx.Response) -> RemoteFile:
+        disposition = r.headers.get("Content-Disposition", "")
+        name = disposition.partition('filename="')[2].rstrip('"') or "file"
+        return cls(r.content, r.headers.get("X-Orchestrator-Kind") == "directory", name)
+
+    def __repr__(self) -> str:
+        kind = "directory (tar.gz)" if self.is_dir else "file"
+        return f"<RemoteFile {self.filename!r} {kind}, {len(self)} bytes>"
+
+
 @dataclass(frozen=True)
 class Call(Generic[T]):
     """One API call: what to send and how to read a successful answer."""
@@ -86,6 +111,18 @@ class Call(Generic[T]):
     body: Any = None
     timeout: float | None = None
     """Seconds to wait for the answer when longer than the client's (desktops start slowly)."""
+    content: bytes | None = None
+    """A raw body (instead of ``body`` as JSON), sent as ``application/octet-stream``."""
+    retry: bool = True
+    """Whether 429/503 answers are retried (not for calls that must not run twice)."""
+
+    def request_args(self) -> dict[str, Any]:
+        if self.content is not None:
+            return {
+                "content": self.content,
+                "headers": {"Content-Type": "application/octet-stream"},
+            }
+        return {"json": self.body}
 
 
 @dataclass(frozen=True)
@@ -98,8 +135,15 @@ class Retry:
     max_wait_s: float = 30.0
 
     def delay(self, response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before trying again, or None to give up (or not retry)."""
-        if response.status_code not in RETRY_STATUSES or attempt >= self.attempts:
+        """Seconds to wait before trying again, or None to give up (or not retry).
+
+        429 (refused before any work) is always retried; 503 only for requests that are safe
+        to repeat (not POST: the first try may have done its work before the answer failed).
+        """
+        status = response.status_code
+        if status not in RETRY_STATUSES or attempt >= self.attempts:
+            return None
+        if status == 503 and response.request.method == "POST":
             return None
         wait = _retry_after(response.headers.get("Retry-After"))
         if wait is None:
@@ -143,9 +187,13 @@ def send_sync(http: httpx.Client, retry: Retry, call: Call[T]) -> T:
     attempt = 0
     while True:
         r = http.request(
-            call.method, call.path, params=call.params, json=call.body, timeout=_timeout(http, call)
+            call.method,
+            call.path,
+            params=call.params,
+            timeout=_timeout(http, call),
+            **call.request_args(),
         )
-        delay = retry.delay(r, attempt)
+        delay = retry.delay(r, attempt) if call.retry else None
         if delay is None:
             return finish(call, r)
         attempt += 1
@@ -156,9 +204,13 @@ async def send_async(http: httpx.AsyncClient, retry: Retry, call: Call[T]) -> T:
     attempt = 0
     while True:
         r = await http.request(
-            call.method, call.path, params=call.params, json=call.body, timeout=_timeout(http, call)
+            call.method,
+            call.path,
+            params=call.params,
+            timeout=_timeout(http, call),
+            **call.request_args(),
         )
-        delay = retry.delay(r, attempt)
+        delay = retry.delay(r, attempt) if call.retry else None
         if delay is None:
             return finish(call, r)
         attempt += 1
@@ -220,6 +272,13 @@ def task_spec(
         if v is not None:
             fields[k] = v
     return TaskSpec.model_validate(fields)
+
+
+def workflow_text(workflow: str | Path) -> str:
+    """A workflow's YAML text, from its path or the text itself."""
+    if isinstance(workflow, Path) or ("\n" not in workflow and Path(workflow).is_file()):
+        return Path(workflow).read_text(encoding="utf-8")
+    return workflow
 
 
 class calls:  # noqa: N801 - a namespace of call builders
@@ -305,6 +364,38 @@ class calls:  # noqa: N801 - a namespace of call builders
     @staticmethod
     def stats() -> Call[dict[str, dict[str, int]]]:
         return Call("GET", "/v1/stats", lambda r: dict(r.json()))
+
+    @staticmethod
+    def read_file(agent_id: str, path: str, user: Literal["agent", "root"]) -> Call[RemoteFile]:
+        return Call(
+            "GET",
+            f"/v1/agents/{agent_id}/files",
+            RemoteFile.from_response,
+            params={"path": path, "user": user},
+            timeout=TRANSFER_S,
+        )
+
+    @staticmethod
+    def write_file(
+        agent_id: str, path: str, data: bytes, user: Literal["agent", "root"]
+    ) -> Call[int]:
+        return Call(
+            "PUT",
+            f"/v1/agents/{agent_id}/files",
+            lambda r: int(r.json()["size"]),
+            params={"path": path, "user": user},
+            content=data,
+            timeout=TRANSFER_S,
+        )
+
+    @staticmethod
+    def start_workflow(text: str) -> Call[tuple[AgentInfo, TaskInfo]]:
+        def read(r: httpx.Response) -> tuple[AgentInfo, TaskInfo]:
+            data = r.json()
+            return AgentInfo.model_validate(data["agent"]), TaskInfo.model_validate(data["task"])
+
+        # Not retried on 503: a repeated start would make a second team.
+        return Call("POST", "/v1/workflows", read, body={"yaml": text}, timeout=SLOW_S)
 
     @staticmethod
     def health() -> Call[bool]:

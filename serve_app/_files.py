@@ -1,0 +1,184 @@
+"""Routes that move bytes: files on an agent's desktop (download and upload) and a task's
+artifacts (a zip of its result, subtasks, timeline, screenshots and kept files)."""
+
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations (see _app).
+import asyncio
+import logging
+import posixpath
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO, Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray.exceptions import RayTaskError
+
+from actors._artifacts import write_artifacts
+from actors._outputs import media_type
+from orchestrator.domain import Event, TaskInfo
+
+__all__ = ["MAX_UPLOAD_BYTES", "FileWritten", "UPLOAD_PATH", "routes"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_UPLOAD_BYTES = 64 << 20
+"""Largest file upload (64 MiB); other bodies keep the API's 1 MiB limit."""
+UPLOAD_PATH = r"^/v1/agents/[^/]+/files$"
+"""The route whose PUT bodies may be up to ``MAX_UPLOAD_BYTES``."""
+CHUNK = 1 << 20
+SPOOL_BYTES = 16 << 20
+"""Archives up to this size are built in memory, larger ones in a temporary file."""
+
+DesktopPath = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]+$",
+        description="A path on the desktop: absolute, or relative to the user's home.",
+    ),
+]
+User = Annotated[Literal["agent", "root"], Query(description="Read or write as this user.")]
+
+
+class FileWritten(BaseModel):
+    """A file written on a desktop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    size: Annotated[int, Field(ge=0)]
+
+
+def _filename(path: str) -> str:
+    name = posixpath.basename(path.rstrip("/")) or "file"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:200] or "file"
+
+
+async def _on_desktop(path: str, call: Awaitable[T]) -> T:
+    """Await an agent's file call; the desktop's refusals in the API's terms."""
+    try:
+        return await call
+    except RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, FileNotFoundError):
+            raise HTTPException(404, f"no such file or directory on the desktop: {path}") from None
+        if isinstance(cause, PermissionError):
+            raise HTTPException(403, f"the desktop refused access to {path}: {cause}") from None
+        if isinstance(cause, ValueError | IsADirectoryError | NotADirectoryError):
+            raise HTTPException(422, f"query field 'path': {cause}") from None
+        if isinstance(cause, OSError):
+            raise HTTPException(409, f"{path} on the desktop: {cause}") from None
+        raise
+
+
+async def _stream(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(spool.read, CHUNK):
+            yield chunk
+    finally:
+        spool.close()
+
+
+def routes(runtime: Callable[[], Any], tenant_dep: Any) -> APIRouter:
+    """The routes, on ``runtime()`` (an ``actors.Runtime``) with the API's tenant dependency."""
+    r = APIRouter(prefix="/v1")
+    Tenant = Annotated[str, tenant_dep]
+
+    @r.get(
+        "/agents/{agent_id}/files",
+        tags=["desktop"],
+        response_class=Response,
+        responses={
+            200: {"content": {"application/octet-stream": {}, "application/gzip": {}}},
+            403: {"description": "the desktop refused the read"},
+        },
+    )
+    async def download(
+        tenant: Tenant, agent_id: str, path: DesktopPath, user: User = "agent"
+    ) -> Response:
+        """A file from the agent's desktop; a directory comes as a gzipped tarball
+        (``X-Orchestrator-Kind: directory``)."""
+        handle = await runtime().handle(agent_id, tenant)
+        is_dir, data = await _on_desktop(path, handle.read_path.remote(path, user))
+        name = _filename(path)
+        if is_dir:
+            ctype, name, kind = "application/gzip", f"{name}.tar.gz", "directory"
+        else:
+            ctype, kind = media_type(path), "file"
+        return Response(
+            content=data,
+            media_type=ctype,
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "X-Orchestrator-Kind": kind,
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @r.put(
+        "/agents/{agent_id}/files",
+        status_code=201,
+        tags=["desktop"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        responses={403: {"description": "the desktop refused the write"}},
+    )
+    async def upload(
+        tenant: Tenant, agent_id: str, path: DesktopPath, request: Request, user: User = "agent"
+    ) -> FileWritten:
+        """Write the request body (raw bytes, up to 64 MiB) to ``path`` on the desktop:
+        missing parents are created, an existing file is replaced."""
+        handle = await runtime().handle(agent_id, tenant)
+        data = await request.body()
+        size: int = await _on_desktop(path, handle.write_file.remote(path, data, user))
+        return FileWritten(path=path, size=size)
+
+    @r.get(
+        "/tasks/{task_id}/artifacts",
+        tags=["tasks"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/zip": {}}}},
+    )
+    async def artifacts(tenant: Tenant, task_id: str) -> StreamingResponse:
+        """A zip of the task's result, its subtasks, its events, every step's screenshot and
+        the files it kept (``outputs``); see ``manifest.json`` inside."""
+        rt = runtime()
+        task = await rt.task(task_id, tenant)
+
+        async def get_task(tid: str) -> TaskInfo:
+            return await rt.task(tid)  # type: ignore[no-any-return]
+
+        async def events(tid: str, after: int, limit: int) -> list[Event]:
+            return await rt.events(task_id=tid, after_seq=after, limit=limit)  # type: ignore[no-any-return]
+
+        async def blob(address: str) -> bytes:
+            data: bytes = await rt.recorder.get_blob.remote(address)
+            return data
+
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - streamed
+        try:
+            await write_artifacts(task, get_task, events, blob, spool)
+            await asyncio.to_thread(spool.seek, 0)
+        except BaseException:
+            spool.close()
+            raise
+        return StreamingResponse(
+            _stream(spool),
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": f'attachment; filename="{task.id}-artifacts.zip"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    return r
