@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from actors import Runtime
-from actors._names import NAMESPACE, RECORDER_NAME
 from orchestrator import actions as a
 from orchestrator.domain import (
     AgentInfo,
@@ -144,14 +143,11 @@ class Health(_Model):
 def runtime() -> Runtime:
     """The runtime of the cluster this process is connected to.
 
-    The recorder is looked up by name on every request (one GCS round trip): a replica keeps
-    no handle that could go stale when the recorder is replaced.
+    The recorder is looked up by name once per process and kept (no GCS round trip per
+    request); a call that finds it dead looks it up again, so a replaced recorder is found
+    (see ``actors.RecorderRef``). ``RecordError`` when no recorder is running.
     """
-    try:
-        recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        raise RecordError("the recorder is not running on this cluster") from None
-    return Runtime(recorder)
+    return Runtime.shared()
 
 
 def _keepalive_s() -> float:
@@ -189,46 +185,71 @@ async def _event_stream(rt: Runtime, task_id: str, after_seq: int) -> AsyncItera
     done_since: float | None = None
     last_sent = time.monotonic()
     errors = 0
-    try:
-        yield ": stream of task " + task_id + "\n\n"
-        while True:
+    yield ": stream of task " + task_id + "\n\n"
+    while True:
+        try:
+            # The state is read before the events: when it is final, every event written
+            # before it is in the reads that follow.
+            task = await rt.task(task_id)
+            batch = await rt.events(task_id=task_id, after_seq=cursor, limit=EVENTS_MAX_LIMIT)
+            errors = 0
+        except (RecordError, ray.exceptions.RayError) as e:
+            errors += 1
+            if errors >= STREAM_MAX_ERRORS:
+                log.warning("event stream of %s ends: %s", task_id, e)
+                return
+            await asyncio.sleep(STREAM_POLL_S * 2)
             try:
-                # The state is read before the events: when it is final, every event written
-                # before it is in the reads that follow.
-                task = await rt.task(task_id)
-                batch = await rt.events(task_id=task_id, after_seq=cursor, limit=EVENTS_MAX_LIMIT)
-                errors = 0
-            except (RecordError, ray.exceptions.RayError) as e:
-                errors += 1
-                if errors >= STREAM_MAX_ERRORS:
-                    log.warning("event stream of %s ends: %s", task_id, e)
-                    return
-                await asyncio.sleep(STREAM_POLL_S * 2)
-                try:
-                    rt = runtime()
-                except RecordError:
-                    pass
-                continue
-            for event in batch:
-                yield _sse(event)
-                cursor = max(cursor, event.seq or cursor)
-                final_sent = final_sent or _is_final(event)
-            if batch:
-                last_sent = time.monotonic()
-            if len(batch) >= EVENTS_MAX_LIMIT:
-                continue  # more are waiting
-            if task.state.done:
-                if final_sent:
-                    return
-                done_since = done_since or time.monotonic()
-                if time.monotonic() - done_since >= STREAM_FINAL_GRACE_S:
-                    return
-            if time.monotonic() - last_sent >= keepalive_s:
-                yield ": keep-alive\n\n"
-                last_sent = time.monotonic()
-            await asyncio.sleep(STREAM_POLL_S)
-    finally:
-        _streams.give_back()
+                rt = runtime()
+            except RecordError:
+                pass
+            continue
+        for event in batch:
+            yield _sse(event)
+            cursor = max(cursor, event.seq or cursor)
+            final_sent = final_sent or _is_final(event)
+        if batch:
+            last_sent = time.monotonic()
+        if len(batch) >= EVENTS_MAX_LIMIT:
+            continue  # more are waiting
+        if task.state.done:
+            if final_sent:
+                return
+            done_since = done_since or time.monotonic()
+            if time.monotonic() - done_since >= STREAM_FINAL_GRACE_S:
+                return
+        if time.monotonic() - last_sent >= keepalive_s:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await asyncio.sleep(STREAM_POLL_S)
+
+
+class _SlotStream(StreamingResponse):
+    """An event stream that gives its slot back when the response ends, however it ends
+    (also when the client is gone before the first byte and the body never starts)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _streams.give_back()
+
+
+def _open_stream(rt: Runtime, task_id: str, after_seq: int) -> StreamingResponse:
+    """The event stream of a task, in one of the replica's stream slots (429 when none is
+    free). Module-level on purpose: Serve pickles the routes' closures by value, with copies
+    of the globals they name; the slots must be the module's own, as ``_SlotStream`` uses."""
+    if not _streams.try_take():
+        raise HTTPException(
+            429,
+            f"too many open event streams (limit {_streams.limit}); retry later",
+            headers={"Retry-After": "1"},
+        )
+    return _SlotStream(
+        _event_stream(rt, task_id, after_seq),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _workflow_text(request: Request) -> str:
@@ -338,7 +359,7 @@ def _routes() -> APIRouter:
     async def task_events(
         tenant: Tenant,
         task_id: str,
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=EVENTS_MAX_LIMIT)] = 100,
     ) -> EventPage:
         """The task's events with ``seq > after_seq``, oldest first."""
@@ -354,7 +375,7 @@ def _routes() -> APIRouter:
         state: TaskState | None = None,
         agent_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=TASKS_MAX_LIMIT)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     ) -> list[TaskInfo]:
         """The tenant's tasks, newest first (``offset``/``limit`` to page)."""
         rt = runtime()
@@ -374,26 +395,17 @@ def _routes() -> APIRouter:
     async def task_event_stream(
         tenant: Tenant,
         task_id: str,
-        after_seq: Annotated[int, Query(ge=0)] = 0,
-        last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+        after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        last_event_id: Annotated[
+            int | None, Header(alias="Last-Event-ID", ge=0, le=2**63 - 1)
+        ] = None,
     ) -> StreamingResponse:
         """The task's events live as Server-Sent Events (``id:`` is the seq, ``data:`` the
         event); resumes after ``Last-Event-ID`` or ``after_seq``; ends once the task is done
         and all its events were sent."""
         rt = runtime()
         await rt.task(task_id, tenant)
-        if not _streams.try_take():
-            raise HTTPException(
-                429,
-                f"too many open event streams (limit {_streams.limit}); retry later",
-                headers={"Retry-After": "1"},
-            )
-        start = max(after_seq, last_event_id or 0)
-        return StreamingResponse(
-            _event_stream(rt, task_id, start),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _open_stream(rt, task_id, max(after_seq, last_event_id or 0))
 
     # ------------------------------------------------------------------ workflows
 
@@ -522,6 +534,7 @@ app = build_app()
     max_queued_requests=256,
     health_check_period_s=10,
     health_check_timeout_s=30,
+    logging_config={"enable_access_log": False},
     ray_actor_options={"num_cpus": 0},
 )
 @serve.ingress(app)

@@ -56,8 +56,8 @@ def desk(api: Api) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def limited(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second app on the same Serve instance: one replica, at most 1 request at once,
-    keep-alive comments every 0.5 s; its base URL."""
+    """A second app on the same Serve instance: one replica, at most 1 request and 2 event
+    streams at once, keep-alive comments every 0.5 s; its base URL."""
     from ray import serve
 
     from serve_app._app import ApiDeployment
@@ -65,7 +65,11 @@ def limited(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     keys_file: Path = tmp_path_factory.mktemp("serve-more") / "api-keys"
     digest_a = hashlib.sha256(api.keys[TENANT_A].encode()).hexdigest()
     keys_file.write_text(f"{TENANT_A}:sha256:{digest_a}\n{TENANT_B}:{api.keys[TENANT_B]}\n")
-    env = {"ORCHESTRATOR_API_MAX_CONCURRENT": "1", "ORCHESTRATOR_API_SSE_KEEPALIVE_S": "0.5"}
+    env = {
+        "ORCHESTRATOR_API_MAX_CONCURRENT": "1",
+        "ORCHESTRATOR_API_MAX_STREAMS": "2",
+        "ORCHESTRATOR_API_SSE_KEEPALIVE_S": "0.5",
+    }
     app = ApiDeployment.options(  # type: ignore[attr-defined]
         name="orchestrator-api-limited",
         num_replicas=1,
@@ -348,3 +352,37 @@ def test_over_the_concurrency_limit_is_429_not_a_hang(
         assert slow and slow[0].status_code == 200, slow
         assert slow[0].json()["exit_code"] == 0
         assert c.get("/v1/agents").status_code == 200  # the slot was given back
+
+
+def _open_and_leave(c: httpx.Client, path: str) -> int:
+    with c.stream("GET", path) as r:
+        return r.status_code
+
+
+def test_stream_slots_are_capped_and_given_back_when_clients_leave(
+    api: Api, desk: dict[str, Any], limited: str
+) -> None:
+    with api.client(TENANT_A) as a:
+        tid = _assign(a, desk["id"], {"steps": [{"type": "shell", "command": "sleep 6"}]}, "hold")
+        headers = dict(a.headers)
+    path = f"/v1/tasks/{tid}/events/stream"
+    with httpx.Client(base_url=limited, headers=headers, timeout=10) as c:
+        for _ in range(6):  # clients that leave at once, before reading anything
+            # a slot comes back once the server sees the client gone (not at once via Serve)
+            until(lambda: c.get("/v1/stats").status_code == 200, timeout_s=5, what="idle")
+            opened = until(
+                lambda: _open_and_leave(c, path) == 200 or None, timeout_s=15, what="a slot"
+            )
+            assert opened
+        with c.stream("GET", path) as one, c.stream("GET", path) as two:
+            assert one.status_code == two.status_code == 200
+            third = c.get(path)
+            assert "too many open event streams" in _error(third, 429, "too_many_requests")
+            assert int(third.headers["Retry-After"]) >= 1
+        # both closed: their slots are free again
+        again = until(
+            lambda: (r := c.get(f"{path}?after_seq=999999", timeout=20)).status_code == 200 and r,
+            timeout_s=10,
+            what="a stream slot free again",
+        )
+        assert again.status_code == 200
