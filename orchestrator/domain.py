@@ -11,7 +11,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from .actions import Action
 from .desktop._spec import DesktopSpec
@@ -81,6 +81,12 @@ class BrainConfig(_Model):
     """Sampling temperature, when the server accepts one."""
     script: dict[str, Any] | None = None
     """For ``scripted``: this agent's part of the plan (format: ``orchestrator.brains.Script``)."""
+
+    @field_serializer("api_key", when_used="json")
+    def _no_key_in_json(self, _: SecretStr | None) -> None:
+        """The key is write-only: JSON (API answers, records, logs) never holds it, not even
+        masked; Python dumps and pickles (Ray) keep it."""
+        return None
 
 
 class AgentSpec(_Model):

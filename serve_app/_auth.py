@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 
@@ -33,6 +34,7 @@ __all__ = [
     "Unauthorized",
     "configure",
     "current_keys",
+    "needs_key",
     "tenant_of",
 ]
 
@@ -165,3 +167,17 @@ def tenant_of(request: Request) -> str:
     if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
+
+
+def _depends_on(dependant: Any, call: Any) -> bool:
+    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
+
+
+def needs_key(request: Request) -> bool:
+    """Whether the route the request was routed to takes the ``tenant_of`` dependency.
+
+    FastAPI parses a JSON body before it solves dependencies; the error handlers ask this to
+    answer an unauthenticated request 401 rather than telling it what is wrong with its body.
+    """
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    return dependant is not None and _depends_on(dependant, tenant_of)

@@ -39,9 +39,15 @@ from orchestrator.errors import (
     RecordError,
 )
 
-from ._auth import Unauthorized
+from ._auth import Unauthorized, needs_key, tenant_of
 
-__all__ = ["MAX_BODY_BYTES", "BodyLimit", "error_body", "install_error_handlers"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodyLimit",
+    "body_error_message",
+    "error_body",
+    "install_error_handlers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,40 @@ def validation_message(errors: Sequence[Any]) -> str:
     return "; ".join(lines) or "invalid request"
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+"""FastAPI's 400 detail when reading a body fails other than as malformed JSON."""
+
+
+def body_error_message(cause: BaseException | None) -> str:
+    """What is wrong with a body FastAPI could not parse (e.g. bytes that are not UTF-8)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"malformed JSON body: not UTF-8 text (byte {cause.start}: "
+            f"{cause.object[cause.start : cause.start + 1]!r})"
+        )
+    if cause is not None and str(cause):
+        return f"malformed body: {_first_line(cause)}"
+    return "malformed body: it could not be parsed"
+
+
+def _unauthenticated(request: Request) -> JSONResponse | None:
+    """401 when the request's route needs an API key and it has no valid one, else None.
+
+    Authentication comes first: a client without a valid key learns nothing about its body.
+    """
+    if not needs_key(request):
+        return None
+    try:
+        tenant_of(request)
+    except Unauthorized as e:
+        return _unauthorized(e)
+    return None
+
+
+def _unauthorized(exc: Exception) -> JSONResponse:
+    return _error(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+
+
 def _cause(exc: BaseException) -> BaseException:
     """The exception raised inside an actor, behind Ray's wrapper."""
     cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
@@ -149,16 +189,28 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer every error the app raises with the one error shape."""
 
     async def unauthorized(_: Request, exc: Exception) -> JSONResponse:
-        return _error(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+        return _unauthorized(exc)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            # a body that could not be read as JSON (not UTF-8, ...): malformed, say why
+            denied = _unauthenticated(request)
+            if denied is not None:
+                return denied
+            return _error(422, "invalid_request", body_error_message(exc.__cause__))
         code = _HTTP_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return _error(exc.status_code, code, detail, dict(exc.headers or {}))
 
-    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError | ValidationError)
+        if isinstance(exc, RequestValidationError):
+            # FastAPI parses a JSON body before it authenticates: malformed JSON without a
+            # valid key is still 401
+            denied = _unauthenticated(request)
+            if denied is not None:
+                return denied
         return _error(422, "invalid_request", validation_message(exc.errors()))
 
     async def runtime(_: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,120 @@
+"""The API's answers to bad input and missing keys, on the FastAPI app alone (no Ray, no Serve):
+each case here is a bug the schemathesis run (tests/integration/test_serve_fuzz.py) found.
+
+Every request here fails before a route would reach the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from orchestrator.domain import AgentInfo, AgentSpec, BrainConfig
+from serve_app import KeyStore, build_app
+from serve_app._errors import body_error_message
+
+KEY = "unit-test-key-1234"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
+BIG = str(2**63)  # one past SQLite's largest integer
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(build_app(KeyStore.parse(f"t-unit:{KEY}"))) as c:
+        yield c
+
+
+def _error(r: object, status: int, code: str) -> str:
+    assert r.status_code == status, (r.status_code, r.text)  # type: ignore[attr-defined]
+    body = r.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    message: str = body["error"]["message"]
+    return message
+
+
+BODY_ROUTES = ["/v1/agents", "/v1/agents/agent-0000000000/actions", "/v1/agents/x/shell"]
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+def test_a_body_that_is_not_utf8_is_422_not_400(client: TestClient, path: str) -> None:
+    r = client.post(path, content=b'{"name": "\xff\xfe"}', headers={**AUTH, **JSON})
+    message = _error(r, 422, "invalid_request")
+    assert "not UTF-8" in message and "byte 10" in message, message
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+@pytest.mark.parametrize("body", [b'{"type": ', b"\xff\xfe", b"[1,"])
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-key-123", f"Basic {KEY}", "Bearer "])
+def test_a_malformed_body_without_a_valid_key_is_401(
+    client: TestClient, path: str, body: bytes, auth: str | None
+) -> None:
+    headers = dict(JSON) if auth is None else {**JSON, "Authorization": auth}
+    r = client.post(path, content=body, headers=headers)
+    _error(r, 401, "unauthorized")
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_malformed_body_with_a_valid_key_is_422_with_the_reason(client: TestClient) -> None:
+    r = client.post("/v1/agents", content=b'{"name": ', headers={**AUTH, **JSON})
+    assert "malformed JSON body at character" in _error(r, 422, "invalid_request")
+
+
+def test_health_needs_no_key_even_with_a_bad_request(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "headers", "field"),
+    [
+        ("/v1/tasks", {"offset": BIG}, {}, "query field 'offset'"),
+        ("/v1/tasks/task-0000000000/events", {"after_seq": BIG}, {}, "query field 'after_seq'"),
+        ("/v1/tasks/task-0000000000/events/stream", {"after_seq": BIG}, {}, "'after_seq'"),
+        (
+            "/v1/tasks/task-0000000000/events/stream",
+            {},
+            {"Last-Event-ID": BIG},
+            "header field 'Last-Event-ID'",
+        ),
+    ],
+)
+def test_integers_past_what_the_records_hold_are_422_not_500(
+    client: TestClient, path: str, params: dict[str, str], headers: dict[str, str], field: str
+) -> None:
+    r = client.get(path, params=params, headers={**AUTH, **headers})
+    assert field in _error(r, 422, "invalid_request")
+
+
+def test_body_error_message_names_the_problem() -> None:
+    try:
+        b"ab\xffcd".decode("utf-8")
+    except UnicodeDecodeError as e:
+        assert body_error_message(e) == "malformed JSON body: not UTF-8 text (byte 2: b'\\xff')"
+    assert body_error_message(None) == "malformed body: it could not be parsed"
+    assert body_error_message(ValueError("bad\nmore")) == "malformed body: bad"
+
+
+def test_the_brain_api_key_never_appears_in_json() -> None:
+    """The spec marks the key write-only: API answers (JSON) hold none, not even masked; the
+    Python objects that go to the actors keep it."""
+    spec = AgentSpec(name="a", brain=BrainConfig(kind="openai", api_key=SecretStr("sk-secret")))
+    info = AgentInfo(id="agent-1", path="t/a", tenant="t", parent_id=None, spec=spec)
+    dumped = json.loads(info.model_dump_json())
+    assert dumped["spec"]["brain"]["api_key"] is None
+    assert "sk-secret" not in info.model_dump_json() and "***" not in info.model_dump_json()
+    key = info.model_dump()["spec"]["brain"]["api_key"]
+    assert isinstance(key, SecretStr) and key.get_secret_value() == "sk-secret"
+    # and the spec as sent in a request still takes it
+    back = AgentSpec.model_validate({"name": "a", "brain": {"api_key": "sk-2"}})
+    assert back.brain.api_key is not None and back.brain.api_key.get_secret_value() == "sk-2"
+
+
+def test_the_openapi_output_schema_has_no_api_key_value(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    out = schemas["BrainConfig-Output"]["properties"]["api_key"]
+    assert out["type"] == "null", out
+    assert "password" in json.dumps(schemas["BrainConfig-Input"]["properties"]["api_key"])
