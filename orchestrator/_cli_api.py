@@ -1,11 +1,13 @@
 """CLI commands that talk to a running HTTP API (``orchestrator serve``) through the SDK.
 
 The API's address and key come from ``--url`` / ``--api-key`` or ``ORCHESTRATOR_API_URL`` /
-``ORCHESTRATOR_API_KEY``.
+``ORCHESTRATOR_API_KEY``; without them, from the local cluster ``orchestrator up`` started
+(its key only ever goes to its own URL).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,19 +16,40 @@ import click
 
 __all__ = ["register"]
 
+DEFAULT_URL = "http://127.0.0.1:8000"
+
 _url = click.option(
     "--url",
     envvar="ORCHESTRATOR_API_URL",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="The API (env ORCHESTRATOR_API_URL).",
+    default=None,
+    help="The API (env ORCHESTRATOR_API_URL) [default: the local cluster of `orchestrator up`, "
+    f"else {DEFAULT_URL}].",
 )
 _key = click.option(
     "--api-key",
     envvar="ORCHESTRATOR_API_KEY",
-    required=True,
-    help="Your API key (env ORCHESTRATOR_API_KEY).",
+    default=None,
+    help="Your API key (env ORCHESTRATOR_API_KEY) [default: the local cluster's key, for its URL].",
 )
+
+
+def _resolve(url: str | None, api_key: str | None) -> tuple[str, str]:
+    """The URL and key to use: the options', else the running local cluster's."""
+    cluster = None
+    if url is None or api_key is None:
+        from .local import current
+
+        cluster = current()
+    if url is None:
+        url = cluster.api_url if cluster is not None else DEFAULT_URL
+    if api_key is None:
+        if cluster is None or url.rstrip("/") != cluster.api_url:
+            raise click.UsageError(
+                "no API key: pass --api-key or set ORCHESTRATOR_API_KEY "
+                "(or start a local cluster with `orchestrator up`)"
+            )
+        api_key = cluster.api_key
+    return url, api_key
 
 
 def _client(url: str, api_key: str) -> Any:
@@ -92,7 +115,13 @@ def register(main: click.Group) -> None:
     """Add the API commands to the ``orchestrator`` group."""
 
     def command(fn: Callable[..., None], name: str) -> Callable[..., None]:
-        return main.command(name, help=fn.__doc__)(_key(_url(fn)))
+        @functools.wraps(fn)
+        def run(url: str | None, api_key: str | None, **kwargs: Any) -> None:
+            fn(*_resolve(url, api_key), **kwargs)
+
+        # fn's own options, in a list of run's own (the decorators below append to it)
+        run.__click_params__ = list(getattr(fn, "__click_params__", []))  # type: ignore[attr-defined]
+        return main.command(name, help=fn.__doc__)(_key(_url(run)))
 
     command(_status, "status")
     command(_agents, "agents")

@@ -177,6 +177,44 @@ def serve(port: int, keys_file: str | None, address: str | None) -> None:
     deploy("127.0.0.1", port, keys_file=keys_file, blocking=True)
 
 
+@main.command()
+@click.option("--port", default=8000, show_default=True, help="The API's port on 127.0.0.1.")
+@click.option(
+    "--dashboard-port", default=8265, show_default=True, help="Ray's dashboard on 127.0.0.1."
+)
+@click.option(
+    "--desktops",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Agents (desktops) at once [default: as many as fit in memory].",
+)
+def up(port: int, dashboard_port: int, desktops: int | None) -> None:
+    """Start a local cluster: a Ray head and the HTTP API, on 127.0.0.1 only (or show the
+    running one). Its state and API key are kept in ORCHESTRATOR_DATA_DIR."""
+    from . import local
+
+    running = local.current()
+    if running is None:
+        click.echo("starting a Ray head and the API (some seconds) ...", err=True)
+    cluster = local.up(api_port=port, dashboard_port=dashboard_port, desktops=desktops)
+    if running is not None:
+        click.echo("a local cluster is running already:", err=True)
+    for line in local.describe(cluster):
+        click.echo(line)
+
+
+@main.command()
+def down() -> None:
+    """Stop the local cluster `orchestrator up` started: the API, the agents and their
+    desktops, and Ray (never another Ray cluster on this machine)."""
+    from . import local
+
+    if local.down():
+        click.echo("stopped the local cluster")
+    else:
+        click.echo("no local cluster is running")
+
+
 from ._cli_api import register as _register_api_commands  # noqa: E402 - after the group exists
 
 _register_api_commands(main)

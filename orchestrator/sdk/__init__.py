@@ -32,6 +32,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._http import Call, EventPage, RemoteFile, Retry, Screenshot, calls
+from ._local import start_local
 
 __all__ = [
     "Agent",
@@ -53,4 +54,5 @@ __all__ = [
     "Task",
     "UnavailableError",
     "calls",
+    "start_local",
 ]

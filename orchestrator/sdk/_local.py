@@ -1,0 +1,41 @@
+"""``start_local()``: a local cluster (``orchestrator.local.up``) and a client on it, in one
+call, for a notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._client import Client
+
+__all__ = ["start_local"]
+
+
+def start_local(
+    *,
+    api_port: int = 8000,
+    dashboard_port: int = 8265,
+    desktops: int | None = None,
+    data_dir: Path | str | None = None,
+    timeout_s: float = 180.0,
+) -> Client:
+    """Start Ray and the HTTP API on 127.0.0.1 (or find them running) and return a
+    ``Client`` on it, with the local cluster's key (tenant ``default``).
+
+    Example:
+        >>> from orchestrator.sdk import start_local              # doctest: +SKIP
+        >>> api = start_local()                                    # doctest: +SKIP
+        >>> agent = api.create_agent("alice", role="sysadmin")    # doctest: +SKIP
+
+    The cluster outlives the notebook; ``orchestrator down`` (or
+    ``orchestrator.local.down()``) stops it.
+    """
+    from ..local import up
+
+    cluster = up(
+        api_port=api_port,
+        dashboard_port=dashboard_port,
+        desktops=desktops,
+        data_dir=data_dir,
+        timeout_s=timeout_s,
+    )
+    return Client(cluster.api_url, cluster.api_key)

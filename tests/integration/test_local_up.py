@@ -1,0 +1,170 @@
+"""`orchestrator up` / `down` and `start_local()` on the real thing: a Ray head of its own
+(in processes of its own: the test session's cluster is not touched), the API on Serve, an
+agent with a real desktop, and everything gone after `down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import local
+
+pytestmark = pytest.mark.integration
+
+CLI = str(Path(sys.executable).parent / "orchestrator")
+UP_TIMEOUT_S = 150
+"""A cold start: a Ray head, the recorder and Serve (about 20-30 s on 2 cores)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Env:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.api_port = _free_port()
+        self.dashboard_port = _free_port()
+        self.vars = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RAY_ADDRESS", "ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_KEY")
+        }
+        self.vars["ORCHESTRATOR_DATA_DIR"] = str(data_dir)
+
+    def cli(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [CLI, *args],
+            env=self.vars,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    def up(self) -> subprocess.CompletedProcess[str]:
+        args = ["up", "--port", str(self.api_port), "--dashboard-port", str(self.dashboard_port)]
+        return self.cli(*args, "--desktops", "2", timeout_s=UP_TIMEOUT_S)
+
+    def python(self, code: str, timeout_s: float = 120) -> Any:
+        """Run ``code`` in a fresh interpreter; it prints one JSON line last."""
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.vars,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        assert done.returncode == 0, (done.stdout, done.stderr[-3000:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path / "data")
+    try:
+        yield e
+    finally:
+        local.down(e.data_dir, timeout_s=90)  # whatever happened: a no-op after `down`
+        shutil.rmtree(local._ray_temp_dir(e.data_dir.resolve()), ignore_errors=True)
+
+
+def _containers(path: str) -> list[dict[str, Any]]:
+    from orchestrator._docker import client
+
+    found = client().api.containers(all=True, filters={"label": "orchestrator.desktop"})
+    return [c for c in found if c["Labels"].get("orchestrator.path") == path]
+
+
+def _pid_of(owner: str) -> int:
+    return int(owner.rsplit(":", 2)[1])
+
+
+def test_up_start_local_and_down(env: Env, desktop_image: str) -> None:
+    t0 = time.monotonic()
+    out = env.up().stdout
+    t_up = time.monotonic() - t0
+    cluster = local.current(env.data_dir)
+    assert cluster is not None
+    key_file = env.data_dir / local.CLIENT_KEY_FILE
+    assert cluster.api_url == f"http://127.0.0.1:{env.api_port}" in out
+    assert f"http://127.0.0.1:{env.dashboard_port}" in out and str(key_file) in out
+    assert cluster.api_key not in out
+    assert cluster.ray_address.startswith("127.0.0.1:")
+    for name in (local.CLIENT_KEY_FILE, local.KEYS_FILE, local.STATE_FILE):
+        assert stat.S_IMODE((env.data_dir / name).stat().st_mode) == 0o600, name
+    assert cluster.api_key not in (env.data_dir / local.LOG_FILE).read_text()
+    head = cluster.head_pid
+    members = local._session_members(head)
+    assert len(members) > 3  # the head, its GCS, raylet, workers ...
+
+    # The CLI finds the cluster without --url / --api-key.
+    status = env.cli("status").stdout
+    assert f"api {cluster.api_url}: ok" in status
+
+    # `up` again: the same cluster, at once.
+    t1 = time.monotonic()
+    again = env.up()
+    assert time.monotonic() - t1 < 15
+    assert "running already" in again.stderr and cluster.api_url in again.stdout
+    assert local.current(env.data_dir) == cluster
+
+    # start_local() in a notebook-like process: an agent with a real desktop, named in the
+    # new cluster's namespace.
+    name = f"lc-{uuid.uuid4().hex[:8]}"
+    found = env.python(
+        f"""
+import json, os
+from orchestrator.local import LOOPBACK_ENV
+os.environ.update(LOOPBACK_ENV, RAY_AUTH_MODE="token")
+from orchestrator.sdk import start_local
+api = start_local(api_port={env.api_port}, dashboard_port={env.dashboard_port})
+agent = api.create_agent({name!r}, role="tester", desktop={{"image": {desktop_image!r}}})
+task = agent.assign("echo", script={{"steps": [{{"type": "shell", "command": "echo up-ok"}}]}})
+result = task.wait(timeout=60).result
+import ray
+ray.init(address={cluster.ray_address!r}, namespace="orchestrator", log_to_driver=False)
+names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+         if a["namespace"] == "orchestrator"]
+print(json.dumps({{"path": agent.path, "result": result, "names": names}}))
+"""
+    )
+    path = f"default/{name}"
+    assert found["path"] == path and "up-ok" in found["result"]
+    assert path in found["names"] and "_system/recorder" in found["names"]
+    desks = _containers(path)
+    assert len(desks) == 1
+    owner_pid = _pid_of(desks[0]["Labels"]["orchestrator.owner"])
+    assert owner_pid in local._session_members(head)  # a worker of this cluster
+
+    # `down`: the head's processes, Serve and the desktop are gone; the keys stay.
+    t2 = time.monotonic()
+    assert "stopped" in env.cli("down", timeout_s=150).stdout
+    t_down = time.monotonic() - t2
+    assert local._session_members(head) == []
+    assert not any(p in local._session_members(head) for p in members)
+    assert _containers(path) == []
+    assert not (env.data_dir / local.STATE_FILE).exists()
+    assert (env.data_dir / local.CLIENT_KEY_FILE).read_text().strip() == cluster.api_key
+    assert local.current(env.data_dir) is None
+    assert not cluster.healthy()
+
+    # A second `down` is harmless.
+    assert "no local cluster" in env.cli("down").stdout
+    assert t_up < UP_TIMEOUT_S and t_down < 60, (t_up, t_down)
