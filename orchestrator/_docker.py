@@ -16,7 +16,7 @@ import docker.errors
 import requests.exceptions
 
 from .config import settings
-from .errors import DockerError, DockerUnavailableError, ImageNotFoundError
+from .errors import DockerError, DockerRefusedError, DockerUnavailableError, ImageNotFoundError
 
 __all__ = ["client", "docker_call", "translate_errors"]
 
@@ -63,6 +63,10 @@ def translate_errors(what: str, image: str | None = None) -> Iterator[None]:
             f"{what}: image {image or ''} is not on this machine; build it with "
             "`orchestrator image build`"
         ) from e
+    except docker.errors.APIError as e:
+        if e.status_code == 400:  # the engine's own words, without its internal URL
+            raise DockerRefusedError(f"{what}: Docker refused it: {e.explanation or e}") from e
+        raise DockerError(f"{what}: {e}") from e
     except requests.exceptions.ConnectionError as e:
         raise DockerUnavailableError(
             f"{what}: lost the Docker engine ({e}); {_HOW_TO_START}"

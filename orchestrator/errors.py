@@ -32,6 +32,7 @@ __all__ = [
     "DesktopNotReadyError",
     "DisplayError",
     "DockerError",
+    "DockerRefusedError",
     "DockerUnavailableError",
     "ImageBuildError",
     "ImageNotFoundError",
@@ -58,8 +59,14 @@ class DockerUnavailableError(DockerError):
     """No Docker engine answers on the configured socket."""
 
 
-class ImageNotFoundError(DockerError):
-    """The desktop image has not been built on this machine."""
+class ImageNotFoundError(DockerError, ConfigError):
+    """The desktop image has not been built on this machine (or a spec names one that is not
+    here): retrying does not help."""
+
+
+class DockerRefusedError(DockerError, ConfigError):
+    """The Docker engine refused a request as invalid (HTTP 400: e.g. more CPUs than the host
+    has, a malformed image name): the input must change, retrying does not help."""
 
 
 class ImageBuildError(DockerError):

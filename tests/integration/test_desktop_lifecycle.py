@@ -13,10 +13,16 @@ import pytest
 
 from orchestrator import Desktop, DesktopSpec, actions
 from orchestrator._docker import client
+from orchestrator.config import settings
 from orchestrator.desktop import process_owner, reap
 from orchestrator.desktop._container import CAPABILITIES
 from orchestrator.desktop._display import X11_DIR
-from orchestrator.errors import DesktopGoneError, ImageNotFoundError
+from orchestrator.errors import (
+    ConfigError,
+    DesktopGoneError,
+    DockerRefusedError,
+    ImageNotFoundError,
+)
 
 from .conftest import eventually
 
@@ -147,8 +153,24 @@ async def test_reaper_removes_desktops_whose_owner_is_gone(desktop_image: str) -
 
 
 async def test_missing_image_says_how_to_build_it() -> None:
-    with pytest.raises(ImageNotFoundError, match="orchestrator image build"):
+    with pytest.raises(ImageNotFoundError, match="orchestrator image build") as err:
         await Desktop.start(DesktopSpec(image="orchestrator-desktop:does-not-exist"))
+    assert isinstance(err.value, ConfigError)  # bad input: retrying does not help
+
+
+async def test_a_spec_docker_refuses_is_bad_input_and_leaves_nothing(desktop_image: str) -> None:
+    before = {c.id for c in client().containers.list(all=True)}
+    links = set(X11_DIR.glob("X*"))
+    sockdirs = settings().runtime_dir / "desktops"
+    dirs = set(sockdirs.iterdir()) if sockdirs.exists() else set()
+    with pytest.raises(DockerRefusedError, match="CPUs") as err:
+        await Desktop.start(DesktopSpec(image=desktop_image, cpus=(os.cpu_count() or 1) + 62))
+    assert isinstance(err.value, ConfigError) and "http" not in str(err.value).lower()
+    assert {c.id for c in client().containers.list(all=True)} <= before
+    assert set(X11_DIR.glob("X*")) <= links
+    assert (set(sockdirs.iterdir()) if sockdirs.exists() else set()) <= dirs
+    with pytest.raises(DockerRefusedError, match="invalid reference format"):
+        await Desktop.start(DesktopSpec(image="Not A Valid Name!"))
 
 
 async def test_live_view_serves_novnc_on_loopback_only(desktop: Desktop) -> None:

@@ -372,3 +372,17 @@ def test_key_configuration_keeps_only_hashes_and_never_echoes_keys(
     monkeypatch.setenv("ORCHESTRATOR_API_KEYS_FILE", str(missing))
     with pytest.raises(ConfigError, match="cannot read the API key file"):
         KeyStore.from_env()
+
+
+def test_a_desktop_docker_refuses_is_422_not_503(api: Api) -> None:
+    with api.client(TENANT_A) as a:
+        spec = api.spec("too-big")
+        spec["desktop"]["cpus"] = 64
+        r = a.post("/v1/agents", json=spec)
+        assert "CPUs" in _error(r, 422, "invalid_request") and "Retry-After" not in r.headers
+        spec = api.spec("no-image")
+        spec["desktop"]["image"] = "orchestrator-desktop:not-built"
+        assert "image build" in _error(a.post("/v1/agents", json=spec), 422, "invalid_request")
+        # the names are free again: nothing of the failed starts is left running
+        names = [x["path"] for x in a.get("/v1/agents").json() if x["status"] != "failed"]
+        assert f"{TENANT_A}/too-big" not in names and f"{TENANT_A}/no-image" not in names
