@@ -161,6 +161,19 @@ class Recorder:
     async def get_task(self, task_id: str) -> TaskInfo | None:
         return await asyncio.to_thread(self._store.get_task, task_id)
 
+    async def get_task_of(self, task_id: str, tenant: str) -> TaskInfo | None:
+        """The task if its agent belongs to ``tenant``, else None (one call for a tenant's
+        read instead of the task, then its agent)."""
+
+        def read() -> TaskInfo | None:
+            task = self._store.get_task(task_id)
+            if task is None:
+                return None
+            agent = self._store.get_agent(task.agent_id)
+            return task if agent is not None and agent.tenant == tenant else None
+
+        return await asyncio.to_thread(read)
+
     async def list_tasks(self, **filters: Any) -> list[TaskInfo]:
         return await asyncio.to_thread(lambda: self._store.list_tasks(**filters))
 

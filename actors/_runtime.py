@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,14 @@ from ray.exceptions import RayActorError
 
 from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
-from orchestrator.errors import AgentError, NotFoundError
+from orchestrator.errors import AgentError, NotFoundError, RecordError
 
 from ._agent import AgentActor, agent_options
-from ._names import NAMESPACE, POOL_NAME
+from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME
 from ._pool import WarmPool, get_pool
 from ._recorder import get_or_create_recorder
 
-__all__ = ["Runtime", "init_ray"]
+__all__ = ["RecorderRef", "Runtime", "init_ray"]
 
 
 def init_ray(address: str | None = None, *, desktops: int | None = None) -> None:
@@ -47,6 +48,65 @@ def init_ray(address: str | None = None, *, desktops: int | None = None) -> None
     )
 
 
+class RecorderRef:
+    """The cluster's recorder, looked up by name once and kept, found again when replaced.
+
+    Use it as the recorder's handle: ``await ref.get_task.remote(task_id)`` (each
+    ``.remote()`` is a coroutine to await, not an ``ObjectRef``). A call that fails because
+    the actor it went to has died looks the name up again and, when another actor holds it
+    now (a replaced recorder), is made once more on that one (the recorder's methods that
+    are reached this way are reads and upserts). A process that reconnects to Ray (another
+    job or cluster) looks the recorder up afresh too.
+    """
+
+    def __init__(self, name: str = RECORDER_NAME, namespace: str = NAMESPACE) -> None:
+        self.name = name
+        self.namespace = namespace
+        self._handle: Any = None
+        self._session: tuple[str, str] | None = None
+
+    def handle(self, *, refresh: bool = False) -> Any:
+        """The recorder's actor handle (``RecordError`` when no recorder is running)."""
+        ctx = ray.get_runtime_context()
+        session = (ctx.get_job_id(), ctx.get_node_id())
+        if refresh or self._handle is None or session != self._session:
+            self._handle = None
+            try:
+                self._handle = ray.get_actor(self.name, namespace=self.namespace)
+            except ValueError:
+                raise RecordError("the recorder is not running on this cluster") from None
+            self._session = session
+        return self._handle
+
+    def __getattr__(self, method: str) -> _RecorderMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _RecorderMethod(self, method)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``method`` of the recorder, on the actor that holds the name now."""
+        handle = self.handle()
+        try:
+            return await getattr(handle, method).remote(*args, **kwargs)
+        except RayActorError:
+            fresh = self.handle(refresh=True)  # RecordError: gone without a successor
+            if fresh == handle:  # the same actor (restarting): its error stands
+                raise
+        return await getattr(fresh, method).remote(*args, **kwargs)
+
+
+class _RecorderMethod:
+    def __init__(self, ref: RecorderRef, method: str) -> None:
+        self._ref = ref
+        self._method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return self._ref.call(self._method, *args, **kwargs)
+
+
+_shared: RecorderRef | None = None
+
+
 class Runtime:
     """Entry point to the agent hierarchy.
 
@@ -58,6 +118,17 @@ class Runtime:
 
     def __init__(self, recorder: Any) -> None:
         self.recorder = recorder
+
+    @classmethod
+    def shared(cls) -> Runtime:
+        """A runtime on this process's ``RecorderRef`` of the cluster's recorder: for servers
+        that serve many requests (no lookup per request, a replaced recorder is still found).
+        ``RecordError`` when no recorder is running."""
+        global _shared
+        if _shared is None:
+            _shared = RecorderRef()
+        _shared.handle()
+        return cls(_shared)
 
     @classmethod
     def connect(cls, address: str | None = None, *, data_dir: Path | None = None) -> Runtime:
@@ -147,11 +218,14 @@ class Runtime:
         return task
 
     async def task(self, task_id: str, tenant: str | None = None) -> TaskInfo:
-        task: TaskInfo | None = await self.recorder.get_task.remote(task_id)
+        """The task; with ``tenant``, only if its agent belongs to that tenant (one call)."""
+        task: TaskInfo | None
+        if tenant is None:
+            task = await self.recorder.get_task.remote(task_id)
+        else:
+            task = await self.recorder.get_task_of.remote(task_id, tenant)
         if task is None:
             raise NotFoundError(f"no task {task_id}")
-        if tenant is not None:
-            await self.agent(task.agent_id, tenant)
         return task
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
