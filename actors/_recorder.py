@@ -152,27 +152,28 @@ class Recorder:
         address: str = await self._write(self._store.put_blob, data, media_type)
         return address
 
+    # Point reads by primary key run on the event loop: each thread has its own SQLite
+    # connection and WAL readers never wait for writers, so one indexed row costs less than
+    # the hop to a worker thread would (these are the API's hottest calls).
+
     async def get_agent(self, agent_id: str) -> AgentInfo | None:
-        return await asyncio.to_thread(self._store.get_agent, agent_id)
+        return self._store.get_agent(agent_id)
 
     async def list_agents(self, **filters: Any) -> list[AgentInfo]:
         return await asyncio.to_thread(lambda: self._store.list_agents(**filters))
 
     async def get_task(self, task_id: str) -> TaskInfo | None:
-        return await asyncio.to_thread(self._store.get_task, task_id)
+        return self._store.get_task(task_id)
 
     async def get_task_of(self, task_id: str, tenant: str) -> TaskInfo | None:
         """The task if its agent belongs to ``tenant``, else None (one call for a tenant's
         read instead of the task, then its agent)."""
 
-        def read() -> TaskInfo | None:
-            task = self._store.get_task(task_id)
-            if task is None:
-                return None
-            agent = self._store.get_agent(task.agent_id)
-            return task if agent is not None and agent.tenant == tenant else None
-
-        return await asyncio.to_thread(read)
+        task = self._store.get_task(task_id)
+        if task is None:
+            return None
+        agent = self._store.get_agent(task.agent_id)
+        return task if agent is not None and agent.tenant == tenant else None
 
     async def list_tasks(self, **filters: Any) -> list[TaskInfo]:
         return await asyncio.to_thread(lambda: self._store.list_tasks(**filters))

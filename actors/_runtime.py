@@ -12,6 +12,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator.config import RAY_CLUSTER_ENV
 from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
 from orchestrator.errors import AgentError, NotFoundError, RecordError
@@ -39,6 +40,8 @@ def init_ray(address: str | None = None, *, desktops: int | None = None) -> None
     if desktops is None:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         desktops = max(2, int(mem * 0.6 / (300 * 2**20)))
+    for name, value in RAY_CLUSTER_ENV.items():  # inherited by the raylet and Serve's proxy
+        os.environ.setdefault(name, value)
     ray.init(
         _node_ip_address="127.0.0.1",
         namespace=NAMESPACE,

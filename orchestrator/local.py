@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import RAY_CLUSTER_ENV
 from .errors import ConfigError, OrchestratorError
 
 __all__ = [
@@ -270,6 +271,8 @@ def _child_env(data_dir: Path) -> dict[str, str]:
     env.setdefault("RAY_AUTH_MODE", "token")
     env["ORCHESTRATOR_DATA_DIR"] = str(data_dir)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    for name, value in RAY_CLUSTER_ENV.items():
+        env.setdefault(name, value)
     return env
 
 

@@ -347,9 +347,11 @@ def _routes() -> APIRouter:
         """Give the agent a task; answers at once with the pending task."""
         return await runtime().assign(agent_id, spec, tenant)
 
-    @r.get("/tasks/{task_id}", tags=["tasks"])
-    async def get_task(tenant: Tenant, task_id: str) -> TaskInfo:
-        return await runtime().task(task_id, tenant)
+    @r.get("/tasks/{task_id}", tags=["tasks"], response_model=TaskInfo)
+    async def get_task(tenant: Tenant, task_id: str) -> Response:
+        """The task: state, subtasks, result (the API's hottest read: serialised once)."""
+        task = await runtime().task(task_id, tenant)
+        return Response(task.model_dump_json(), media_type="application/json")
 
     @r.post("/tasks/{task_id}/cancel", tags=["tasks"])
     async def cancel_task(tenant: Tenant, task_id: str) -> TaskInfo:

@@ -39,7 +39,7 @@ from orchestrator.errors import (
     RecordError,
 )
 
-from ._auth import Unauthorized, needs_key, tenant_of
+from ._auth import Unauthorized, check_key, needs_key
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -133,7 +133,7 @@ def _unauthenticated(request: Request) -> JSONResponse | None:
     if not needs_key(request):
         return None
     try:
-        tenant_of(request)
+        check_key(request)
     except Unauthorized as e:
         return _unauthorized(e)
     return None

@@ -181,9 +181,11 @@ def test_stream_follows_a_task_live_to_its_end(desk: Agent) -> None:
     assert [e.seq for e in rest] == seqs[3:]
 
 
-async def test_async_files_stream_and_artifacts(server: Server, tmp_path: Path) -> None:
+async def test_async_files_stream_and_artifacts(
+    server: Server, desk: Agent, tmp_path: Path
+) -> None:
     async with server.async_client() as c:
-        agent = await c.agent((await c.agents())[0].id)
+        agent = await c.agent(desk.id)
         assert await agent.write_file("~/async.txt", "hi") == 2
         assert bytes(await agent.read_file("~/async.txt")) == b"hi"
         task = await agent.assign(
