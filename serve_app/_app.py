@@ -1,8 +1,13 @@
 """The HTTP API: a FastAPI app over ``actors.Runtime``, served by a Ray Serve deployment.
 
-The deployment holds no state of its own: every request finds the cluster's recorder by
-name and goes through ``Runtime`` with the tenant of the caller's API key, so replicas can
-be added, removed or replaced at any time.
+The deployment holds no state of its own: every request goes through ``Runtime`` (the
+cluster's recorder, its handle kept per process and looked up again when the recorder is
+replaced) with the tenant of the caller's API key, so replicas can be added, removed or
+replaced at any time.
+
+Serve pickles this app by value: the routes' closures carry copies of the module globals
+they name. Mutable state a route shares with module-level code (the stream slots) is reached
+through module-level functions only (see ``_open_stream``).
 """
 
 # No ``from __future__ import annotations`` here: Serve pickles the app by value, and the
