@@ -169,11 +169,16 @@ class Recorder:
         """The task if its agent belongs to ``tenant``, else None (one call for a tenant's
         read instead of the task, then its agent)."""
 
-        task = self._store.get_task(task_id)
-        if task is None:
-            return None
-        agent = self._store.get_agent(task.agent_id)
-        return task if agent is not None and agent.tenant == tenant else None
+        return task_of(self._store, task_id, tenant)
+
+    async def location(self) -> dict[str, str | None]:
+        """Where the records are: this actor's node and the store's directory (processes on
+        the same node may read them there directly, see ``actors.RecorderRef``)."""
+        data_dir = getattr(self._store, "data_dir", None)
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "data_dir": str(data_dir) if data_dir is not None else None,
+        }
 
     async def list_tasks(self, **filters: Any) -> list[TaskInfo]:
         return await asyncio.to_thread(lambda: self._store.list_tasks(**filters))
@@ -184,6 +189,15 @@ class Recorder:
     async def get_blob(self, address: str) -> bytes:
         data: bytes = await asyncio.to_thread(self._store.get_blob, address)
         return data
+
+
+def task_of(store: Any, task_id: str, tenant: str) -> TaskInfo | None:
+    """The task in ``store`` if its agent belongs to ``tenant``, else None."""
+    task: TaskInfo | None = store.get_task(task_id)
+    if task is None:
+        return None
+    agent = store.get_agent(task.agent_id)
+    return task if agent is not None and agent.tenant == tenant else None
 
 
 def get_or_create_recorder(data_dir: Path | None = None) -> Any:

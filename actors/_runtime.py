@@ -4,7 +4,9 @@ Ray, create top-level agents, find any agent or task by id, and read the records
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,16 @@ from orchestrator.config import RAY_CLUSTER_ENV
 from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
 from orchestrator.errors import AgentError, NotFoundError, RecordError
+from orchestrator.records import SQLiteStore
 
 from ._agent import AgentActor, agent_options
 from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME
 from ._pool import WarmPool, get_pool
-from ._recorder import get_or_create_recorder
+from ._recorder import get_or_create_recorder, task_of
 
 __all__ = ["RecorderRef", "Runtime", "init_ray"]
+
+log = logging.getLogger(__name__)
 
 
 def init_ray(address: str | None = None, *, desktops: int | None = None) -> None:
@@ -51,6 +56,12 @@ def init_ray(address: str | None = None, *, desktops: int | None = None) -> None
     )
 
 
+LOCAL_READS = frozenset({"get_agent", "get_task", "get_task_of"})
+"""Recorder reads a process on the recorder's node makes from the records' file itself."""
+LOCAL_CHECK_S = 2.0
+"""How often a process reading the records locally checks that the recorder is the same."""
+
+
 class RecorderRef:
     """The cluster's recorder, looked up by name once and kept, found again when replaced.
 
@@ -62,11 +73,20 @@ class RecorderRef:
     job or cluster) looks the recorder up afresh too.
     """
 
-    def __init__(self, name: str = RECORDER_NAME, namespace: str = NAMESPACE) -> None:
+    def __init__(
+        self, name: str = RECORDER_NAME, namespace: str = NAMESPACE, *, local_reads: bool = False
+    ) -> None:
         self.name = name
         self.namespace = namespace
+        self.local_reads = local_reads
+        """Read agents and tasks by id straight from the records' SQLite file when this
+        process runs on the recorder's node (one indexed read instead of an actor call)."""
         self._handle: Any = None
         self._session: tuple[str, str] | None = None
+        self._local: SQLiteStore | None = None
+        self._local_of: str | None = None
+        """The recorder actor the local store belongs to (its id)."""
+        self._checked_at = 0.0
 
     def handle(self, *, refresh: bool = False) -> Any:
         """The recorder's actor handle (``RecordError`` when no recorder is running)."""
@@ -86,8 +106,42 @@ class RecorderRef:
             raise AttributeError(method)
         return _RecorderMethod(self, method)
 
+    async def _local_store(self) -> SQLiteStore | None:
+        """The records' file opened read-only, when it is on this node (else None).
+
+        The recorder is pinned to its node and restarts there on the same directory; the
+        name is looked up again every ``LOCAL_CHECK_S`` so that a recorder replaced by one
+        elsewhere is noticed, and the local file is then dropped."""
+        now = time.monotonic()
+        handle = self.handle(refresh=now - self._checked_at > LOCAL_CHECK_S)
+        if now - self._checked_at > LOCAL_CHECK_S:
+            self._checked_at = now
+        actor = handle._actor_id.hex()
+        if actor != self._local_of:
+            if self._local is not None:
+                self._local.close()
+            self._local, self._local_of = None, actor
+            try:
+                where = await handle.location.remote()
+                here = ray.get_runtime_context().get_node_id()
+                if where.get("node_id") == here and where.get("data_dir"):
+                    self._local = SQLiteStore(Path(where["data_dir"]), readonly=True)
+            except (RayActorError, RecordError) as e:
+                log.info("reading the records through the recorder: %s", e)
+        return self._local
+
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``method`` of the recorder, on the actor that holds the name now."""
+        if self.local_reads and method in LOCAL_READS:
+            store = await self._local_store()
+            if store is not None:
+                try:
+                    if method == "get_task_of":
+                        return task_of(store, *args, **kwargs)
+                    return getattr(store, method)(*args, **kwargs)
+                except RecordError as e:  # the file went away: ask the recorder
+                    log.warning("local read of the records failed: %s", e)
+                    self._local_of = None
         handle = self.handle()
         try:
             return await getattr(handle, method).remote(*args, **kwargs)
@@ -129,7 +183,7 @@ class Runtime:
         ``RecordError`` when no recorder is running."""
         global _shared
         if _shared is None:
-            _shared = RecorderRef()
+            _shared = RecorderRef(local_reads=True)
         _shared.handle()
         return cls(_shared)
 

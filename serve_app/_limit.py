@@ -90,12 +90,19 @@ class Slots:
         self.busy -= 1
 
 
+REQUESTS = Slots(ENV_MAX_CONCURRENT, DEFAULT_MAX_CONCURRENT)
+"""The requests this process works on (one replica per process)."""
+
+
 class ConcurrencyLimit:
     """ASGI middleware: at most ``ORCHESTRATOR_API_MAX_CONCURRENT`` requests at once."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.slots = Slots(ENV_MAX_CONCURRENT, DEFAULT_MAX_CONCURRENT)
+        # The process's counter, not one per instance: Serve may build the app's middleware
+        # stack more than once in a replica (seen with its gRPC proxy path), and every
+        # instance must count the same requests.
+        self.slots = REQUESTS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")

@@ -84,15 +84,26 @@ class SQLiteStore(RecordStore):
         >>> store.close()
     """
 
-    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, data_dir: Path, *, busy_timeout_s: float = 15.0, readonly: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self._timeout = busy_timeout_s
         self._closed = False
+        self._readonly = readonly
         self._write_lock = threading.Lock()
         self._conns_lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._local = threading.local()
+        if readonly:
+            # Another process's records, read only (its writer made and migrated them):
+            # agents, tasks and events can be read; blobs and writes cannot.
+            if not self.path.is_file():
+                raise RecordError(f"no records at {self.path}")
+            with self._errors("open the records"):
+                self._reader()
+            return
         try:
             with self._errors("open the records"):
                 self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -107,12 +118,18 @@ class SQLiteStore(RecordStore):
     # ------------------------------------------------------------------ plumbing
 
     def _connect(self) -> sqlite3.Connection:
+        target = f"{self.path.as_uri()}?mode=ro" if self._readonly else str(self.path)
         db = sqlite3.connect(
-            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            target,
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=self._readonly,
         )
         with self._conns_lock:
             self._conns.append(db)
-        db.execute("PRAGMA synchronous=FULL")
+        if not self._readonly:
+            db.execute("PRAGMA synchronous=FULL")
         return db
 
     def _set_wal(self) -> None:

@@ -90,3 +90,51 @@ async def test_task_reads_are_tenant_checked_and_a_replaced_recorder_is_found(
             await rt.task(task.id, "t-other")
     finally:
         ray.kill(third, no_restart=True)
+
+
+async def test_local_reads_see_the_recorders_writes_and_follow_a_replacement(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    import ray
+
+    from actors import Runtime
+    from actors._runtime import LOCAL_CHECK_S, RecorderRef
+    from orchestrator.domain import AgentInfo, AgentSpec, TaskInfo, TaskSpec, TaskState
+    from orchestrator.errors import NotFoundError
+
+    name = f"_test/recorder-{secrets.token_hex(4)}"
+    first = _start(name, tmp_path / "one")
+    agent = AgentInfo(
+        id="agent-loc0000001",
+        path="t-loc/a",
+        tenant="t-loc",
+        parent_id=None,
+        spec=AgentSpec(name="a"),
+    )
+    task = TaskInfo(id="task-loc00000001", agent_id=agent.id, spec=TaskSpec(description="x"))
+    await first.put_agent.remote(agent)
+    await first.put_task.remote(task)
+    ref = RecorderRef(name, local_reads=True)
+    rt = Runtime(ref)
+    assert (await rt.task(task.id, "t-loc")).state == TaskState.PENDING
+    local = ref._local
+    assert local is not None and local.data_dir == tmp_path / "one"  # read from the file
+    # what the recorder stores is what the next local read sees
+    await first.put_task.remote(task.model_copy(update={"state": TaskState.SUCCEEDED}))
+    assert (await rt.task(task.id, "t-loc")).state == TaskState.SUCCEEDED
+    assert (await rt.agent(agent.id, "t-loc")).path == "t-loc/a"
+    with pytest.raises(NotFoundError):
+        await rt.task(task.id, "t-other")
+
+    # a recorder on other records takes the name: noticed at the next check
+    ray.kill(first, no_restart=True)
+    await _gone(name)
+    second = _start(name, tmp_path / "two")
+    try:
+        await second.put_agent.remote(agent)
+        ref._checked_at -= LOCAL_CHECK_S  # as if the check interval had passed
+        with pytest.raises(NotFoundError):
+            await rt.task(task.id, "t-loc")
+        assert ref._local is not None and ref._local.data_dir == tmp_path / "two"
+    finally:
+        ray.kill(second, no_restart=True)

@@ -331,7 +331,7 @@ def test_over_the_concurrency_limit_is_429_not_a_hang(
 
     def hold() -> None:
         with httpx.Client(base_url=limited, headers=headers, timeout=30) as c:
-            slow.append(c.post(f"/v1/agents/{desk['id']}/shell", json={"command": "sleep 4"}))
+            slow.append(c.post(f"/v1/agents/{desk['id']}/shell", json={"command": "sleep 6"}))
 
     holder = threading.Thread(target=hold)
     with httpx.Client(base_url=limited, headers=headers, timeout=5) as c:
@@ -343,7 +343,7 @@ def test_over_the_concurrency_limit_is_429_not_a_hang(
                 r = c.get("/v1/agents")
                 return r if r.status_code == 429 else None
 
-            r = until(refused, timeout_s=3.5, what="429 while the slot is held")
+            r = until(refused, timeout_s=5, what="429 while the slot is held")
             assert "too many concurrent requests" in _error(r, 429, "too_many_requests")
             assert int(r.headers["Retry-After"]) >= 1
             assert c.get("/healthz").status_code == 200  # liveness is not counted

@@ -480,3 +480,27 @@ def test_a_retried_append_stores_the_event_once(tmp_path: Path) -> None:
         again = store.append_event(event)
         assert first.seq == again.seq
         assert [e.id for e in store.events(task_id="task-1")] == [event.id]
+
+
+def test_a_read_only_store_sees_the_writers_commits_and_cannot_write(tmp_path: Path) -> None:
+    from orchestrator.domain import AgentInfo, AgentSpec
+    from orchestrator.errors import RecordError
+    from orchestrator.records import SQLiteStore
+
+    with pytest.raises(RecordError, match="no records"):
+        SQLiteStore(tmp_path / "none", readonly=True)
+    writer = SQLiteStore(tmp_path)
+    reader = SQLiteStore(tmp_path, readonly=True)
+    try:
+        info = AgentInfo(
+            id="agent-ro", path="t/a", tenant="t", parent_id=None, spec=AgentSpec(name="a")
+        )
+        assert reader.get_agent("agent-ro") is None
+        writer.put_agent(info)
+        got = reader.get_agent("agent-ro")
+        assert got is not None and got.path == "t/a"
+        with pytest.raises((RecordError, AttributeError)):
+            reader.put_agent(info)
+    finally:
+        reader.close()
+        writer.close()
