@@ -47,27 +47,50 @@ def _short(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-async def _follow(rt: Runtime, say: Say, stop: asyncio.Event, t0: float) -> None:
-    """Print the timeline of every agent as it is recorded."""
-    paths: dict[str, str] = {}
-    after = 0
+async def _follow(rt: Runtime, user: AgentInfo, say: Say, stop: asyncio.Event, t0: float) -> None:
+    """Print the timeline of ``user`` and its subtree as it is recorded (not other agents':
+    the records may hold earlier runs and other clients' work)."""
+    paths: dict[str, str | None] = {}
+    """Agent id -> its path when it is in this run's tree, else None."""
+
+    async def path_of(agent_id: str) -> str | None:
+        if agent_id not in paths:
+            info: AgentInfo | None = await rt.recorder.get_agent.remote(agent_id)
+            path = info.path if info else None
+            mine = path is not None and (path == user.path or path.startswith(user.path + "/"))
+            paths[agent_id] = path if mine else None
+        return paths[agent_id]
+
+    # Start at the top agent's first event: everything of its subtree comes after it.
+    after = None
+    while after is None:
+        first = await rt.events(agent_id=user.id, limit=1)
+        if first:
+            after = (first[0].seq or 1) - 1
+        elif stop.is_set():
+            return
+        else:
+            await _wait(stop, 0.1)
     while True:
         events = await rt.events(after_seq=after, limit=500)
         for e in events:
             after = max(after, e.seq or 0)
-            if e.agent_id and e.agent_id not in paths:
-                info: AgentInfo | None = await rt.recorder.get_agent.remote(e.agent_id)
-                paths[e.agent_id] = info.path if info else e.agent_id
-            line = _describe(e, paths.get(e.agent_id or "", "?"))
+            path = await path_of(e.agent_id) if e.agent_id else None
+            line = _describe(e, path) if path else None
             if line:
                 say(f"[{time.monotonic() - t0:7.1f}s] {line}")
         if stop.is_set() and not events:
             return
         if not events:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=0.25)
-            except TimeoutError:
-                pass
+            await _wait(stop, 0.25)
+
+
+async def _wait(stop: asyncio.Event, timeout_s: float) -> None:
+    """Until ``stop`` is set, for at most ``timeout_s`` seconds."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=timeout_s)
+    except TimeoutError:
+        pass
 
 
 async def _screenshots(rt: Runtime, tree: AgentTree, out_dir: Path, say: Say) -> None:
@@ -103,7 +126,7 @@ async def run_workflow(
     say(f"creating {wf.tenant}/{name} ({wf.agent.role}) with its desktop...")
     user = await rt.create_agent(wf.tenant, wf.agent.model_copy(update={"name": name}))
     stop = asyncio.Event()
-    follower = asyncio.create_task(_follow(rt, say, stop, t0))
+    follower = asyncio.create_task(_follow(rt, user, say, stop, t0))
     try:
         task = await rt.assign(user.id, wf.task)
         done = await rt.wait(task.id)

@@ -27,9 +27,9 @@ TEARDOWN_AGENT_TIMEOUT_S = 60.0
 
 def _connect(address: str) -> Any:
     """``actors.Runtime.connect`` to the cluster (its recorder writing to the data dir)."""
-    from orchestrator.local import LOOPBACK_ENV
+    from orchestrator.local import driver_env
 
-    os.environ.update(LOOPBACK_ENV)  # as the parent set it: keep 127.0.0.1 as it is
+    os.environ.update(driver_env())  # as the parent set it: keep 127.0.0.1 as it is
     from actors import Runtime
     from orchestrator.config import settings
 

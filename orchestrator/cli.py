@@ -79,10 +79,6 @@ def image_tag() -> None:
     click.echo(tag())
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True)
 def demo(out: Path) -> None:
@@ -103,14 +99,29 @@ def demo(out: Path) -> None:
     default=None,
     help="Where to save screenshots [default: out/<workflow name>, or out/run].",
 )
-@click.option("--tenant", default="local", show_default=True, help="Tenant of a task in words.")
+@click.option(
+    "--tenant",
+    default=None,
+    help="Whose agents these are [default: the local cluster's (`orchestrator up`), else "
+    "the workflow file's, else local].",
+)
 @click.option("--keep", is_flag=True, help="Keep the agents (and desktops) when done.")
-@click.option("--address", default=None, help="Ray cluster address (default: start one locally).")
-def run(plan: str, out: Path | None, tenant: str, keep: bool, address: str | None) -> None:
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address [default: the local cluster of `orchestrator up` when one runs, "
+    "else a Ray of its own for this run].",
+)
+def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: str | None) -> None:
     """Run PLAN: a workflow file (YAML), or a task in words for a model-driven agent
-    (needs an OpenAI-compatible model: OPENAI_BASE_URL / OPENAI_API_KEY / ORCHESTRATOR_MODEL)."""
-    import asyncio
+    (needs an OpenAI-compatible model: OPENAI_BASE_URL / OPENAI_API_KEY / ORCHESTRATOR_MODEL).
 
+    With a local cluster up, the run is one of its tenant's: `orchestrator agents`, `tasks`,
+    `watch` and the dashboard show it."""
+    import asyncio
+    import os
+
+    from . import local
     from .domain import AgentSpec, BrainConfig, TaskSpec
     from .workflow import Workflow, load_workflow
 
@@ -121,7 +132,6 @@ def run(plan: str, out: Path | None, tenant: str, keep: bool, address: str | Non
         raise ConfigError(f"no such workflow file: {plan}")
     else:
         wf = Workflow(
-            tenant=tenant,
             agent=AgentSpec(name="user", role="generalist", brain=BrainConfig(kind="openai")),
             task=TaskSpec(description=plan),
         )
@@ -129,6 +139,19 @@ def run(plan: str, out: Path | None, tenant: str, keep: bool, address: str | Non
 
         make_brain(wf.agent.brain)  # fail here, not in an actor, when no model is configured
 
+    cluster = local.current() if address is None and "RAY_ADDRESS" not in os.environ else None
+    if cluster is not None:
+        click.echo(f"running on the local cluster at {cluster.ray_address}", err=True)
+        address = cluster.ray_address
+        os.environ.update(local.driver_env())
+        tenant = tenant or local.TENANT
+    if tenant is not None:
+        from pydantic import ValidationError
+
+        try:
+            wf = Workflow.model_validate({**wf.model_dump(), "tenant": tenant})
+        except ValidationError as e:
+            raise ConfigError(f"--tenant {tenant!r}: {e.errors()[0]['msg']}") from None
     out = out or Path("out") / "run"
 
     async def go() -> int:
@@ -218,3 +241,7 @@ def down() -> None:
 from ._cli_api import register as _register_api_commands  # noqa: E402 - after the group exists
 
 _register_api_commands(main)
+
+
+if __name__ == "__main__":
+    main()

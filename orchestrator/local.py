@@ -53,6 +53,7 @@ __all__ = [
     "LocalClusterError",
     "current",
     "down",
+    "driver_env",
     "ensure_keys",
     "up",
 ]
@@ -263,12 +264,17 @@ def _api_healthy(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _child_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(LOOPBACK_ENV)
+def driver_env() -> dict[str, str]:
+    """What a process must have in its environment to connect to a local cluster's Ray
+    (as a driver): loopback addresses, and the head's token authentication."""
     # The head and its clients agree on Ray's token authentication (the token in
     # ~/.ray/auth_token, made if missing): a client given an address does not enable it.
-    env.setdefault("RAY_AUTH_MODE", "token")
+    return {**LOOPBACK_ENV, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+
+
+def _child_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(driver_env())
     env["ORCHESTRATOR_DATA_DIR"] = str(data_dir)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     for name, value in RAY_CLUSTER_ENV.items():

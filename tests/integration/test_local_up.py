@@ -118,6 +118,27 @@ def test_up_start_local_and_down(env: Env, desktop_image: str) -> None:
     status = env.cli("status").stdout
     assert f"api {cluster.api_url}: ok" in status
 
+    # `orchestrator run` runs in this cluster, in its tenant; each run's timeline is its own
+    # (the records hold the earlier run's events too).
+    plan = env.data_dir.parent / "hello.yaml"
+    plan.write_text(
+        "tenant: elsewhere\n"
+        f"agent: {{name: hello, role: greeter, desktop: {{image: {desktop_image}}}}}\n"
+        "task:\n  description: say hello\n  script:\n"
+        "    steps: [{type: shell, command: echo hello-from-run}]\n"
+    )
+    runs = [env.cli("run", str(plan), "--out", str(env.data_dir.parent / "out")) for _ in "ab"]
+    paths = []
+    for done in runs:
+        assert "running on the local cluster" in done.stderr
+        assert "SUCCEEDED" in done.stdout and "hello-from-run" in done.stdout, done.stdout
+        created = done.stdout.split("creating ", 1)[1].split(" ", 1)[0]
+        assert created.startswith("default/hello-"), done.stdout
+        paths.append(created)
+    assert paths[0] != paths[1] and paths[0] not in runs[1].stdout, runs[1].stdout
+    tasks = env.cli("tasks").stdout
+    assert tasks.count("hello-from-run") == 2, tasks
+
     # `up` again: the same cluster, at once.
     t1 = time.monotonic()
     again = env.up()
