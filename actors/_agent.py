@@ -15,6 +15,7 @@ from ray.exceptions import RayActorError
 
 from orchestrator import actions as a
 from orchestrator.brains import make_brain
+from orchestrator.config import settings
 from orchestrator.desktop import Desktop, LiveView, process_owner
 from orchestrator.desktop._reaper import reap
 from orchestrator.domain import (
@@ -30,14 +31,14 @@ from orchestrator.domain import (
     TaskState,
     new_id,
 )
-from orchestrator.errors import AgentError, NotFoundError
+from orchestrator.errors import AgentError, CapacityError, NotFoundError
 
 from ._files import read_path, write_file
 from ._names import NAMESPACE, RECORDER_NAME, child_path, slug
 from ._pool import get_pool
 from ._runner import TaskRunner
 
-__all__ = ["AgentActor", "agent_options"]
+__all__ = ["AgentActor", "agent_options", "failed_agent", "start_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ def _cause(e: BaseException) -> str:
     return f"{type(cause).__name__}: {first[0] if first else ''}"
 
 
+def failed_agent(info: AgentInfo, error: Exception) -> AgentInfo:
+    return info.model_copy(
+        update={"status": AgentStatus.FAILED, "error": f"failed to start: {error}"[:2000]}
+    )
+
+
 def agent_options(path: str, *, detached: bool) -> dict[str, Any]:
     """Ray options of an agent actor named ``path``: one unit of the ``desktop`` resource."""
     opts: dict[str, Any] = dict(
@@ -71,6 +78,25 @@ def agent_options(path: str, *, detached: bool) -> dict[str, Any]:
     if detached:
         opts["lifetime"] = "detached"
     return opts
+
+
+async def start_agent(handle: Any, path: str) -> AgentInfo:
+    """Start a new agent actor's desktop; returns its info once ready.
+
+    ``CapacityError`` when Ray found no node with a free ``desktop`` unit for it within
+    ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S`` (the actor would wait for one without end).
+    The caller kills the actor when this raises.
+    """
+    limit = settings().agent_schedule_timeout_s
+    try:  # answers once the actor is placed and constructed
+        await asyncio.wait_for(handle.get_info.remote(), timeout=limit)
+    except TimeoutError:
+        raise CapacityError(
+            f"no node had a free desktop for {path} within {limit:g} s (every unit of the "
+            "cluster's `desktop` resource is taken): fire idle agents or add nodes, then retry"
+        ) from None
+    started: AgentInfo = await handle.start.remote()
+    return started
 
 
 @dataclass
@@ -269,9 +295,11 @@ class AgentActor:
         handle = AgentActor.options(**agent_options(info.path, detached=False)).remote(info)  # type: ignore[attr-defined]
         try:
             await self._recorder.put_agent.remote(info)
-            started: AgentInfo = await handle.start.remote()
-        except Exception:
+            started = await start_agent(handle, info.path)
+        except Exception as e:
             ray.kill(handle)
+            if isinstance(e, CapacityError):  # the actor never ran: nobody else records it
+                await self._recorder.put_agent.remote(failed_agent(info, e))
             raise
         return handle, started
 

@@ -20,7 +20,7 @@ from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskIn
 from orchestrator.errors import AgentError, NotFoundError, RecordError
 from orchestrator.records import SQLiteStore
 
-from ._agent import AgentActor, agent_options
+from ._agent import AgentActor, agent_options, failed_agent, start_agent
 from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME
 from ._pool import WarmPool, get_pool
 from ._recorder import get_or_create_recorder, task_of
@@ -224,15 +224,11 @@ class Runtime:
             raise AgentError(f"an agent named {path!r} exists already") from e
         await self.recorder.put_agent.remote(info)
         try:
-            started: AgentInfo = await handle.start.remote()
+            return await start_agent(handle, path)
         except Exception as e:
             ray.kill(handle)
-            failed = info.model_copy(
-                update={"status": AgentStatus.FAILED, "error": f"failed to start: {e}"[:2000]}
-            )
-            await self.recorder.put_agent.remote(failed)
+            await self.recorder.put_agent.remote(failed_agent(info, e))
             raise
-        return started
 
     async def agent(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
         info: AgentInfo | None = await self.recorder.get_agent.remote(agent_id)

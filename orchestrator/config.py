@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     desktop_ready_timeout_s: float = 30.0
     """How long a desktop may take to report ready."""
 
+    agent_schedule_timeout_s: float = Field(default=60.0, gt=0)
+    """How long a new agent may wait for a node with a free ``desktop`` unit before its
+    creation or hire fails with ``CapacityError`` (instead of waiting without end)."""
+
     display_base: int = 100
     """First X display number used for host-side symlinks to desktops' X sockets."""
 

@@ -17,6 +17,7 @@ unknown key name, a command that exits non-zero or times out) are *data*: an
         └── ShellError              the SSH connection failed (not a failing command)
     ├── BrainError                  a model gave no usable answer (after retries) or refused
     ├── RecordError                 the record store failed to read or write
+    ├── CapacityError               no node has room for another agent's desktop (for now)
     └── AgentError                  an agent cannot do what was asked (unknown, gone, busy)
         └── NotFoundError           no such agent or task (for this tenant)
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "BrainError",
+    "CapacityError",
     "ConfigError",
     "DesktopError",
     "DesktopGoneError",
@@ -107,3 +109,8 @@ class AgentError(OrchestratorError):
 
 class NotFoundError(AgentError):
     """No such agent or task (for this tenant)."""
+
+
+class CapacityError(OrchestratorError):
+    """No node of the cluster had a free ``desktop`` unit for a new agent in time: fire
+    idle agents or add nodes, then try again."""

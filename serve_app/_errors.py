@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import (
     AgentError,
+    CapacityError,
     ConfigError,
     DesktopError,
     DockerError,
@@ -55,6 +56,8 @@ MAX_BODY_BYTES = 1 << 20
 """Largest request body accepted (1 MiB)."""
 
 RETRY_AFTER_S = "5"
+CAPACITY_RETRY_AFTER_S = "10"
+"""A full cluster frees a desktop when an agent is fired: not within a second or two."""
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -168,6 +171,8 @@ def _runtime_error(exc: BaseException) -> JSONResponse:
         return _error(422, "invalid_request", msg)
     if isinstance(cause, ValidationError):
         return _error(422, "invalid_request", validation_message(cause.errors()))
+    if isinstance(cause, CapacityError):
+        return _error(503, "no_capacity", msg, {"Retry-After": CAPACITY_RETRY_AFTER_S})
     if isinstance(cause, DockerError | DesktopError):
         return _error(503, "desktop_unavailable", msg, retry)
     if isinstance(cause, RecordError):

@@ -23,6 +23,7 @@ from ..domain import (
     TaskSpec,
 )
 from ._client import POLL_MAX_S, POLL_MIN_S
+from ._errors import ApiError
 from ._http import (
     Call,
     EventPage,
@@ -91,8 +92,11 @@ class AsyncClient:
         return await send_async(self._http, self.retry, call)
 
     async def healthy(self) -> bool:
-        """Whether the API answers ``/healthz`` (needs no key)."""
-        ok: bool = await self.call(calls.health())
+        """Whether the API answers ``/healthz`` now (needs no key; no retries)."""
+        try:
+            ok: bool = await self.call(calls.health())
+        except ApiError:  # an error answer, or none (unreachable)
+            return False
         return ok
 
     async def create_agent(
@@ -277,7 +281,9 @@ class AsyncTask(TaskView):
     async def download_artifacts(self, dest: str | Path | None = None) -> Path:
         """Save the task's artifacts zip to ``dest``; returns the path."""
         path = Path(dest) if dest is not None else Path(f"{self.id}-artifacts.zip")
-        return await download_async(self.client._http, f"/v1/tasks/{self.id}/artifacts", path)
+        return await download_async(
+            self.client._http, self.client.retry, f"/v1/tasks/{self.id}/artifacts", path
+        )
 
     async def wait(
         self,

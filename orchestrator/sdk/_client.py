@@ -20,6 +20,7 @@ from ..domain import (
     TaskInfo,
     TaskSpec,
 )
+from ._errors import ApiError
 from ._http import (
     Call,
     EventPage,
@@ -93,8 +94,11 @@ class Client:
     # ------------------------------------------------------------------ agents and tasks
 
     def healthy(self) -> bool:
-        """Whether the API answers ``/healthz`` (needs no key)."""
-        ok: bool = self.call(calls.health())
+        """Whether the API answers ``/healthz`` now (needs no key; no retries)."""
+        try:
+            ok: bool = self.call(calls.health())
+        except ApiError:  # an error answer, or none (unreachable)
+            return False
         return ok
 
     def create_agent(
@@ -293,7 +297,9 @@ class Task(TaskView):
         """Save the task's artifacts (a zip: result, subtasks, events, screenshots, kept
         files) to ``dest`` (default ``<task id>-artifacts.zip``); returns the path."""
         path = Path(dest) if dest is not None else Path(f"{self.id}-artifacts.zip")
-        return download_sync(self.client._http, f"/v1/tasks/{self.id}/artifacts", path)
+        return download_sync(
+            self.client._http, self.client.retry, f"/v1/tasks/{self.id}/artifacts", path
+        )
 
     def wait(self, timeout: float | None = None, progress: bool = True) -> Task:
         """Poll (with backoff) until the task is finished; returns itself.

@@ -11,7 +11,7 @@ catches a 404 from the API as well as one raised in-process::
         ├── NotFoundError        404: no such agent or task for this tenant (also errors.NotFoundError)
         ├── ConflictError        409: the agent cannot do this now (also errors.AgentError)
         ├── InvalidRequestError  413, 422: the request fails validation (also errors.ConfigError)
-        └── UnavailableError     429, 503: still failing after the retries
+        └── UnavailableError     429, 503, or no answer (status 0): still so after the retries
 """  # noqa: E501
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class ApiError(errors.OrchestratorError):
     """The API answered with an error."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
+        super().__init__(f"{status} {code}: {message}" if status else f"{code}: {message}")
         self.status = status
-        """The HTTP status."""
+        """The HTTP status (0: no answer came)."""
         self.code = code
         """The API's error code (``not_found``, ``conflict``, ...)."""
         self.message = message
@@ -68,7 +68,8 @@ class ForbiddenError(ApiError, PermissionError):
 
 
 class UnavailableError(ApiError):
-    """429 or 503: the API or the cluster is unavailable, still after the retries."""
+    """429 or 503, or no answer at all (``status`` 0, code ``unreachable``: the connection
+    failed or broke): the API or the cluster is unavailable, still after the retries."""
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -8,7 +8,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from ..actions import Action, ActionResult, CommandResult, parse_action
 from ..domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec
-from ._errors import error_from
+from ._errors import UnavailableError, error_from
 
 __all__ = ["Call", "EventPage", "RemoteFile", "Retry", "Screenshot", "calls"]
 
@@ -25,6 +25,12 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 RETRY_STATUSES = frozenset({429, 503})
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+"""Methods safe to send again when the answer was lost (the same request, the same effect)."""
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport errors before the request left: it did nothing."""
+_CUT_OFF = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+"""The connection broke mid-request (a replica or proxy replaced): it may have done its work."""
 SLOW_S = 180.0
 """Answer timeout of the calls that start or stop desktops (create, hire, fire)."""
 ACT_S = 360.0
@@ -108,10 +114,11 @@ class Call(Generic[T]):
     path: str
     read: Callable[[httpx.Response], T]
     params: dict[str, Any] | None = None
-    body: Any = None
+    body: Any = field(default=None, repr=False)
+    """The JSON body (out of the repr: it may hold a brain's API key)."""
     timeout: float | None = None
     """Seconds to wait for the answer when longer than the client's (desktops start slowly)."""
-    content: bytes | None = None
+    content: bytes | None = field(default=None, repr=False)
     """A raw body (instead of ``body`` as JSON), sent as ``application/octet-stream``."""
     retry: bool = True
     """Whether 429/503 answers are retried (not for calls that must not run twice)."""
@@ -134,6 +141,19 @@ class Retry:
     backoff_s: float = 0.5
     max_wait_s: float = 30.0
 
+    def transport_delay(self, error: httpx.TransportError, attempt: int) -> float | None:
+        """Seconds to wait before sending again after ``error`` (no answer came), or None.
+
+        A request that never left (no connection) is always sent again; one that may have
+        reached the server only when it is safe to repeat (not POST).
+        """
+        if attempt >= self.attempts:
+            return None
+        if not isinstance(error, _NEVER_SENT):
+            if not isinstance(error, _CUT_OFF) or _method(error) not in IDEMPOTENT:
+                return None
+        return float(min(self.backoff_s * 2**attempt, self.max_wait_s))
+
     def delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before trying again, or None to give up (or not retry).
 
@@ -149,6 +169,13 @@ class Retry:
         if wait is None:
             wait = self.backoff_s * 2**attempt
         return max(0.0, min(wait, self.max_wait_s))
+
+
+def _method(error: httpx.TransportError) -> str | None:
+    try:
+        return error.request.method
+    except RuntimeError:  # an error raised without its request
+        return None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -178,24 +205,37 @@ def headers(api_key: str) -> dict[str, str]:
 
 def _timeout(http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Timeout:
     t = http.timeout
-    if call.timeout is None or (t.read is not None and t.read >= call.timeout):
-        return t
+    if call.timeout is None or t.read is None or t.read >= call.timeout:
+        return t  # the client's own: no limit, or longer than the call's
     return httpx.Timeout(call.timeout, connect=t.connect)
+
+
+def unavailable(call: Call[Any], error: httpx.TransportError) -> UnavailableError:
+    """The error for a call whose answer never came (after the retries)."""
+    maybe = "" if isinstance(error, _NEVER_SENT) else " (it may have been carried out)"
+    what = type(error).__name__
+    return UnavailableError(0, "unreachable", f"{call.method} {call.path}{maybe}: {what}: {error}")
 
 
 def send_sync(http: httpx.Client, retry: Retry, call: Call[T]) -> T:
     attempt = 0
     while True:
-        r = http.request(
-            call.method,
-            call.path,
-            params=call.params,
-            timeout=_timeout(http, call),
-            **call.request_args(),
-        )
-        delay = retry.delay(r, attempt) if call.retry else None
-        if delay is None:
-            return finish(call, r)
+        try:
+            r = http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                timeout=_timeout(http, call),
+                **call.request_args(),
+            )
+        except httpx.TransportError as e:
+            delay = retry.transport_delay(e, attempt) if call.retry else None
+            if delay is None:
+                raise unavailable(call, e) from e
+        else:
+            delay = retry.delay(r, attempt) if call.retry else None
+            if delay is None:
+                return finish(call, r)
         attempt += 1
         time.sleep(delay)
 
@@ -203,16 +243,22 @@ def send_sync(http: httpx.Client, retry: Retry, call: Call[T]) -> T:
 async def send_async(http: httpx.AsyncClient, retry: Retry, call: Call[T]) -> T:
     attempt = 0
     while True:
-        r = await http.request(
-            call.method,
-            call.path,
-            params=call.params,
-            timeout=_timeout(http, call),
-            **call.request_args(),
-        )
-        delay = retry.delay(r, attempt) if call.retry else None
-        if delay is None:
-            return finish(call, r)
+        try:
+            r = await http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                timeout=_timeout(http, call),
+                **call.request_args(),
+            )
+        except httpx.TransportError as e:
+            delay = retry.transport_delay(e, attempt) if call.retry else None
+            if delay is None:
+                raise unavailable(call, e) from e
+        else:
+            delay = retry.delay(r, attempt) if call.retry else None
+            if delay is None:
+                return finish(call, r)
         attempt += 1
         await asyncio.sleep(delay)
 
@@ -275,9 +321,17 @@ def task_spec(
 
 
 def workflow_text(workflow: str | Path) -> str:
-    """A workflow's YAML text, from its path or the text itself."""
-    if isinstance(workflow, Path) or ("\n" not in workflow and Path(workflow).is_file()):
-        return Path(workflow).read_text(encoding="utf-8")
+    """A workflow's YAML text, from its path (a ``Path``, an existing file, or a name ending
+    in ``.yaml``/``.yml``: ``FileNotFoundError`` when missing) or the text itself."""
+    if isinstance(workflow, str) and "\n" not in workflow:
+        try:
+            is_file = Path(workflow).is_file()
+        except OSError:  # e.g. a one-line YAML text longer than a file name may be
+            is_file = False
+        if is_file or workflow.strip().endswith((".yaml", ".yml")):
+            workflow = Path(workflow)
+    if isinstance(workflow, Path):
+        return workflow.read_text(encoding="utf-8")
     return workflow
 
 
@@ -399,4 +453,4 @@ class calls:  # noqa: N801 - a namespace of call builders
 
     @staticmethod
     def health() -> Call[bool]:
-        return Call("GET", "/healthz", lambda r: r.json().get("status") == "ok")
+        return Call("GET", "/healthz", lambda r: r.json().get("status") == "ok", retry=False)

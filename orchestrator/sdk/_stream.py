@@ -33,6 +33,9 @@ STREAM_READ_S = 60.0
 every 15 s while nothing happens)."""
 RECONNECTS = 5
 """Failed connections in a row after which a stream gives up."""
+HEALTHY_S = 10.0
+"""A connection that lasted this long worked: its end starts the count of failures anew
+(a quiet task's stream may be cut by a proxy or a replaced replica any number of times)."""
 
 
 class SseDecoder:
@@ -80,6 +83,7 @@ def events_sync(
     """The task's events after ``after_seq`` as they are recorded, until it is finished."""
     cursor, failures = after_seq, 0
     while True:
+        opened = time.monotonic()
         try:
             with http.stream(**_stream_args(task_id, cursor)) as r:
                 if r.status_code in (429, 503) and failures < RECONNECTS:
@@ -98,19 +102,27 @@ def events_sync(
                         cursor = max(cursor, event.seq or cursor)
                         yield event
         except httpx.TransportError as e:
-            failures += 1
-            if failures > RECONNECTS:
-                raise UnavailableError(503, "stream_lost", f"event stream lost: {e}") from e
+            failures = _failed(failures, opened, e)
             time.sleep(_pause(None, retry, failures - 1))
             continue
         # The API ends a stream once the task is finished and every event was sent, or
         # when it cannot read the records for a while: only the first ends this one.
         if send_sync(http, retry, calls.task(task_id)).state.done:
             return
-        failures += 1
-        if failures > RECONNECTS:
-            raise UnavailableError(503, "stream_lost", "the event stream keeps ending early")
+        failures = _failed(failures, opened, None)
         time.sleep(_pause(None, retry, failures - 1))
+
+
+def _failed(failures: int, opened: float, error: httpx.TransportError | None) -> int:
+    """The count of failed connections after one more ended (raises past ``RECONNECTS``)."""
+    if time.monotonic() - opened >= HEALTHY_S:
+        failures = 0
+    failures += 1
+    if failures <= RECONNECTS:
+        return failures
+    if error is None:
+        raise UnavailableError(503, "stream_lost", "the event stream keeps ending early")
+    raise UnavailableError(503, "stream_lost", f"event stream lost: {error}") from error
 
 
 async def events_async(
@@ -119,6 +131,7 @@ async def events_async(
     """``events_sync``, awaited."""
     cursor, failures = after_seq, 0
     while True:
+        opened = time.monotonic()
         try:
             async with http.stream(**_stream_args(task_id, cursor)) as r:
                 if r.status_code in (429, 503) and failures < RECONNECTS:
@@ -137,16 +150,12 @@ async def events_async(
                         cursor = max(cursor, event.seq or cursor)
                         yield event
         except httpx.TransportError as e:
-            failures += 1
-            if failures > RECONNECTS:
-                raise UnavailableError(503, "stream_lost", f"event stream lost: {e}") from e
+            failures = _failed(failures, opened, e)
             await asyncio.sleep(_pause(None, retry, failures - 1))
             continue
         if (await send_async(http, retry, calls.task(task_id))).state.done:
             return
-        failures += 1
-        if failures > RECONNECTS:
-            raise UnavailableError(503, "stream_lost", "the event stream keeps ending early")
+        failures = _failed(failures, opened, None)
         await asyncio.sleep(_pause(None, retry, failures - 1))
 
 
@@ -154,43 +163,78 @@ def _partial(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part")
 
 
-def download_sync(http: httpx.Client, url: str, dest: Path) -> Path:
-    """GET ``url`` into the file ``dest`` (written whole or not at all)."""
+def _download_delay(
+    retry: Retry, attempt: int, response: httpx.Response | None, error: Exception | None
+) -> float | None:
+    """Before any byte is written: how long to wait before trying the download again."""
+    if isinstance(error, httpx.TransportError):
+        return retry.transport_delay(error, attempt)
+    return retry.delay(response, attempt) if response is not None else None
+
+
+def download_sync(http: httpx.Client, retry: Retry, url: str, dest: Path) -> Path:
+    """GET ``url`` into the file ``dest`` (written whole or not at all); 429/503 and a
+    failed connection are retried as every GET is."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _partial(dest)
+    attempt = 0
     try:
-        with http.stream("GET", url, timeout=httpx.Timeout(30.0, read=TRANSFER_S)) as r:
-            if not r.is_success:
-                r.read()
-                raise error_from(r)
-            with part.open("wb") as f:
-                for chunk in r.iter_bytes():
-                    f.write(chunk)
-        os.replace(part, dest)
+        while True:
+            try:
+                with http.stream("GET", url, timeout=httpx.Timeout(30.0, read=TRANSFER_S)) as r:
+                    if not r.is_success:
+                        r.read()
+                        delay = _download_delay(retry, attempt, r, None)
+                        if delay is None:
+                            raise error_from(r)
+                    else:
+                        with part.open("wb") as f:
+                            for chunk in r.iter_bytes():
+                                f.write(chunk)
+                        os.replace(part, dest)
+                        return dest
+            except httpx.TransportError as e:
+                delay = _download_delay(retry, attempt, None, e)
+                if delay is None:
+                    raise UnavailableError(0, "unreachable", f"GET {url}: {e}") from e
+            attempt += 1
+            time.sleep(delay)
     finally:
         part.unlink(missing_ok=True)
-    return dest
 
 
-async def download_async(http: httpx.AsyncClient, url: str, dest: Path) -> Path:
+async def download_async(http: httpx.AsyncClient, retry: Retry, url: str, dest: Path) -> Path:
     """``download_sync``, awaited (the file is written in a thread)."""
     await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     part = _partial(dest)
+    attempt = 0
     try:
-        async with http.stream("GET", url, timeout=httpx.Timeout(30.0, read=TRANSFER_S)) as r:
-            if not r.is_success:
-                await r.aread()
-                raise error_from(r)
-            f = await asyncio.to_thread(part.open, "wb")
+        while True:
+            timeout = httpx.Timeout(30.0, read=TRANSFER_S)
             try:
-                async for chunk in r.aiter_bytes():
-                    await asyncio.to_thread(f.write, chunk)
-            finally:
-                f.close()
-        await asyncio.to_thread(os.replace, part, dest)
+                async with http.stream("GET", url, timeout=timeout) as r:
+                    if not r.is_success:
+                        await r.aread()
+                        delay = _download_delay(retry, attempt, r, None)
+                        if delay is None:
+                            raise error_from(r)
+                    else:
+                        f = await asyncio.to_thread(part.open, "wb")
+                        try:
+                            async for chunk in r.aiter_bytes():
+                                await asyncio.to_thread(f.write, chunk)
+                        finally:
+                            f.close()
+                        await asyncio.to_thread(os.replace, part, dest)
+                        return dest
+            except httpx.TransportError as e:
+                delay = _download_delay(retry, attempt, None, e)
+                if delay is None:
+                    raise UnavailableError(0, "unreachable", f"GET {url}: {e}") from e
+            attempt += 1
+            await asyncio.sleep(delay)
     finally:
         await asyncio.to_thread(part.unlink, missing_ok=True)
-    return dest
 
 
 def save_remote(data: bytes, is_dir: bool, dest: Path) -> Path:

@@ -382,3 +382,46 @@ async def test_a_killed_desktop_fails_the_step_and_is_recreated(agents: Any) -> 
         ),
     )
     assert again.state == TaskState.SUCCEEDED, again
+
+
+async def test_a_full_cluster_fails_a_new_agent_in_time_instead_of_waiting(
+    agents: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every `desktop` unit taken: creating an agent fails with CapacityError after the
+    schedule timeout (not a wait without end), the attempt is recorded failed, no actor is
+    left holding the name, and once a unit is free the same name can be created."""
+    from actors import NAMESPACE
+    from orchestrator.config import settings
+    from orchestrator.errors import CapacityError
+
+    @ray.remote(num_cpus=0)
+    class Hog:
+        def ping(self) -> int:
+            return 1
+
+    monkeypatch.setenv("ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S", "3")
+    settings.cache_clear()
+    hogs: list[Any] = []
+    try:
+        deadline = time.monotonic() + 30
+        while (free := ray.available_resources().get("desktop", 0)) >= 1:
+            assert time.monotonic() < deadline, "could not take every desktop unit"
+            hog = Hog.options(resources={"desktop": int(free)}).remote()  # type: ignore[attr-defined]
+            hogs.append(hog)
+            await asyncio.wait_for(hog.ping.remote(), timeout=20)
+        t0 = time.monotonic()
+        with pytest.raises(CapacityError, match="no node had a free desktop"):
+            await agents.create("squeezed", role="tester")
+        assert 3 <= time.monotonic() - t0 < 15
+        path = f"{agents.tenant}/squeezed"
+        [info] = [a for a in await agents.runtime.list_agents(agents.tenant) if a.path == path]
+        assert info.status == AgentStatus.FAILED and "free desktop" in (info.error or "")
+        with pytest.raises(ValueError):
+            ray.get_actor(path, namespace=NAMESPACE)
+    finally:
+        for hog in hogs:
+            ray.kill(hog)
+        monkeypatch.delenv("ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S")
+        settings.cache_clear()
+    again = await agents.create("squeezed", role="tester")
+    assert again.status == AgentStatus.IDLE

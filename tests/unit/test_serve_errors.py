@@ -118,3 +118,12 @@ def test_the_openapi_output_schema_has_no_api_key_value(client: TestClient) -> N
     out = schemas["BrainConfig-Output"]["properties"]["api_key"]
     assert out["type"] == "null", out
     assert "password" in json.dumps(schemas["BrainConfig-Input"]["properties"]["api_key"])
+
+
+def test_a_full_cluster_is_503_with_a_longer_retry_after() -> None:
+    from orchestrator.errors import CapacityError
+    from serve_app._errors import _runtime_error
+
+    r = _runtime_error(CapacityError("no node had a free desktop for t/a within 60 s"))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "10"
+    assert json.loads(r.body)["error"]["code"] == "no_capacity"
