@@ -72,7 +72,9 @@ class BrainConfig(_Model):
     base_url: str | None = None
     """API base URL (OpenAI, vLLM, Ollama, a gateway); default ``OPENAI_BASE_URL``."""
     api_key: SecretStr | None = None
-    """API key; default ``OPENAI_API_KEY``. Never logged or stored in records."""
+    """API key; default ``OPENAI_API_KEY``, but only for the environment's own endpoint
+    (``OPENAI_BASE_URL``, else OpenAI's): a brain with another ``base_url`` sends its own key
+    or none. Never logged or stored in records."""
     mode: Literal["chat", "responses"] = "chat"
     """``chat``: Chat Completions with function tools; ``responses``: the computer tool."""
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2

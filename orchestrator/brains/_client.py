@@ -33,8 +33,28 @@ ENV_API_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_MODEL = "ORCHESTRATOR_MODEL"
 
+_OPENAI_URL = "https://api.openai.com/v1"
+"""The openai client's own default endpoint."""
 _LOCAL_KEY = "unused"
 """Sent to servers that need no key (vLLM, Ollama on a base URL), since the client wants one."""
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
+
+
+def _endpoint(config: BrainConfig) -> tuple[str | None, str | None]:
+    """The base URL and key of a brain's model API.
+
+    The environment's key (``OPENAI_API_KEY``) is the operator's: it goes only to the
+    environment's endpoint (``OPENAI_BASE_URL``, else OpenAI's). A brain that names another
+    ``base_url`` (any tenant can) gets its own ``api_key`` or none: never the operator's.
+    """
+    env_url = os.environ.get(ENV_BASE_URL) or None
+    own_key = config.api_key.get_secret_value() if config.api_key else None
+    if config.base_url and not _same_url(config.base_url, env_url or _OPENAI_URL):
+        return config.base_url, own_key
+    return config.base_url or env_url, own_key or os.environ.get(ENV_API_KEY) or None
 
 
 class ModelClient:
@@ -56,9 +76,7 @@ class ModelClient:
         self._on_usage = on_usage
         self._owns_client = client is None
         if client is None:
-            base_url = config.base_url or os.environ.get(ENV_BASE_URL) or None
-            key = config.api_key.get_secret_value() if config.api_key else None
-            key = key or os.environ.get(ENV_API_KEY) or None
+            base_url, key = _endpoint(config)
             if key is None and base_url is None:
                 raise ConfigError(
                     f"no API key for the OpenAI API: set the brain's `api_key` or {ENV_API_KEY}, "

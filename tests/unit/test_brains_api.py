@@ -185,3 +185,27 @@ def test_docstring_examples_run(module: str) -> None:
     name = "orchestrator.brains" + ("" if module == "__init__" else f".{module}")
     failed, _ = doctest.testmod(importlib.import_module(name))
     assert failed == 0
+
+
+async def test_the_operators_key_never_goes_to_a_base_url_a_brain_names(
+    fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any tenant may name a base URL: the environment's key is for the environment's
+    endpoint only (else a tenant could point an agent at its own server and read it)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-operator")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # the operator's gateway
+    fake.add(chat_json(TRIAGE), chat_json(TRIAGE), chat_json(TRIAGE))
+    for config in (
+        BrainConfig(kind="openai", model="m", base_url=fake.base_url),
+        BrainConfig(kind="openai", model="m", base_url=fake.base_url, api_key=SecretStr("own")),
+    ):
+        brain = make_brain(config)
+        await brain.triage(CTX, OBS)
+        await brain.close()
+    # The environment's endpoint named explicitly (another spelling) still gets its key.
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    brain = make_brain(BrainConfig(kind="openai", model="m", base_url=fake.base_url + "/"))
+    await brain.triage(CTX, OBS)
+    await brain.close()
+    sent = [r.headers["authorization"] for r in fake.requests]
+    assert sent == ["Bearer unused", "Bearer own", "Bearer sk-operator"]
