@@ -13,7 +13,7 @@ Example (``examples/web_server.yaml`` is a full one)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,13 +37,28 @@ class Workflow(BaseModel):
     """What it is asked to do."""
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` would let a few hundred bytes expand to gigabytes
+    (a workflow comes from any tenant, over HTTP too)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in a workflow", mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_workflow(source: str | Path) -> Workflow:
     """Parse and validate a workflow file (or YAML text); errors name the bad field."""
     text = Path(source).read_text() if isinstance(source, Path) else source
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"workflow is not valid YAML: {e}") from e
+    except RecursionError:
+        raise ConfigError("workflow is not valid YAML: nested too deeply") from None
     try:
         wf = Workflow.model_validate(data)
     except ValidationError as e:

@@ -266,6 +266,8 @@ async def _workflow_text(request: Request) -> str:
             data = json.loads(raw)
         except ValueError as e:
             raise HTTPException(422, f"malformed JSON body: {e}") from None
+        except RecursionError:
+            raise HTTPException(422, "malformed JSON body: nested too deeply") from None
         try:
             return WorkflowRequest.model_validate(data).yaml
         except ValidationError as e:
@@ -421,8 +423,8 @@ def _routes() -> APIRouter:
         """Create a workflow's top-level agent in the caller's tenant (the file's ``tenant``
         is ignored) and give it the workflow's task."""
         text = await _workflow_text(request)
-        try:
-            wf = load_workflow(text)
+        try:  # in a thread: a large file must not stall the replica's other requests
+            wf = await asyncio.to_thread(load_workflow, text)
         except ConfigError as e:
             raise HTTPException(422, str(e)) from None
         rt = runtime()

@@ -227,6 +227,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(OrchestratorError, runtime)
     app.add_exception_handler(RayError, runtime)
+    # Anything else is a bug: still the one error shape (500, logged), never plain text.
+    app.add_exception_handler(Exception, runtime)
 
 
 class _TooLarge(HTTPException):

@@ -127,3 +127,35 @@ def test_a_full_cluster_is_503_with_a_longer_retry_after() -> None:
     r = _runtime_error(CapacityError("no node had a free desktop for t/a within 60 s"))
     assert r.status_code == 503 and r.headers["Retry-After"] == "10"
     assert json.loads(r.body)["error"]["code"] == "no_capacity"
+
+
+_BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+agent: {name: a, brain: {script: {k: *c}}}
+task: {description: d}
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "says"),
+    [
+        (_BOMB, "text/yaml", "aliases"),
+        ("a: " + "[" * 5000 + "]" * 5000, "text/yaml", "nested too deeply"),
+        ('{"yaml": ' + "[" * 100_000 + "]" * 100_000 + "}", "application/json", "too deeply"),
+    ],
+    ids=["yaml-aliases", "yaml-deep", "json-deep"],
+)
+def test_hostile_workflows_are_422_not_500(
+    client: TestClient, body: str, ctype: str, says: str
+) -> None:
+    r = client.post("/v1/workflows", content=body, headers={**AUTH, "Content-Type": ctype})
+    assert says in _error(r, 422, "invalid_request")
+
+
+def test_an_unexpected_error_is_500_in_the_error_shape() -> None:
+    from serve_app._errors import _runtime_error
+
+    r = _runtime_error(ZeroDivisionError("boom"))
+    assert r.status_code == 500 and json.loads(r.body)["error"]["code"] == "internal"
