@@ -7,6 +7,7 @@ cannot move an unbounded amount of data through the object store.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import tarfile
 import tempfile
@@ -22,6 +23,9 @@ __all__ = ["MAX_READ_BYTES", "read_path", "write_file"]
 
 MAX_READ_BYTES = 256 << 20
 """Largest file or directory tree read at once (256 MiB)."""
+
+_TAR_SLACK = 1 << 20
+"""What the archive of a tree may hold beyond its files' bytes (headers, padding)."""
 
 User = Literal["agent", "root"]
 
@@ -47,7 +51,14 @@ async def read_path(
     desktop's copy does, ``AgentError`` when it is over ``limit`` bytes."""
     with tempfile.TemporaryDirectory(prefix="read-") as tmp:
         local = Path(tmp) / "x"
-        await desktop.download(path, local, user=user)
+        try:  # capped while it arrives: a huge file never lands on this node's disk
+            await desktop.download(path, local, user=user, max_bytes=limit + _TAR_SLACK)
+        except OSError as e:
+            if e.errno == errno.EFBIG:
+                raise AgentError(
+                    f"{path} holds more than the read limit of {limit} bytes"
+                ) from None
+            raise
         size = await asyncio.to_thread(_tree_size, local)
         if size > limit:
             raise AgentError(f"{path} holds {size} bytes, over the read limit of {limit}")

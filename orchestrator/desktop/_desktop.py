@@ -367,10 +367,16 @@ class Desktop:
         await self._shell_session().upload(Path(local), remote, user=user)
 
     async def download(
-        self, remote: str, local: Path | str, *, user: Literal["agent", "root"] = "agent"
+        self,
+        remote: str,
+        local: Path | str,
+        *,
+        user: Literal["agent", "root"] = "agent",
+        max_bytes: int | None = None,
     ) -> None:
-        """Copy a file or directory from the desktop to ``local`` (read as ``user``)."""
-        await self._shell_session().download(remote, Path(local), user=user)
+        """Copy a file or directory from the desktop to ``local`` (read as ``user``); with
+        ``max_bytes``, ``OSError`` (EFBIG) as soon as more would come, nothing written."""
+        await self._shell_session().download(remote, Path(local), user=user, max_bytes=max_bytes)
 
     # ------------------------------------------------------------------ live view
 

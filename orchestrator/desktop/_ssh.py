@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -534,8 +535,10 @@ class ShellSession:
         *,
         user: User = "agent",
         timeout_s: float = TRANSFER_TIMEOUT_S,
+        max_bytes: int | None = None,
     ) -> None:
-        """Copy a file or directory tree from the desktop to ``local``, read as ``user``.
+        """Copy a file or directory tree from the desktop to ``local``, read as ``user``;
+        at most ``max_bytes`` of archive (``OSError`` EFBIG beyond, nothing written).
 
         ``local`` is the path the copy gets; its parents are created; an existing file is
         replaced and a directory merged into an existing one. Links in the tree that point
@@ -552,7 +555,12 @@ class ShellSession:
         command = _as_user(user, ["sh", "-c", _TAR, "sh", _home_relative(remote), follow])
         spool = await asyncio.to_thread(tempfile.TemporaryFile)
         try:
-            status, stderr = await self._transfer(command, timeout_s, receive=spool)
+            try:
+                status, stderr = await self._transfer(
+                    command, timeout_s, receive=spool, receive_limit=max_bytes
+                )
+            except OSError as e:
+                raise OSError(e.errno, f"download of {remote}: {e.strerror}") from None
             if status not in (0, 1):  # GNU tar: 1 means a file changed while it was read
                 raise _transfer_error("download of", remote, status, stderr)
             if status == 1:
@@ -568,8 +576,10 @@ class ShellSession:
         *,
         send: IO[bytes] | None = None,
         receive: IO[bytes] | None = None,
+        receive_limit: int | None = None,
     ) -> tuple[int | None, bytes]:
-        """Run ``command`` streaming ``send`` to its stdin and its stdout into ``receive``."""
+        """Run ``command`` streaming ``send`` to its stdin and its stdout into ``receive``
+        (``OSError`` EFBIG, the command stopped, once more than ``receive_limit`` bytes came)."""
 
         async def open_streams(
             conn: asyncssh.SSHClientConnection,
@@ -589,11 +599,17 @@ class ShellSession:
                             writer.write(chunk)
                             await writer.drain()
                         writer.write_eof()
+                    received = 0
                     while chunk := await reader.read(_CHUNK):
+                        received += len(chunk)
+                        if receive_limit is not None and received > receive_limit:
+                            raise _OverLimit
                         if receive is not None:
                             await asyncio.to_thread(receive.write, chunk)
                     stderr = await stderr_task
                     await chan.wait_closed()
+            except _OverLimit:
+                raise OSError(errno.EFBIG, f"more than {receive_limit} bytes") from None
             except TimeoutError:
                 raise ShellError(f"file transfer did not finish within {timeout_s:g} s") from None
             except (OSError, asyncssh.Error) as e:
@@ -794,6 +810,10 @@ def _within(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
             "download: skipped %s, a link to %s outside the tree", member.name, member.linkname
         )
         return None
+
+
+class _OverLimit(Exception):
+    """A transfer sent more than its limit (internal: raised as ``OSError`` EFBIG)."""
 
 
 def _unpack(spool: IO[bytes], local: Path) -> None:

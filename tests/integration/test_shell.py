@@ -440,6 +440,32 @@ async def test_upload_and_download_a_file(desktop: Desktop, tmp_path: Path, tag:
         await desktop.run(f"rm -rf ~/{tag}")
 
 
+async def test_a_download_past_its_limit_stops_as_it_arrives(
+    desktop: Desktop, tmp_path: Path, tag: str
+) -> None:
+    """A 4 GiB (sparse) file on the desktop, read with a 1 MiB cap: refused within seconds,
+    with nothing of it left on the host (the API's file reads are capped this way)."""
+    import errno
+
+    from actors._files import read_path
+    from orchestrator.errors import AgentError
+
+    await desktop.run(f"mkdir -p ~/{tag} && truncate -s 4G ~/{tag}/big")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            await desktop.download(f"~/{tag}/big", tmp_path / "big", max_bytes=1 << 20)
+        assert e.value.errno == errno.EFBIG and "more than 1048576 bytes" in str(e.value)
+        with pytest.raises(AgentError, match="more than the read limit of 1048576 bytes"):
+            await read_path(desktop, f"~/{tag}", limit=1 << 20)  # a directory holding it
+        assert time.monotonic() - t0 < 20
+        assert list(tmp_path.iterdir()) == []
+        await desktop.run(f"echo hello > ~/{tag}/small")
+        assert await read_path(desktop, f"~/{tag}/small", limit=1 << 20) == (False, b"hello\n")
+    finally:
+        await desktop.run(f"rm -rf ~/{tag}")
+
+
 async def test_upload_and_download_a_tree(desktop: Desktop, tmp_path: Path, tag: str) -> None:
     src = tmp_path / "tree"
     (src / "a" / "b").mkdir(parents=True)
