@@ -35,6 +35,7 @@ from fastapi import (
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from actors import Runtime
 from orchestrator import actions as a
@@ -56,7 +57,16 @@ from ._auth import KeyStore, configure, current_keys, tenant_of
 from ._errors import BodyLimit, error_body, install_error_handlers, validation_message
 from ._files import MAX_UPLOAD_BYTES, UPLOAD_PATH
 from ._files import routes as file_routes
-from ._limit import DEFAULT_MAX_STREAMS, ENV_MAX_STREAMS, ConcurrencyLimit, Slots
+from ._limit import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_STREAMS,
+    ENV_MAX_CONCURRENT,
+    ENV_MAX_STREAMS,
+    RETRY_AFTER_S,
+    ConcurrencyLimit,
+    Slots,
+    env_limit,
+)
 
 __all__ = [
     "ApiDeployment",
@@ -536,11 +546,24 @@ def build_app(keys: KeyStore | None = None) -> FastAPI:
 app = build_app()
 
 
+MAX_ONGOING = (
+    env_limit(ENV_MAX_CONCURRENT, DEFAULT_MAX_CONCURRENT)
+    + env_limit(ENV_MAX_STREAMS, DEFAULT_MAX_STREAMS)
+    + 16  # /healthz and Serve's own health checks
+)
+"""What a replica takes at once: Serve counts open event streams as ongoing requests, so
+its cap must be above the app's own two (requests, streams), which answer 429 in the one
+error shape; were Serve's lower, a few hundred idle streams would stop every replica."""
+
+
 @serve.deployment(
     name="orchestrator-api",
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
-    max_ongoing_requests=64,
+    max_ongoing_requests=MAX_ONGOING,
     max_queued_requests=256,
+    # Past the queue too, Serve's own refusal is a 429 with Retry-After (its default: a
+    # plain 503 without one).
+    backpressure_config=BackpressureConfig(status_code=429, retry_after_s=RETRY_AFTER_S),
     health_check_period_s=10,
     health_check_timeout_s=30,
     logging_config={"enable_access_log": False},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,8 +25,10 @@ __all__ = [
     "ENV_MAX_CONCURRENT",
     "ENV_MAX_STREAMS",
     "RETRY_AFTER_S",
+    "STREAM_PATH",
     "ConcurrencyLimit",
     "Slots",
+    "counted",
     "env_limit",
     "overloaded",
 ]
@@ -38,8 +41,8 @@ DEFAULT_MAX_CONCURRENT = 64
 DEFAULT_MAX_STREAMS = 256
 RETRY_AFTER_S = 1
 
-STREAM_SUFFIX = "/events/stream"
-_EXEMPT = ("/healthz",)
+STREAM_PATH = re.compile(r"/v1/tasks/[^/]+/events/stream")
+_EXEMPT = frozenset({"/healthz"})
 
 
 def env_limit(name: str, default: int) -> int:
@@ -94,6 +97,12 @@ REQUESTS = Slots(ENV_MAX_CONCURRENT, DEFAULT_MAX_CONCURRENT)
 """The requests this process works on (one replica per process)."""
 
 
+def counted(path: str) -> bool:
+    """Whether a request to ``path`` takes one of the replica's request slots (all but
+    exactly ``/healthz`` and the event streams, which have slots of their own)."""
+    return path not in _EXEMPT and STREAM_PATH.fullmatch(path) is None
+
+
 class ConcurrencyLimit:
     """ASGI middleware: at most ``ORCHESTRATOR_API_MAX_CONCURRENT`` requests at once."""
 
@@ -106,7 +115,7 @@ class ConcurrencyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.endswith(_EXEMPT) or path.endswith(STREAM_SUFFIX):
+        if scope["type"] != "http" or not counted(path):
             await self.app(scope, receive, send)
             return
         if not self.slots.try_take():
