@@ -112,7 +112,8 @@ class AgentActor:
 
     def __init__(self, info: AgentInfo) -> None:
         self._actor_name = info.path
-        self.info = info.model_copy(update={"actor": info.path})
+        self._actor_id = ray.get_runtime_context().get_actor_id()
+        self.info = info.model_copy(update={"actor": info.path, "actor_id": self._actor_id})
         self.desktop: Desktop | None = None
         self.children: dict[str, _Child] = {}
         self.tasks: dict[str, TaskInfo] = {}
@@ -151,7 +152,7 @@ class AgentActor:
         """Take on an identity (a pooled agent being hired) and watch the new parent."""
         if self.desktop is None:
             raise AgentError("a pooled agent without a desktop cannot be adopted")
-        self.info = info.model_copy(update={"actor": self._actor_name})
+        self.info = info.model_copy(update={"actor": self._actor_name, "actor_id": self._actor_id})
         await self._set_status(AgentStatus.IDLE)
         self._parent_watch = asyncio.create_task(self._watch_parent(parent_path))
         return self.info

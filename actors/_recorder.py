@@ -27,7 +27,7 @@ from orchestrator.domain import (
 )
 from orchestrator.records import RecordStore, open_store
 
-from ._names import NAMESPACE, RECORDER_NAME
+from ._names import NAMESPACE, RECORDER_NAME, actor_of
 
 __all__ = ["JANITOR_INTERVAL_S", "Recorder", "get_or_create_recorder"]
 
@@ -66,8 +66,6 @@ class Recorder:
 
     async def fail_dead_agents(self) -> list[str]:
         """Mark agents whose actor is gone as failed, with their open tasks; return their ids."""
-        from ._names import NAMESPACE
-
         agents = await asyncio.to_thread(lambda: self._store.list_agents(status=_LIVE))
         dead: list[str] = []
         for info in agents:
@@ -76,44 +74,49 @@ class Recorder:
                 and time.time() - info.created_at < STARTING_GRACE_S
             ):
                 continue
-            try:
-                ray.get_actor(info.actor or info.path, namespace=NAMESPACE)
+            if actor_of(info) is not None:
                 continue
-            except ValueError:
-                pass
             dead.append(info.id)
-            failed = info.model_copy(update={"status": AgentStatus.FAILED, "error": "actor died"})
-            await self._write(self._store.put_agent, failed)
+            await self.close_agent(info.id, AgentStatus.FAILED, "actor died")
+        return dead
+
+    async def close_agent(self, agent_id: str, status: AgentStatus, error: str) -> None:
+        """Record an agent whose actor is gone as ``status`` with ``error``, and fail its
+        open tasks ("agent ... died"), each with its event."""
+        info = await asyncio.to_thread(self._store.get_agent, agent_id)
+        if info is None:
+            return
+        closed = info.model_copy(update={"status": status, "error": error})
+        await self._write(self._store.put_agent, closed)
+        await self._write(
+            self._store.append_event,
+            Event(
+                kind=EventKind.AGENT,
+                agent_id=info.id,
+                data={"status": status.value, "error": error},
+            ),
+        )
+        tasks = await asyncio.to_thread(
+            self._store.list_tasks, agent_id=info.id, state=_OPEN, limit=1000
+        )
+        for t in tasks:
+            gone = t.model_copy(
+                update={
+                    "state": TaskState.FAILED,
+                    "error": f"agent {info.path} died",
+                    "updated_at": time.time(),
+                }
+            )
+            await self._write(self._store.put_task, gone)
             await self._write(
                 self._store.append_event,
                 Event(
-                    kind=EventKind.AGENT,
+                    kind=EventKind.TASK,
                     agent_id=info.id,
-                    data={"status": "failed", "error": "actor died"},
+                    task_id=t.id,
+                    data={"state": "failed", "error": gone.error},
                 ),
             )
-            tasks = await asyncio.to_thread(
-                self._store.list_tasks, agent_id=info.id, state=_OPEN, limit=1000
-            )
-            for t in tasks:
-                gone = t.model_copy(
-                    update={
-                        "state": TaskState.FAILED,
-                        "error": f"agent {info.path} died",
-                        "updated_at": time.time(),
-                    }
-                )
-                await self._write(self._store.put_task, gone)
-                await self._write(
-                    self._store.append_event,
-                    Event(
-                        kind=EventKind.TASK,
-                        agent_id=info.id,
-                        task_id=t.id,
-                        data={"state": "failed", "error": gone.error},
-                    ),
-                )
-        return dead
 
     def _ensure_janitor(self) -> None:
         # Started from the first call rather than __init__ (which has no running loop), so

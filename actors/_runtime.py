@@ -21,13 +21,16 @@ from orchestrator.errors import AgentError, NotFoundError, RecordError
 from orchestrator.records import SQLiteStore
 
 from ._agent import AgentActor, agent_options, failed_agent, start_agent
-from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME
+from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME, actor_of
 from ._pool import WarmPool, get_pool
 from ._recorder import get_or_create_recorder, task_of
 
 __all__ = ["RecorderRef", "Runtime", "init_ray"]
 
 log = logging.getLogger(__name__)
+
+FIRE_TIMEOUT_S = 120.0
+"""How long a fired top-level agent may take to stop its subtree before it is killed."""
 
 
 def init_ray(address: str | None = None, *, desktops: int | None = None) -> None:
@@ -238,10 +241,10 @@ class Runtime:
 
     async def handle(self, agent_id: str, tenant: str | None = None) -> Any:
         info = await self.agent(agent_id, tenant)
-        try:
-            return ray.get_actor(info.actor or info.path, namespace=NAMESPACE)
-        except ValueError:
-            raise NotFoundError(f"agent {agent_id} ({info.path}) is not running") from None
+        handle = actor_of(info)
+        if handle is None:
+            raise NotFoundError(f"agent {agent_id} ({info.path}) is not running")
+        return handle
 
     async def list_agents(self, tenant: str | None = None) -> list[AgentInfo]:
         agents: list[AgentInfo] = await self.recorder.list_agents.remote(tenant=tenant)
@@ -256,11 +259,15 @@ class Runtime:
             return
         handle = await self.handle(agent_id)
         try:
-            await asyncio.wait_for(handle.shutdown.remote(), timeout=120)
-        except (RayActorError, TimeoutError):
-            await self.recorder.put_agent.remote(
-                info.model_copy(update={"status": AgentStatus.STOPPED, "error": "killed"})
+            await asyncio.wait_for(handle.shutdown.remote(), timeout=FIRE_TIMEOUT_S)
+        except (RayActorError, TimeoutError) as e:
+            ray.kill(handle, no_restart=True)
+            why = "died" if isinstance(e, RayActorError) else "did not stop in time"
+            # Its open tasks too: nothing of a killed agent may stay "running" for ever.
+            await self.recorder.close_agent.remote(
+                agent_id, AgentStatus.STOPPED, f"killed: it {why} when fired"
             )
+            return
         ray.kill(handle, no_restart=True)
 
     # ------------------------------------------------------------------ tasks

@@ -125,6 +125,8 @@ class AgentInfo(_Model):
     """The agent that hired it; None for a top-level (user) agent."""
     actor: str | None = None
     """Its Ray actor's name: its path, or its pool name when it was hired warm."""
+    actor_id: str | None = None
+    """Its Ray actor's id (hex): tells its actor from a later agent's of the same name."""
     spec: AgentSpec
     """What it was hired as."""
     status: AgentStatus = AgentStatus.STARTING

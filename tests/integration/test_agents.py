@@ -387,6 +387,32 @@ async def test_fire_cascades_through_the_subtree(agents) -> None:
     assert (await agents.runtime.task(busy.id)).state == TaskState.CANCELLED
 
 
+async def test_a_fired_agents_id_never_reaches_a_later_agent_of_its_name(agents) -> None:
+    """Fire bob, create bob again: the first bob's id is gone for good (404 on every use),
+    not an alias of the new bob; the janitor leaves the new bob alone."""
+    from orchestrator.errors import NotFoundError
+
+    first = await agents.create("bob", role="tester")
+    await agents.runtime.fire(first.id)
+    agents.created.clear()
+    second = await agents.create("bob", role="tester")
+    assert second.path == first.path and second.id != first.id
+    assert second.actor_id and second.actor_id != first.actor_id
+    with pytest.raises(NotFoundError):
+        await agents.runtime.handle(first.id)
+    with pytest.raises(NotFoundError):
+        await agents.runtime.fire(first.id)
+    with pytest.raises(NotFoundError):
+        await agents.runtime.assign(first.id, TaskSpec(description="not for bob 2"))
+    assert second.id not in await agents.runtime.recorder.fail_dead_agents.remote()
+    again = await agents.run(
+        second.id,
+        TaskSpec(description="hi", script={"steps": [{"type": "shell", "command": "echo 2"}]}),
+    )
+    assert again.state == TaskState.SUCCEEDED
+    assert (await agents.runtime.agent(second.id)).status == AgentStatus.IDLE
+
+
 # ---------------------------------------------------------------------- 7. records
 
 
