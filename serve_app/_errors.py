@@ -173,10 +173,16 @@ def _runtime_error(exc: BaseException) -> JSONResponse:
         return _error(422, "invalid_request", validation_message(cause.errors()))
     if isinstance(cause, CapacityError):
         return _error(503, "no_capacity", msg, {"Retry-After": CAPACITY_RETRY_AFTER_S})
-    if isinstance(cause, DockerError | DesktopError):
+    # The engine's and the store's own messages name host paths and addresses: logged
+    # for the operator, never sent to a tenant.
+    if isinstance(cause, DockerError):
+        log.warning("docker error: %s", msg)
+        return _error(503, "desktop_unavailable", "the desktop engine is unavailable", retry)
+    if isinstance(cause, DesktopError):
         return _error(503, "desktop_unavailable", msg, retry)
     if isinstance(cause, RecordError):
-        return _error(503, "records_unavailable", msg, retry)
+        log.warning("records error: %s", msg)
+        return _error(503, "records_unavailable", "the records are unavailable", retry)
     if isinstance(cause, ActorDiedError):
         return _error(409, "agent_gone", "the agent's actor has died")
     if isinstance(cause, RayActorError):

@@ -159,3 +159,17 @@ def test_an_unexpected_error_is_500_in_the_error_shape() -> None:
 
     r = _runtime_error(ZeroDivisionError("boom"))
     assert r.status_code == 500 and json.loads(r.body)["error"]["code"] == "internal"
+
+
+def test_5xx_messages_keep_host_paths_and_addresses_to_the_log() -> None:
+    from orchestrator.errors import DockerUnavailableError, RecordError
+    from serve_app._errors import _runtime_error
+
+    for exc in (
+        RecordError("cannot write /srv/orchestrator/records.sqlite3: disk I/O error"),
+        DockerUnavailableError("no Docker engine at unix:///var/run/docker.sock"),
+    ):
+        r = _runtime_error(exc)
+        body = json.loads(r.body)["error"]
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert "/srv" not in body["message"] and "/var/run" not in body["message"], body
