@@ -241,7 +241,9 @@ class Runtime:
 
     async def handle(self, agent_id: str, tenant: str | None = None) -> Any:
         info = await self.agent(agent_id, tenant)
-        handle = actor_of(info)
+        # A GCS lookup: off the event loop, so that a slow control plane stalls no request
+        # but this one (the API's replicas serve many on one loop).
+        handle = await asyncio.to_thread(actor_of, info)
         if handle is None:
             raise NotFoundError(f"agent {agent_id} ({info.path}) is not running")
         return handle

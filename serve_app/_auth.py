@@ -70,7 +70,18 @@ class KeyStore:
             raise ConfigError(f"bad tenant name in the API key configuration: {tenant!r}")
         if len(digest) != 32:
             raise ConfigError(f"the key digest of tenant {tenant!r} is not sha256")
+        for known, owner in self._entries:
+            if hmac.compare_digest(known, digest):
+                if owner != tenant:  # which tenant would the key be? refuse to guess
+                    raise ConfigError(
+                        f"the same API key is configured for tenants {owner!r} and {tenant!r}"
+                    )
+                return
         self._entries.append((digest, tenant))
+
+    def _merge(self, other: KeyStore) -> None:
+        for digest, tenant in other._entries:
+            self._add(tenant, digest)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -117,14 +128,14 @@ class KeyStore:
         store = cls()
         inline = os.environ.get(ENV_KEYS, "")
         if inline.strip():
-            store._entries += cls.parse(inline, separators=",", where=ENV_KEYS)._entries
+            store._merge(cls.parse(inline, separators=",", where=ENV_KEYS))
         path = keys_file or os.environ.get(ENV_KEYS_FILE)
         if path:
             try:
                 text = Path(path).read_text(encoding="utf-8")
             except OSError as e:
                 raise ConfigError(f"cannot read the API key file {path}: {e.strerror}") from None
-            store._entries += cls.parse(text, separators="\n", where=f"file {path}")._entries
+            store._merge(cls.parse(text, separators="\n", where=f"file {path}"))
         if not store:
             log.warning(
                 "no API keys configured (%s, %s): every request is refused", ENV_KEYS, ENV_KEYS_FILE

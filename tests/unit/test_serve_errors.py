@@ -173,3 +173,27 @@ def test_5xx_messages_keep_host_paths_and_addresses_to_the_log() -> None:
         body = json.loads(r.body)["error"]
         assert r.status_code == 503 and "Retry-After" in r.headers
         assert "/srv" not in body["message"] and "/var/run" not in body["message"], body
+
+
+def test_one_key_for_two_tenants_is_refused(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    from pathlib import Path
+
+    from orchestrator.errors import ConfigError
+
+    key = "shared-key-0123456789"
+    with pytest.raises(
+        ConfigError, match="same API key is configured for tenants 'a' and 'b'"
+    ) as e:
+        KeyStore.parse(f"a:{key}\nb:{key}")
+    assert key not in str(e.value)  # the message names the tenants, never the key
+    # Across the environment and the file too, also when one of them holds the digest.
+    keys_file = Path(str(tmp_path)) / "keys"
+    keys_file.write_text(f"b:sha256:{hashlib.sha256(key.encode()).hexdigest()}\n")
+    monkeypatch.setenv("ORCHESTRATOR_API_KEYS", f"a:{key}")
+    with pytest.raises(ConfigError, match="same API key"):
+        KeyStore.from_env(str(keys_file))
+    # The same key twice for one tenant is just the one key.
+    assert len(KeyStore.parse(f"a:{key}\na:{key}")) == 1
