@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -21,6 +21,7 @@ from ..domain import (
     EventKind,
     TaskInfo,
     TaskSpec,
+    TaskState,
 )
 from ._client import POLL_MAX_S, POLL_MIN_S
 from ._errors import ApiError
@@ -41,6 +42,7 @@ from ._progress import Progress
 from ._stream import download_async, events_async, save_remote, upload_files
 from ._views import AgentView, TaskView
 
+T = TypeVar("T")
 __all__ = ["AsyncAgent", "AsyncClient", "AsyncTask"]
 
 
@@ -66,9 +68,13 @@ class AsyncClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.retry = retry or Retry()
-        self._http = http or httpx.AsyncClient(
-            base_url=self.url, headers=headers(api_key), timeout=timeout
-        )
+        self._owns_http = http is None
+        if http is None:
+            http = httpx.AsyncClient(base_url=self.url, headers=headers(api_key), timeout=timeout)
+        else:  # a client of the caller's (its transport, proxies): aimed at this API
+            http.base_url = httpx.URL(self.url)
+            http.headers.update(headers(api_key))
+        self._http = http
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.url!r})"
@@ -85,9 +91,11 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Close the connections (a client passed as ``http`` stays the caller's to close)."""
+        if self._owns_http:
+            await self._http.aclose()
 
-    async def call(self, call: Call[Any]) -> Any:
+    async def call(self, call: Call[T]) -> T:
         """Send one ``Call`` (retrying 429/503); its value, or its error raised."""
         return await send_async(self._http, self.retry, call)
 
@@ -124,10 +132,17 @@ class AsyncClient:
         return AsyncTask(self, await self.call(calls.task(task_id)))
 
     async def tasks(
-        self, *, state: str | None = None, agent_id: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | str | None = None,
+        agent_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[AsyncTask]:
-        """This tenant's tasks, newest first."""
-        return [AsyncTask(self, t) for t in await self.call(calls.tasks(state, agent_id, limit))]
+        """This tenant's tasks, newest first (``offset``/``limit`` to page; at most 1000)."""
+        return [
+            AsyncTask(self, t) for t in await self.call(calls.tasks(state, agent_id, limit, offset))
+        ]
 
     async def stats(self) -> dict[str, dict[str, int]]:
         """This tenant's agents by status and tasks by state."""
@@ -186,6 +201,12 @@ class AsyncAgent(AgentView):
         """Give the agent a task (a description or a ``TaskSpec``); returns it pending."""
         spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
         return AsyncTask(self.client, await self.client.call(calls.assign(self.id, spec)))
+
+    async def live_view(self) -> str:
+        """A noVNC link (on the API's machine, 127.0.0.1) to watch the desktop live; it holds
+        the desktop's VNC password: share it as you would the password."""
+        url: str = await self.client.call(calls.live_view(self.id))
+        return url
 
     async def screenshot(
         self, format: Literal["png", "jpeg"] = "png", quality: int = 85
@@ -294,14 +315,23 @@ class AsyncTask(TaskView):
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = Progress(self.id, self.info.spec.step_budget, enabled=progress)
         cursor, steps, pause = 0, 0, POLL_MIN_S
+        finished: set[str] = set()
         try:
             while True:
                 await self.refresh()
+                subtasks = None
                 if progress:
                     page = await self.events_page(cursor, 1000)
                     steps += sum(e.kind == EventKind.STEP for e in page.events)
                     cursor = page.next_after_seq
-                bar.update(self.state.value, steps)
+                    for sid in self.info.subtask_ids:
+                        if (
+                            sid not in finished
+                            and (await self.client.call(calls.task(sid))).state.done
+                        ):
+                            finished.add(sid)
+                    subtasks = (len(finished), len(self.info.subtask_ids))
+                bar.update(self.state.value, steps, subtasks)
                 if self.done:
                     return self
                 if deadline is not None and time.monotonic() + pause > deadline:

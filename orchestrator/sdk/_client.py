@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -19,6 +19,7 @@ from ..domain import (
     EventKind,
     TaskInfo,
     TaskSpec,
+    TaskState,
 )
 from ._errors import ApiError
 from ._http import (
@@ -38,6 +39,7 @@ from ._progress import Progress
 from ._stream import download_sync, events_sync, save_remote, upload_files
 from ._views import AgentView, TaskView
 
+T = TypeVar("T")
 __all__ = ["Agent", "Client", "Task"]
 
 POLL_MIN_S = 0.2
@@ -66,9 +68,13 @@ class Client:
     ) -> None:
         self.url = url.rstrip("/")
         self.retry = retry or Retry()
-        self._http = http or httpx.Client(
-            base_url=self.url, headers=headers(api_key), timeout=timeout
-        )
+        self._owns_http = http is None
+        if http is None:
+            http = httpx.Client(base_url=self.url, headers=headers(api_key), timeout=timeout)
+        else:  # a client of the caller's (its transport, proxies): aimed at this API
+            http.base_url = httpx.URL(self.url)
+            http.headers.update(headers(api_key))
+        self._http = http
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -85,9 +91,11 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Close the connections (a client passed as ``http`` stays the caller's to close)."""
+        if self._owns_http:
+            self._http.close()
 
-    def call(self, call: Call[Any]) -> Any:
+    def call(self, call: Call[T]) -> T:
         """Send one ``Call`` (retrying 429/503); its value, or its error raised."""
         return send_sync(self._http, self.retry, call)
 
@@ -129,10 +137,15 @@ class Client:
         return Task(self, self.call(calls.task(task_id)))
 
     def tasks(
-        self, *, state: str | None = None, agent_id: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | str | None = None,
+        agent_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[Task]:
-        """This tenant's tasks, newest first."""
-        return [Task(self, t) for t in self.call(calls.tasks(state, agent_id, limit))]
+        """This tenant's tasks, newest first (``offset``/``limit`` to page; at most 1000)."""
+        return [Task(self, t) for t in self.call(calls.tasks(state, agent_id, limit, offset))]
 
     def stats(self) -> dict[str, dict[str, int]]:
         """This tenant's agents by status and tasks by state."""
@@ -200,6 +213,12 @@ class Agent(AgentView):
         """
         spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
         return Task(self.client, self.client.call(calls.assign(self.id, spec)))
+
+    def live_view(self) -> str:
+        """A noVNC link (on the API's machine, 127.0.0.1) to watch the desktop live; it holds
+        the desktop's VNC password: share it as you would the password."""
+        url: str = self.client.call(calls.live_view(self.id))
+        return url
 
     def screenshot(self, format: Literal["png", "jpeg"] = "png", quality: int = 85) -> Screenshot:
         """The screen now, encoded (``bytes``; shown inline in Jupyter)."""
@@ -304,21 +323,28 @@ class Task(TaskView):
     def wait(self, timeout: float | None = None, progress: bool = True) -> Task:
         """Poll (with backoff) until the task is finished; returns itself.
 
-        Shows a progress bar of its steps (``tqdm.auto`` when installed, else a status line
-        on stderr); raises ``TimeoutError`` after ``timeout`` seconds. A failed task is
-        returned, not raised: look at ``state`` and ``error``.
+        Shows a progress bar (``tqdm.auto``; a status line on stderr without tqdm) of its
+        steps, or of its subtasks done once it delegated; raises ``TimeoutError`` after
+        ``timeout`` seconds. A failed task is returned, not raised: look at ``state`` and
+        ``error``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = Progress(self.id, self.info.spec.step_budget, enabled=progress)
         cursor, steps, pause = 0, 0, POLL_MIN_S
+        finished: set[str] = set()
         try:
             while True:
                 self.refresh()
+                subtasks = None
                 if progress:
                     page = self.events_page(cursor, 1000)
                     steps += sum(e.kind == EventKind.STEP for e in page.events)
                     cursor = page.next_after_seq
-                bar.update(self.state.value, steps)
+                    for sid in self.info.subtask_ids:
+                        if sid not in finished and (self.client.call(calls.task(sid))).state.done:
+                            finished.add(sid)
+                    subtasks = (len(finished), len(self.info.subtask_ids))
+                bar.update(self.state.value, steps, subtasks)
                 if self.done:
                     return self
                 if deadline is not None and time.monotonic() + pause > deadline:

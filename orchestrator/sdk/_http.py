@@ -16,7 +16,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from ..actions import Action, ActionResult, CommandResult, parse_action
-from ..domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec
+from ..domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec, TaskState
 from ._errors import UnavailableError, error_from
 
 __all__ = ["Call", "EventPage", "RemoteFile", "Retry", "Screenshot", "calls"]
@@ -407,13 +407,19 @@ class calls:  # noqa: N801 - a namespace of call builders
         return Call("POST", path, _model(CommandResult), body=body, timeout=timeout_s + 30)
 
     @staticmethod
-    def tasks(state: str | None, agent_id: str | None, limit: int) -> Call[list[TaskInfo]]:
-        params: dict[str, Any] = {"limit": limit}
+    def tasks(
+        state: TaskState | str | None, agent_id: str | None, limit: int, offset: int = 0
+    ) -> Call[list[TaskInfo]]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
         if state:
-            params["state"] = state
+            params["state"] = TaskState(state).value
         if agent_id:
             params["agent_id"] = agent_id
         return Call("GET", "/v1/tasks", lambda r: _TASKS.validate_json(r.content), params=params)
+
+    @staticmethod
+    def live_view(agent_id: str) -> Call[str]:
+        return Call("GET", f"/v1/agents/{agent_id}/live-view", lambda r: str(r.json()["url"]))
 
     @staticmethod
     def stats() -> Call[dict[str, dict[str, int]]]:

@@ -155,6 +155,20 @@ def test_screenshot_actions_and_shell(desk: Agent) -> None:
     assert desk.shell("id -un", user="root").stdout.strip() == "root"
 
 
+def test_live_view_link_and_task_pages(server: Server, desk: Agent) -> None:
+    url = desk.live_view()
+    assert url.startswith("http://127.0.0.1:") and "#" in url  # the password: a fragment
+    page = httpx.get(url.split("#")[0], timeout=10)
+    assert page.status_code == 200 and "novnc" in page.text.lower()
+    desk.assign("echo", script=ECHO).wait(progress=False)
+    desk.assign("echo", script=ECHO).wait(progress=False)
+    with server.client() as c:
+        first = c.tasks(state=TaskState.SUCCEEDED, agent_id=desk.id, limit=1)
+        second = c.tasks(state="succeeded", agent_id=desk.id, limit=1, offset=1)
+        assert len(first) == len(second) == 1 and first[0].id != second[0].id
+        assert first[0].info.created_at >= second[0].info.created_at  # newest first
+
+
 def test_errors_are_typed(server: Server, desk: Agent) -> None:
     with server.client() as c:
         with pytest.raises(NotFoundError) as nf:

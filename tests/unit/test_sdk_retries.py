@@ -226,3 +226,18 @@ def test_workflow_text_of_long_text_and_missing_files(tmp_path: Path) -> None:
     assert workflow_text(one_line) == one_line
     with pytest.raises(FileNotFoundError):
         workflow_text(str(tmp_path / "missing.yaml"))
+
+
+def test_a_callers_http_client_is_aimed_at_the_api_and_left_open(server: Scripted) -> None:
+    seen: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        seen.append(request.headers.get("authorization", ""))
+
+    http = httpx.Client(event_hooks={"request": [record]})
+    server.on("/v1/tasks/task-1", answer(200, _task()))
+    with Client(server.url, "caller-key", retry=FAST, http=http) as c:
+        assert c.task("task-1").state is TaskState.SUCCEEDED
+    assert seen == ["Bearer caller-key"]
+    assert not http.is_closed  # the caller's to close
+    http.close()
