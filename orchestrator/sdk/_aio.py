@@ -296,7 +296,9 @@ class AsyncTask(TaskView):
                 return
 
     def stream(self, after_seq: int = 0) -> AsyncIterator[Event]:
-        """The task's events as they are recorded (see ``Task.stream``)."""
+        """The task's events as they are recorded (see ``Task.stream``). To stop early,
+        iterate inside ``contextlib.aclosing(task.stream())``: the connection (and its slot
+        on the server) is then given back at once, not when the generator is collected."""
         return events_async(self.client._http, self.client.retry, self.id, after_seq)
 
     async def download_artifacts(self, dest: str | Path | None = None) -> Path:
