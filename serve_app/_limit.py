@@ -115,6 +115,9 @@ class ConcurrencyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # an app under a route prefix: its own path
+            path = path[len(root) :]
         if scope["type"] != "http" or not counted(path):
             await self.app(scope, receive, send)
             return
