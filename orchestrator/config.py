@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RAY_CLUSTER_ENV", "Settings", "settings"]
+__all__ = ["RAY_CLUSTER_ENV", "Settings", "check_model_url", "settings"]
 
 
 def _default_runtime_dir() -> Path:
@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     """How long a new agent may wait for a node with a free ``desktop`` unit before its
     creation or hire fails with ``CapacityError`` (instead of waiting without end)."""
 
+    model_base_urls: str | None = None
+    """Comma-separated model API base URLs a brain may name besides ``OPENAI_BASE_URL``
+    (unset: any). On a shared cluster, set it: a brain's ``base_url`` makes the agent's node
+    send requests there."""
+
+    def model_url_allowed(self, url: str) -> bool:
+        """Whether a brain may send model requests to ``url`` (see ``model_base_urls``)."""
+        if self.model_base_urls is None:
+            return True
+        listed = [*self.model_base_urls.split(","), os.environ.get("OPENAI_BASE_URL", "")]
+        allowed = {u.strip().rstrip("/").lower() for u in listed} - {""}
+        return url.strip().rstrip("/").lower() in allowed
+
     display_base: int = 100
     """First X display number used for host-side symlinks to desktops' X sockets."""
 
@@ -57,6 +70,17 @@ class Settings(BaseSettings):
 def settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def check_model_url(url: str) -> None:
+    """``ConfigError`` unless ``ORCHESTRATOR_MODEL_BASE_URLS`` lets a brain name ``url``."""
+    from .errors import ConfigError
+
+    if not settings().model_url_allowed(url):
+        raise ConfigError(
+            f"brain.base_url {url!r} is not one of the model APIs this cluster allows "
+            "(ORCHESTRATOR_MODEL_BASE_URLS)"
+        )
 
 
 RAY_CLUSTER_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}

@@ -39,6 +39,7 @@ from ray.serve.config import BackpressureConfig
 
 from actors import Runtime
 from orchestrator import actions as a
+from orchestrator.config import check_model_url
 from orchestrator.domain import (
     AgentInfo,
     AgentSpec,
@@ -267,6 +268,12 @@ def _open_stream(rt: Runtime, task_id: str, after_seq: int) -> StreamingResponse
     )
 
 
+def _check_brain(spec: AgentSpec) -> None:
+    """422 before anything starts when the brain names a model API the cluster refuses."""
+    if spec.brain.base_url is not None:
+        check_model_url(spec.brain.base_url)  # ConfigError: 422 naming the field
+
+
 async def _workflow_text(request: Request) -> str:
     """The YAML text of a workflow request: a ``text/yaml`` body or JSON ``{"yaml": ...}``."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -328,6 +335,7 @@ def _routes() -> APIRouter:
     @r.post("/agents", status_code=201, tags=["agents"])
     async def create_agent(tenant: Tenant, spec: AgentSpec) -> AgentInfo:
         """Create a top-level agent with its desktop; answers once it is ready."""
+        _check_brain(spec)
         return await runtime().create_agent(tenant, spec)
 
     @r.get("/agents", tags=["agents"])
@@ -347,6 +355,7 @@ def _routes() -> APIRouter:
     @r.post("/agents/{agent_id}/children", status_code=201, tags=["agents"])
     async def hire(tenant: Tenant, agent_id: str, spec: AgentSpec) -> AgentInfo:
         """Hire a child of this agent (its own actor and desktop)."""
+        _check_brain(spec)
         handle = await runtime().handle(agent_id, tenant)
         info: AgentInfo = await handle.hire.remote(spec)
         return info
@@ -437,6 +446,7 @@ def _routes() -> APIRouter:
             wf = await asyncio.to_thread(load_workflow, text)
         except ConfigError as e:
             raise HTTPException(422, str(e)) from None
+        _check_brain(wf.agent)
         rt = runtime()
         agent = await rt.create_agent(tenant, wf.agent)
         try:

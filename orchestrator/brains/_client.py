@@ -22,6 +22,7 @@ from typing import Any, cast
 import openai
 from openai.types.chat import ChatCompletion
 
+from ..config import check_model_url
 from ..domain import BrainConfig, TokenUsage
 from ..errors import BrainError, ConfigError
 
@@ -53,6 +54,7 @@ def _endpoint(config: BrainConfig) -> tuple[str | None, str | None]:
     env_url = os.environ.get(ENV_BASE_URL) or None
     own_key = config.api_key.get_secret_value() if config.api_key else None
     if config.base_url and not _same_url(config.base_url, env_url or _OPENAI_URL):
+        check_model_url(config.base_url)
         return config.base_url, own_key
     return config.base_url or env_url, own_key or os.environ.get(ENV_API_KEY) or None
 

@@ -197,3 +197,20 @@ def test_one_key_for_two_tenants_is_refused(
         KeyStore.from_env(str(keys_file))
     # The same key twice for one tenant is just the one key.
     assert len(KeyStore.parse(f"a:{key}\na:{key}")) == 1
+
+
+def test_a_brain_naming_a_refused_model_api_is_422_before_anything_starts(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.config import settings
+
+    monkeypatch.setenv("ORCHESTRATOR_MODEL_BASE_URLS", "https://gw.example/v1")
+    settings.cache_clear()
+    try:
+        spec = {"name": "a", "brain": {"kind": "openai", "base_url": "http://10.0.0.1/v1"}}
+        for path in ("/v1/agents", "/v1/agents/agent-0000000000/children"):
+            r = client.post(path, json=spec, headers=AUTH)
+            assert "ORCHESTRATOR_MODEL_BASE_URLS" in _error(r, 422, "invalid_request")
+    finally:
+        monkeypatch.delenv("ORCHESTRATOR_MODEL_BASE_URLS")
+        settings.cache_clear()
