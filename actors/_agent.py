@@ -60,6 +60,7 @@ def _cause(e: BaseException) -> str:
 
 
 def failed_agent(info: AgentInfo, error: Exception) -> AgentInfo:
+    """The record of an agent that failed to start, with the reason."""
     return info.model_copy(
         update={"status": AgentStatus.FAILED, "error": f"failed to start: {error}"[:2000]}
     )
