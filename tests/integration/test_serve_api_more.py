@@ -343,7 +343,11 @@ def test_over_the_concurrency_limit_is_429_not_a_hang(
                 r = c.get("/v1/agents")
                 return r if r.status_code == 429 else None
 
-            r = until(refused, timeout_s=5, what="429 while the slot is held")
+            try:
+                r = until(refused, timeout_s=5, what="429 while the slot is held")
+            except AssertionError as e:  # say what the request holding the slot got
+                holder.join(timeout=30)
+                raise AssertionError(f"{e}; the holder got {[(x, x.text) for x in slow]}") from e
             assert "too many concurrent requests" in _error(r, 429, "too_many_requests")
             assert int(r.headers["Retry-After"]) >= 1
             assert c.get("/healthz").status_code == 200  # liveness is not counted
