@@ -175,7 +175,7 @@ def desktops_reap() -> None:
     """Remove desktops whose owner (process or agent) is gone."""
     from .desktop import reap
 
-    names = reap()
+    names = reap(min_age_s=0)
     click.echo(
         f"removed {len(names)} orphaned desktop(s)" + (": " + ", ".join(names) if names else "")
     )

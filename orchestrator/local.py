@@ -477,7 +477,7 @@ def _reap_desktops() -> list[str]:
     from .desktop import reap
 
     try:
-        return reap()
+        return reap(min_age_s=0)
     except OrchestratorError:
         return []  # no Docker engine: there are no desktops to remove either
 

@@ -10,6 +10,8 @@ import logging
 import os
 import shutil
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .._docker import client, translate_errors
@@ -27,14 +29,25 @@ _started = False
 _started_lock = threading.Lock()
 
 
-def reap() -> list[str]:
-    """Remove every desktop container whose owner is gone; return their names."""
+REAP_GRACE_S = 15.0
+"""Background sweeps leave containers younger than this alone: one may still be starting
+for a process that will not own it (a test's deliberate orphan, a hand-over), and the
+sweeps of other processes on the node must not take it from under its start."""
+
+
+def reap(min_age_s: float = REAP_GRACE_S) -> list[str]:
+    """Remove every desktop container whose owner is gone (and that is at least
+    ``min_age_s`` old: 0 for everything, as ``orchestrator desktops reap`` does); return
+    their names."""
     with translate_errors("listing desktop containers"):
         containers = client().containers.list(all=True, filters={"label": _container.LABEL})
     removed: list[str] = []
+    now = time.time()
     for c in containers:
         owner = c.labels.get("orchestrator.owner", "")
         if owner and owner_is_alive(owner):
+            continue
+        if min_age_s > 0 and now - _created(c.attrs.get("Created", "")) < min_age_s:
             continue
         log.info("reaping desktop %s (owner %s is gone)", c.name, owner or "unknown")
         _container.remove(c.id)
@@ -44,6 +57,16 @@ def reap() -> list[str]:
             shutil.rmtree(sockdir, ignore_errors=True)
         removed.append(c.name)
     return removed
+
+
+def _created(stamp: str) -> float:
+    """Docker's ``Created`` (RFC 3339, nanoseconds) as epoch seconds; 0 when unreadable."""
+    try:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        when = datetime.fromisoformat(head).replace(tzinfo=UTC)
+        return when.timestamp() + (float(f"0.{frac}") if frac.isdigit() else 0.0)
+    except ValueError:
+        return 0.0
 
 
 def _is_ours(path: Path) -> bool:

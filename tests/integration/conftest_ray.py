@@ -88,7 +88,7 @@ def _reap_quietly() -> None:
     from orchestrator.desktop import reap
 
     try:
-        reap()
+        reap(min_age_s=0)
     except Exception:  # noqa: BLE001 - best effort at the end of the session
         pass
 

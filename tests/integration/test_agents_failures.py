@@ -274,7 +274,7 @@ async def killed_manager(ray_session: Any) -> AsyncIterator[KilledManager]:
         # clean up whatever the runtime left behind, once the tests have looked
         from orchestrator.desktop import reap
 
-        await asyncio.to_thread(reap)
+        await asyncio.to_thread(reap, 0)
         for path in kit.named_actors() & {boss.path, f"{boss.path}/spare", f"{boss.path}/sleeper"}:
             ray.kill(kit.actor(path))
 

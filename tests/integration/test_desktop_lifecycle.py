@@ -140,7 +140,8 @@ async def test_reaper_removes_desktops_whose_owner_is_gone(desktop_image: str) -
     orphan = await Desktop.start(DesktopSpec(image=desktop_image), owner=dead_owner)
     alive = await Desktop.start(DesktopSpec(image=desktop_image))
     try:
-        removed = await asyncio.to_thread(reap)
+        assert orphan.container_name not in await asyncio.to_thread(reap)  # too young
+        removed = await asyncio.to_thread(reap, 0)
         assert orphan.container_name in removed
         assert alive.container_name not in removed
         names = {c.name for c in client().containers.list(all=True)}

@@ -93,3 +93,11 @@ def test_spec_rejects_nonsense_with_clear_errors() -> None:
     with pytest.raises(ValidationError, match="extra"):
         DesktopSpec(privileged=True)  # type: ignore[call-arg]
     assert DesktopSpec().width == 1280 and DesktopSpec().height == 800
+
+
+def test_docker_created_stamps_parse_to_epoch_seconds() -> None:
+    from orchestrator.desktop._reaper import _created
+
+    assert _created("2026-12-01T21:00:47.539694814Z") == pytest.approx(1796158847.539694814)
+    assert _created("2026-12-01T21:00:47Z") == 1796158847.0
+    assert _created("") == 0.0 and _created("not a time") == 0.0
