@@ -154,6 +154,12 @@ class Retry:
                 return None
         return float(min(self.backoff_s * 2**attempt, self.max_wait_s))
 
+    def after(self, outcome: httpx.Response | httpx.TransportError, attempt: int) -> float | None:
+        """``delay`` for an answer, ``transport_delay`` for a request that got none."""
+        if isinstance(outcome, httpx.TransportError):
+            return self.transport_delay(outcome, attempt)
+        return self.delay(outcome, attempt)
+
     def delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before trying again, or None to give up (or not retry).
 
@@ -217,25 +223,34 @@ def unavailable(call: Call[Any], error: httpx.TransportError) -> UnavailableErro
     return UnavailableError(0, "unreachable", f"{call.method} {call.path}{maybe}: {what}: {error}")
 
 
+def _request(http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> dict[str, Any]:
+    return {
+        "method": call.method,
+        "url": call.path,
+        "params": call.params,
+        "timeout": _timeout(http, call),
+        **call.request_args(),
+    }
+
+
+def _settle(call: Call[T], outcome: httpx.Response | httpx.TransportError) -> T:
+    """The call's value from its last outcome, or its error raised."""
+    if isinstance(outcome, httpx.TransportError):
+        raise unavailable(call, outcome) from outcome
+    return finish(call, outcome)
+
+
 def send_sync(http: httpx.Client, retry: Retry, call: Call[T]) -> T:
     attempt = 0
     while True:
+        outcome: httpx.Response | httpx.TransportError
         try:
-            r = http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                timeout=_timeout(http, call),
-                **call.request_args(),
-            )
+            outcome = http.request(**_request(http, call))
         except httpx.TransportError as e:
-            delay = retry.transport_delay(e, attempt) if call.retry else None
-            if delay is None:
-                raise unavailable(call, e) from e
-        else:
-            delay = retry.delay(r, attempt) if call.retry else None
-            if delay is None:
-                return finish(call, r)
+            outcome = e
+        delay = retry.after(outcome, attempt) if call.retry else None
+        if delay is None:
+            return _settle(call, outcome)
         attempt += 1
         time.sleep(delay)
 
@@ -243,22 +258,14 @@ def send_sync(http: httpx.Client, retry: Retry, call: Call[T]) -> T:
 async def send_async(http: httpx.AsyncClient, retry: Retry, call: Call[T]) -> T:
     attempt = 0
     while True:
+        outcome: httpx.Response | httpx.TransportError
         try:
-            r = await http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                timeout=_timeout(http, call),
-                **call.request_args(),
-            )
+            outcome = await http.request(**_request(http, call))
         except httpx.TransportError as e:
-            delay = retry.transport_delay(e, attempt) if call.retry else None
-            if delay is None:
-                raise unavailable(call, e) from e
-        else:
-            delay = retry.delay(r, attempt) if call.retry else None
-            if delay is None:
-                return finish(call, r)
+            outcome = e
+        delay = retry.after(outcome, attempt) if call.retry else None
+        if delay is None:
+            return _settle(call, outcome)
         attempt += 1
         await asyncio.sleep(delay)
 

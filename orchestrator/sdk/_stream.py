@@ -163,15 +163,6 @@ def _partial(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part")
 
 
-def _download_delay(
-    retry: Retry, attempt: int, response: httpx.Response | None, error: Exception | None
-) -> float | None:
-    """Before any byte is written: how long to wait before trying the download again."""
-    if isinstance(error, httpx.TransportError):
-        return retry.transport_delay(error, attempt)
-    return retry.delay(response, attempt) if response is not None else None
-
-
 def download_sync(http: httpx.Client, retry: Retry, url: str, dest: Path) -> Path:
     """GET ``url`` into the file ``dest`` (written whole or not at all); 429/503 and a
     failed connection are retried as every GET is."""
@@ -184,7 +175,7 @@ def download_sync(http: httpx.Client, retry: Retry, url: str, dest: Path) -> Pat
                 with http.stream("GET", url, timeout=httpx.Timeout(30.0, read=TRANSFER_S)) as r:
                     if not r.is_success:
                         r.read()
-                        delay = _download_delay(retry, attempt, r, None)
+                        delay = retry.after(r, attempt)
                         if delay is None:
                             raise error_from(r)
                     else:
@@ -194,7 +185,7 @@ def download_sync(http: httpx.Client, retry: Retry, url: str, dest: Path) -> Pat
                         os.replace(part, dest)
                         return dest
             except httpx.TransportError as e:
-                delay = _download_delay(retry, attempt, None, e)
+                delay = retry.after(e, attempt)
                 if delay is None:
                     raise UnavailableError(0, "unreachable", f"GET {url}: {e}") from e
             attempt += 1
@@ -215,7 +206,7 @@ async def download_async(http: httpx.AsyncClient, retry: Retry, url: str, dest: 
                 async with http.stream("GET", url, timeout=timeout) as r:
                     if not r.is_success:
                         await r.aread()
-                        delay = _download_delay(retry, attempt, r, None)
+                        delay = retry.after(r, attempt)
                         if delay is None:
                             raise error_from(r)
                     else:
@@ -228,7 +219,7 @@ async def download_async(http: httpx.AsyncClient, retry: Retry, url: str, dest: 
                         await asyncio.to_thread(os.replace, part, dest)
                         return dest
             except httpx.TransportError as e:
-                delay = _download_delay(retry, attempt, None, e)
+                delay = retry.after(e, attempt)
                 if delay is None:
                     raise UnavailableError(0, "unreachable", f"GET {url}: {e}") from e
             attempt += 1
