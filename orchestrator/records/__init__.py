@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._gc import GcReport
 from ._sqlite import SQLiteStore
 from ._store import MAX_LIMIT, RecordStore
 
-__all__ = ["MAX_LIMIT", "RecordStore", "SQLiteStore", "open_store"]
+__all__ = ["MAX_LIMIT", "GcReport", "RecordStore", "SQLiteStore", "open_store"]
 
 
 def open_store(data_dir: Path | None = None) -> RecordStore:

@@ -75,7 +75,24 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX events_id ON events (event_id)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+def _v3(db: sqlite3.Connection) -> None:
+    """Garbage collection: pinned runs, and which events name which blobs (a blob is removed
+    only once no event names it)."""
+    db.execute(
+        "CREATE TABLE pins (task_id TEXT PRIMARY KEY, pinned_at REAL NOT NULL) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE event_blobs (address TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " PRIMARY KEY (address, seq)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX event_blobs_seq ON event_blobs (seq)")
+    db.execute(
+        "INSERT OR IGNORE INTO event_blobs (address, seq)"
+        " SELECT j.value, e.seq FROM events e, json_each(e.payload, '$.blobs') j"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,6 +9,7 @@ concurrently with writes and with each other.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
 from ..errors import RecordError
 from ._blobs import BlobFiles, address_of, check_address
+from ._gc import Collection, GcReport
 from ._schema import migrate
 from ._store import MAX_LIMIT, RecordStore
 
@@ -326,6 +328,10 @@ class SQLiteStore(RecordStore):
                 (event.id, event.kind.value, event.agent_id, event.task_id, event.at, payload),
             )
             seq = cursor.lastrowid
+            db.executemany(  # what keeps the blobs from garbage collection
+                "INSERT OR IGNORE INTO event_blobs (address, seq) VALUES (?, ?)",
+                [(address, seq) for address in wanted],
+            )
         return event.model_copy(update={"seq": seq})
 
     def events(
@@ -360,7 +366,7 @@ class SQLiteStore(RecordStore):
         if not isinstance(media_type, str) or not 0 < len(media_type) <= 255:
             raise RecordError(f"a blob needs a media type (1 to 255 characters): {media_type!r}")
         address = address_of(data)
-        if self.blob_path(address) is None:
+        if not self._reuse_blob(address):
             # The file is durable before the row that makes it known is committed.
             with self._errors(f"write blob {address}"):
                 self._blobs.write(address, data)
@@ -371,6 +377,22 @@ class SQLiteStore(RecordStore):
                     (address, len(data), media_type, time.time()),
                 )
         return address
+
+    def _reuse_blob(self, address: str) -> bool:
+        """Whether the blob is stored whole already; if so its file's mtime is renewed, under
+        the write lock, so that garbage collection (which takes the same lock and leaves blobs
+        touched within ``BLOB_GRACE_S`` alone) cannot remove it before an event names it.
+
+        A transaction that changes nothing writes nothing: no fsync.
+        """
+        with self._transaction(f"check blob {address}") as db:
+            if db.execute("SELECT 1 FROM blobs WHERE address = ?", (address,)).fetchone():
+                try:
+                    os.utime(self._blobs.path(address))
+                    return True
+                except FileNotFoundError:
+                    return False  # the record without its file: write it again
+        return False
 
     def _blob_row(self, address: str) -> tuple[Any, ...] | None:
         rows = self._rows(
@@ -399,6 +421,68 @@ class SQLiteStore(RecordStore):
         except RecordError:
             return None
         return path if self._blob_row(address) and path.is_file() else None
+
+    # ------------------------------------------------------------------ retention
+
+    def pin_task(self, task_id: str, pinned: bool = True) -> bool:
+        with self._transaction(f"pin task {task_id}") as db:
+            if db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
+                return False
+            if pinned:
+                db.execute(
+                    "INSERT OR IGNORE INTO pins (task_id, pinned_at) VALUES (?, ?)",
+                    (task_id, time.time()),
+                )
+            else:
+                db.execute("DELETE FROM pins WHERE task_id = ?", (task_id,))
+            return True
+
+    def is_pinned(self, task_id: str) -> bool:
+        return bool(self._rows("read a pin", "SELECT 1 FROM pins WHERE task_id = ?", [task_id]))
+
+    def collect_garbage(
+        self,
+        older_than_s: float,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = False,
+        now: float | None = None,
+    ) -> GcReport:
+        if not isinstance(older_than_s, (int, float)) or older_than_s < 0:
+            raise RecordError(f"older_than_s must be a number >= 0, not {older_than_s!r}")
+        now = time.time() if now is None else now
+        with self._errors("collect garbage"), self._write_lock:
+            if self._closed:
+                raise RecordError("the record store is closed")
+            db = self._writer
+            gc = Collection(db, self._blobs, dry_run=dry_run)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                report = gc.plan(now - older_than_s, now)
+                db.execute("ROLLBACK" if dry_run else "COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                gc.undo()
+                raise
+            gc.done()
+            if dry_run:
+                return report
+            if vacuum:
+                before = self._file_bytes()
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                report = report.model_copy(
+                    update={"vacuumed_bytes": max(before - self._file_bytes(), 0)}
+                )
+            else:  # keep the journal small; busy readers just make it a no-op
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return report
+
+    def _file_bytes(self) -> int:
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     # ------------------------------------------------------------------ lifetime
 

@@ -28,6 +28,8 @@ from types import TracebackType
 from typing import Self
 
 from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
+from ..tenants import ApiKey, Quotas
+from ._gc import GcReport
 
 __all__ = ["MAX_LIMIT", "RecordStore"]
 
@@ -165,6 +167,69 @@ class RecordStore(abc.ABC):
 
         The file must only be read: it is shared by every record naming these bytes.
         """
+
+    # ------------------------------------------------------------------ retention
+
+    @abc.abstractmethod
+    def pin_task(self, task_id: str, pinned: bool = True) -> bool:
+        """Pin (or unpin) a task: garbage collection keeps every run a pinned task is part
+        of. False if there is no such task."""
+
+    @abc.abstractmethod
+    def is_pinned(self, task_id: str) -> bool:
+        """Whether this task is pinned."""
+
+    @abc.abstractmethod
+    def collect_garbage(
+        self,
+        older_than_s: float,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = False,
+        now: float | None = None,
+    ) -> GcReport:
+        """Remove runs, agents, events and blobs that ended more than ``older_than_s``
+        seconds before ``now`` (see ``orchestrator.records._gc`` for exactly what), never
+        anything of a live agent, an open task or a pinned run. ``dry_run``: remove
+        nothing, report what would go. ``vacuum``: also shrink the database file."""
+
+    # ------------------------------------------------------------------ tenants
+
+    @abc.abstractmethod
+    def admit_agent(self, info: AgentInfo) -> None:
+        """``put_agent``, once the tenant's quotas allow one more live agent like ``info``
+        (checked and stored atomically: two concurrent admissions cannot both take the last
+        slot); ``QuotaExceededError`` (the limit and the count) otherwise."""
+
+    @abc.abstractmethod
+    def admit_task(self, info: TaskInfo) -> None:
+        """``put_task``, once the tenant's ``max_running_tasks`` allows one more (subtasks of
+        delegation are not counted); ``QuotaExceededError`` otherwise. Atomic as above."""
+
+    @abc.abstractmethod
+    def quotas(self, tenant: str) -> Quotas:
+        """The tenant's quotas (all unlimited when none were set)."""
+
+    @abc.abstractmethod
+    def set_quotas(self, tenant: str, update: Quotas) -> Quotas:
+        """Replace the quotas ``update`` sets explicitly (None: unlimited); returns them all."""
+
+    @abc.abstractmethod
+    def add_api_key(self, key: ApiKey, digest: str) -> ApiKey:
+        """Store an API key's record with its sha256 hex ``digest`` (never the key itself);
+        idempotent by ``key.id``; ``RecordError`` when the digest is stored already."""
+
+    @abc.abstractmethod
+    def api_keys(self, tenant: str | None = None, *, include_revoked: bool = True) -> list[ApiKey]:
+        """API keys' records, oldest first (no digests)."""
+
+    @abc.abstractmethod
+    def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        """Revoke the key (idempotent); its record, or None when there is no such key."""
+
+    @abc.abstractmethod
+    def active_api_keys(self) -> list[tuple[str, str]]:
+        """``(tenant, sha256 hex digest)`` of every key not revoked: what the API checks."""
 
     # ------------------------------------------------------------------ lifetime
 

@@ -64,7 +64,13 @@ def ids(records: Iterable[AgentInfo | TaskInfo]) -> list[str]:
 
 
 def test_public_api_is_pinned() -> None:
-    assert orchestrator.records.__all__ == ["MAX_LIMIT", "RecordStore", "SQLiteStore", "open_store"]
+    assert orchestrator.records.__all__ == [
+        "MAX_LIMIT",
+        "GcReport",
+        "RecordStore",
+        "SQLiteStore",
+        "open_store",
+    ]
     for name in orchestrator.records.__all__:
         assert getattr(orchestrator.records, name) is not None
 
