@@ -10,14 +10,16 @@ unknown key name, a command that exits non-zero or times out) are *data*: an
     │   ├── DockerUnavailableError  no engine answers (the message says how to start one)
     │   ├── ImageNotFoundError      the desktop image is missing (says how to build it)
     │   └── ImageBuildError         building the base or desktop image failed
-    └── DesktopError                a desktop container misbehaved
-        ├── DesktopNotReadyError    it did not become ready before its deadline
-        ├── DesktopGoneError        its container stopped or was removed under us
-        ├── DisplayError            the X display could not be reached
-        └── ShellError              the SSH connection failed (not a failing command)
+    ├── DesktopError                a desktop container misbehaved
+    │   ├── DesktopNotReadyError    it did not become ready before its deadline
+    │   ├── DesktopGoneError        its container stopped or was removed under us
+    │   ├── DisplayError            the X display could not be reached
+    │   ├── ShellError              the SSH connection failed (not a failing command)
+    │   └── UntrustedPathError      a desktop's directory held a link or look-alike: refused
     ├── BrainError                  a model gave no usable answer (after retries) or refused
     ├── RecordError                 the record store failed to read or write
     ├── CapacityError               no node has room for another agent's desktop (for now)
+    ├── QuotaExceededError          a tenant is at one of its quotas (agents, desktops, tasks)
     └── AgentError                  an agent cannot do what was asked (unknown, gone, busy)
         └── NotFoundError           no such agent or task (for this tenant)
 """
@@ -40,8 +42,10 @@ __all__ = [
     "ImageNotFoundError",
     "NotFoundError",
     "OrchestratorError",
+    "QuotaExceededError",
     "RecordError",
     "ShellError",
+    "UntrustedPathError",
 ]
 
 
@@ -95,6 +99,12 @@ class ShellError(DesktopError):
     """The desktop's SSH connection failed (a failing command is a result, not this)."""
 
 
+class UntrustedPathError(DesktopError):
+    """A file or socket in a desktop's shared directories was not what the host expects (a
+    symbolic link, a FIFO, a socket served by a process outside the desktop's container):
+    the host refused to read, write or connect through it."""
+
+
 class BrainError(OrchestratorError):
     """A model gave no usable answer after retries, or refused; the task fails with this."""
 
@@ -114,3 +124,9 @@ class NotFoundError(AgentError):
 class CapacityError(OrchestratorError):
     """No node of the cluster had a free ``desktop`` unit for a new agent in time: fire
     idle agents or add nodes, then try again."""
+
+
+class QuotaExceededError(OrchestratorError):
+    """A tenant is at one of its quotas (live agents, desktops, running tasks): the message
+    names the limit and the current count. Waiting does not help by itself: the tenant fires
+    an agent or lets a task end (or the operator raises the quota)."""
