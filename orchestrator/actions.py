@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
+    "MAX_COMMAND_CHARS",
+    "MAX_TYPE_CHARS",
     "Action",
     "ActionResult",
     "Button",
@@ -34,6 +36,7 @@ __all__ = [
     "Point",
     "Scroll",
     "Shell",
+    "ShellCommand",
     "TakeScreenshot",
     "TripleClick",
     "TypeText",
@@ -44,6 +47,27 @@ __all__ = [
 
 Button = Literal["left", "right", "middle", "back", "forward"]
 """A mouse button. OpenAI's ``wheel`` is ``middle`` here."""
+
+MAX_TYPE_CHARS = 10_000
+"""Longest text one ``type`` action takes. Typing runs at about 1,300 characters a second, so
+one action holds its request for at most ~8 s; type more in several actions, or write a long
+text to a file with a ``shell`` command or a file upload."""
+MAX_COMMAND_CHARS = 100_000
+"""Longest command line one ``shell`` action takes."""
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character (\\x00)")
+    return value
+
+
+ShellCommand = Annotated[
+    str, Field(min_length=1, max_length=MAX_COMMAND_CHARS), AfterValidator(_no_nul)
+]
+"""A command line for bash: not empty, at most ``MAX_COMMAND_CHARS``, no NUL (which no
+argv or script can carry)."""
+_Path = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_no_nul)]
 
 _Coord = Annotated[int, Field(ge=-100_000, le=100_000)]
 _Keys = Annotated[
@@ -175,8 +199,8 @@ class TypeText(_Model):
     """Type text as keystrokes; any Unicode character, ``\\n`` presses Return, ``\\t`` Tab."""
 
     type: Literal["type"] = "type"
-    text: Annotated[str, Field(max_length=100_000)]
-    """The text to type."""
+    text: Annotated[str, Field(max_length=MAX_TYPE_CHARS)]
+    """The text to type: at most 10,000 characters (about 8 s of typing) per action."""
 
 
 class KeyPress(_Model):
@@ -229,13 +253,13 @@ class Shell(_Model):
     """Run a shell command on the desktop (bash -lc) and report its exit code and output."""
 
     type: Literal["shell"] = "shell"
-    command: Annotated[str, Field(min_length=1, max_length=100_000)]
-    """The command line, run by bash."""
+    command: ShellCommand
+    """The command line, run by bash (at most 100,000 characters, no NUL)."""
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """Kill the command after this many seconds; partial output is still reported."""
     user: Literal["agent", "root"] = "agent"
     """Run as the unprivileged desktop user (default) or as root."""
-    cwd: str | None = None
+    cwd: _Path | None = None
     """Working directory; the user's home when omitted."""
 
 

@@ -109,7 +109,7 @@ class _Model(BaseModel):
 class ShellRequest(_Model):
     """A command to run on an agent's desktop."""
 
-    command: Annotated[str, Field(min_length=1, max_length=100_000)]
+    command: a.ShellCommand
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     user: Literal["agent", "root"] = "agent"
 

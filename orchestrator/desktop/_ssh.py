@@ -38,15 +38,25 @@ import socket
 import tarfile
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Literal, TypeVar, cast
 
-import asyncssh
-from asyncssh.constants import EXTENDED_DATA_STDERR, OPEN_CONNECT_FAILED
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ..actions import CommandResult
 from ..errors import ShellError
+from . import _container, _hostfs
+
+# asyncssh names cryptography's DSA classes in its annotations, and cryptography warns at each
+# name (DSA is deprecated there) when asyncssh is imported: five lines on the stderr of every
+# CLI command and Ray worker. No DSA key is ever made or accepted here. Exactly that warning
+# class, raised from asyncssh's own modules, is ignored; every other warning still shows.
+warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"asyncssh\.")
+
+import asyncssh  # noqa: E402 - after the filter above
+from asyncssh.constants import EXTENDED_DATA_STDERR, OPEN_CONNECT_FAILED  # noqa: E402
 
 __all__ = [
     "AS_AGENT",
@@ -713,18 +723,26 @@ async def _dial(
         delay = min(delay * 2, 0.25)
 
 
+HOST_KEY_MAX_BYTES = 16 * 1024
+"""The most the host reads of the desktop's ``ssh_host_key.pub`` (one key line)."""
+
+
 async def _dial_once(
     socket_path: Path, client_key: asyncssh.SSHKey, host_key_path: Path
 ) -> asyncssh.SSHClientConnection:
-    host_key = asyncssh.import_public_key(await asyncio.to_thread(host_key_path.read_bytes))
+    # Both the key and the socket are in a directory the container writes: read and
+    # connect through _hostfs (no links; the listener must be the desktop's own sshd).
+    raw = await asyncio.to_thread(_hostfs.read_file, host_key_path, max_bytes=HOST_KEY_MAX_BYTES)
+    if raw is None:
+        raise FileNotFoundError(errno.ENOENT, "no SSH host key (yet)", str(host_key_path))
+    host_key = asyncssh.import_public_key(raw)
     # (trusted host keys, trusted CA keys, revoked keys), matched against no host name:
     # a unix socket peer has no address to match.
     no_keys: list[asyncssh.SSHKey] = []
     known_hosts = ([host_key], no_keys, no_keys)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = await asyncio.to_thread(_connect_sshd, socket_path)
     try:
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, str(socket_path))
         return await asyncssh.connect(
             sock=sock,
             config=None,
@@ -740,6 +758,12 @@ async def _dial_once(
     except BaseException:
         sock.close()
         raise
+
+
+def _connect_sshd(socket_path: Path) -> socket.socket:
+    """Connect to ``<sockdir>/run/ssh.sock``, served by the container of that sockdir."""
+    with _hostfs.pin_socket(socket_path) as pin:  # FileNotFoundError: not up yet
+        return pin.connect(_container.container_of(socket_path.parent.parent))
 
 
 # ---------------------------------------------------------------------- transfer helpers
