@@ -4,6 +4,8 @@ durable place (a call returns only once the record is committed).
 Being detached and always alive, it is also the janitor: every ``JANITOR_INTERVAL_S`` it
 removes desktops on its node whose owner is gone, and marks agents whose actor died (a
 killed manager, say) as failed, with their open tasks, so nothing is left "running" forever.
+Once at start and every ``GC_INTERVAL_S`` it removes the records that ended longer ago than
+``ORCHESTRATOR_RECORDS_RETENTION_DAYS`` (see ``RecordStore.collect_garbage``).
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ from orchestrator.domain import (
     TaskInfo,
     TaskState,
 )
-from orchestrator.records import RecordStore, open_store
+from orchestrator.records import GcReport, RecordStore, open_store
 
 from ._names import NAMESPACE, RECORDER_NAME, actor_of
 
-__all__ = ["JANITOR_INTERVAL_S", "Recorder", "get_or_create_recorder"]
+__all__ = ["GC_INTERVAL_S", "JANITOR_INTERVAL_S", "Recorder", "get_or_create_recorder"]
 
 log = logging.getLogger(__name__)
 
 JANITOR_INTERVAL_S = 10.0
 """How often the recorder sweeps for orphaned desktops and dead agents."""
+
+GC_INTERVAL_S = 3600.0
+"""How often the recorder removes records older than the retention period."""
 
 STARTING_GRACE_S = 120.0
 """An agent recorded as starting may not have its actor yet: leave it alone this long."""
@@ -49,7 +54,10 @@ class Recorder:
 
     def __init__(self, data_dir: str | None = None) -> None:
         self._store: RecordStore = open_store(Path(data_dir) if data_dir else None)
+        if not logging.getLogger().handlers:  # its lines go to the worker's log file
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._janitor: asyncio.Task[None] | None = None
+        self._gc: asyncio.Task[None] | None = None
 
     async def start_janitor(self) -> None:
         """Start the periodic sweep (idempotent)."""
@@ -63,6 +71,37 @@ class Recorder:
                 await self.fail_dead_agents()
             except Exception as e:  # noqa: BLE001 - the sweep must outlive any one failure
                 log.warning("janitor sweep failed: %s", e)
+
+    async def _collect_forever(self) -> None:
+        from orchestrator.config import settings
+
+        days = settings().records_retention_days
+        if not days:
+            return  # keep everything
+        while True:
+            try:
+                report = await self.collect_garbage(days * 86_400.0)
+                log.info("records older than %g days: %s", days, report.summary())
+            except Exception as e:  # noqa: BLE001 - the next run may succeed
+                log.warning("records garbage collection failed: %s", e)
+            await asyncio.sleep(GC_INTERVAL_S)  # periodic: the interval is the point
+
+    async def collect_garbage(
+        self, older_than_s: float, dry_run: bool = False, vacuum: bool = False
+    ) -> GcReport:
+        """Remove records that ended more than ``older_than_s`` ago (``collect_garbage``)."""
+        report: GcReport = await asyncio.to_thread(
+            lambda: self._store.collect_garbage(older_than_s, dry_run=dry_run, vacuum=vacuum)
+        )
+        return report
+
+    async def pin_task(self, task_id: str, pinned: bool = True) -> bool:
+        """Pin (or unpin) a task's run against garbage collection; False if no such task."""
+        found: bool = await asyncio.to_thread(self._store.pin_task, task_id, pinned)
+        return found
+
+    async def is_pinned(self, task_id: str) -> bool:
+        return self._store.is_pinned(task_id)
 
     async def fail_dead_agents(self) -> list[str]:
         """Mark agents whose actor is gone as failed, with their open tasks; return their ids."""
@@ -123,6 +162,8 @@ class Recorder:
         # that a restarted recorder sweeps again too.
         if self._janitor is None:
             self._janitor = asyncio.create_task(self._sweep_forever())
+        if self._gc is None:
+            self._gc = asyncio.create_task(self._collect_forever())
 
     async def _write(self, fn: Any, *args: Any) -> Any:
         self._ensure_janitor()

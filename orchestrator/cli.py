@@ -242,6 +242,10 @@ from ._cli_api import register as _register_api_commands  # noqa: E402 - after t
 
 _register_api_commands(main)
 
+from ._cli_gc import register as _register_gc  # noqa: E402 - after the group exists
+
+_register_gc(main)
+
 
 if __name__ == "__main__":
     main()

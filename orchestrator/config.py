@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/orchestrator")
     """Where records, screenshots and files are stored."""
 
+    records_retention_days: float = Field(default=30.0, ge=0)
+    """Runs (a task and its subtasks), fired agents, their events, screenshots and files that
+    ended longer ago than this are removed (by the recorder every hour, and by
+    ``orchestrator gc``); 0 keeps everything for ever. Pinned runs, open tasks and live agents'
+    records are always kept."""
+
     docker_host: str | None = None
     """Docker engine address; default: DOCKER_HOST or the local unix socket."""
 

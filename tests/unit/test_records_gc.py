@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +250,37 @@ def test_vacuum_shrinks_the_file_and_arguments_are_checked(store: SQLiteStore) -
     assert report.tasks == 200 and report.db_bytes > 0 and report.vacuumed_bytes > 0
     with pytest.raises(RecordError):
         store.collect_garbage(-1)
+
+
+def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCHESTRATOR_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("orchestrator")), "gc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_cli_reports_rows_per_kind_and_bytes(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path) as store:
+        owner = _agent(store)
+        old = _task(store, owner, shot=b"old screen")
+        new = _task(store, owner, ended=FRESH, shot=b"new screen")
+        _age_blobs(store)
+    dry = _cli(tmp_path, "--older-than", "7d", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove" in dry.stdout and "tasks     1" in dry.stdout
+    done = _cli(tmp_path, "--older-than", "7d")
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(None, 1) for line in done.stdout.splitlines()[1:])
+    assert lines["tasks"] == "1" and lines["agents"] == "0"
+    assert lines["events"] == "3 (model 1, step 1, task 1)"
+    assert lines["blobs"] == f"1 ({len(b'old screen')} bytes)"
+    assert lines["reclaimed"].endswith(" bytes")
+    with SQLiteStore(tmp_path) as store:
+        assert store.get_task(old.id) is None and store.get_task(new.id) is not None
+    bad = _cli(tmp_path, "--older-than", "7 weeks")
+    assert bad.returncode == 2 and "want a number and a unit" in bad.stderr
+    assert "nothing to do" in _cli(tmp_path / "none", "--older-than", "1d").stdout
