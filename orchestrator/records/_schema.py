@@ -92,7 +92,31 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite3.Connection) -> None:
+    """Tenants: API keys (sha256 digests only) and per-tenant quotas (NULL: unlimited)."""
+    db.execute(
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at)")
+    db.execute(
+        """CREATE TABLE tenants (
+            tenant TEXT PRIMARY KEY,
+            max_agents INTEGER,
+            max_desktops INTEGER,
+            max_running_tasks INTEGER,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
 from ..errors import RecordError
+from ..tenants import ApiKey, Quotas
+from . import _tenants as tenants
 from ._blobs import BlobFiles, address_of, check_address
 from ._gc import Collection, GcReport
 from ._schema import migrate
@@ -50,6 +52,52 @@ def _check_range(name: str, value: int, low: int, high: int | None = None) -> in
         bound = f"{low}..{high}" if high is not None else f">= {low}"
         raise RecordError(f"{name} must be an integer {bound}, not {value!r}")
     return value
+
+
+def _upsert_agent(db: sqlite3.Connection, info: AgentInfo) -> None:
+    db.execute(
+        "INSERT INTO agents (id, tenant, parent_id, path, status, created_at, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        " tenant = excluded.tenant, parent_id = excluded.parent_id,"
+        " path = excluded.path, status = excluded.status,"
+        " created_at = excluded.created_at, payload = excluded.payload",
+        (
+            info.id,
+            info.tenant,
+            info.parent_id,
+            info.path,
+            info.status.value,
+            info.created_at,
+            info.model_dump_json(exclude=_AGENT_EXCLUDE),
+        ),
+    )
+
+
+_DONE_STATES = ", ".join(f"'{s.value}'" for s in TaskState if s.done)
+"""A task's final states, as SQL literals: a stored task in one of them is never changed."""
+
+
+def _upsert_task(db: sqlite3.Connection, info: TaskInfo) -> bool:
+    """Insert or replace the task, unless the stored one has ended; True if written."""
+    cursor = db.execute(
+        "INSERT INTO tasks"
+        " (id, agent_id, parent_task_id, state, created_at, updated_at, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        " agent_id = excluded.agent_id, parent_task_id = excluded.parent_task_id,"
+        " state = excluded.state, created_at = excluded.created_at,"
+        " updated_at = excluded.updated_at, payload = excluded.payload"
+        f" WHERE tasks.state NOT IN ({_DONE_STATES})",
+        (
+            info.id,
+            info.agent_id,
+            info.parent_task_id,
+            info.state.value,
+            info.created_at,
+            info.updated_at,
+            info.model_dump_json(),
+        ),
+    )
+    return bool(cursor.rowcount)
 
 
 class _Where:
@@ -201,22 +249,7 @@ class SQLiteStore(RecordStore):
 
     def put_agent(self, info: AgentInfo) -> None:
         with self._transaction(f"store agent {info.id}") as db:
-            db.execute(
-                "INSERT INTO agents (id, tenant, parent_id, path, status, created_at, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " tenant = excluded.tenant, parent_id = excluded.parent_id,"
-                " path = excluded.path, status = excluded.status,"
-                " created_at = excluded.created_at, payload = excluded.payload",
-                (
-                    info.id,
-                    info.tenant,
-                    info.parent_id,
-                    info.path,
-                    info.status.value,
-                    info.created_at,
-                    info.model_dump_json(exclude=_AGENT_EXCLUDE),
-                ),
-            )
+            _upsert_agent(db, info)
 
     def get_agent(self, agent_id: str) -> AgentInfo | None:
         rows = self._rows("read an agent", "SELECT payload FROM agents WHERE id = ?", [agent_id])
@@ -248,23 +281,7 @@ class SQLiteStore(RecordStore):
 
     def put_task(self, info: TaskInfo) -> None:
         with self._transaction(f"store task {info.id}") as db:
-            db.execute(
-                "INSERT INTO tasks"
-                " (id, agent_id, parent_task_id, state, created_at, updated_at, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " agent_id = excluded.agent_id, parent_task_id = excluded.parent_task_id,"
-                " state = excluded.state, created_at = excluded.created_at,"
-                " updated_at = excluded.updated_at, payload = excluded.payload",
-                (
-                    info.id,
-                    info.agent_id,
-                    info.parent_task_id,
-                    info.state.value,
-                    info.created_at,
-                    info.updated_at,
-                    info.model_dump_json(),
-                ),
-            )
+            _upsert_task(db, info)
 
     def get_task(self, task_id: str) -> TaskInfo | None:
         rows = self._rows("read a task", "SELECT payload FROM tasks WHERE id = ?", [task_id])
@@ -483,6 +500,42 @@ class SQLiteStore(RecordStore):
     def _file_bytes(self) -> int:
         wal = self.path.with_name(self.path.name + "-wal")
         return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    # ------------------------------------------------------------------ tenants
+
+    def admit_agent(self, info: AgentInfo) -> None:
+        with self._transaction(f"admit agent {info.id}") as db:
+            tenants.check_agent(db, info)
+            _upsert_agent(db, info)
+
+    def admit_task(self, info: TaskInfo) -> None:
+        with self._transaction(f"admit task {info.id}") as db:
+            tenants.check_task(db, info)
+            _upsert_task(db, info)
+
+    def quotas(self, tenant: str) -> Quotas:
+        with self._errors("read quotas"):
+            return tenants.quotas_of(self._reader(), tenant)
+
+    def set_quotas(self, tenant: str, update: Quotas) -> Quotas:
+        with self._transaction(f"set the quotas of {tenant}") as db:
+            return tenants.set_quotas(db, tenant, update)
+
+    def add_api_key(self, key: ApiKey, digest: str) -> ApiKey:
+        with self._transaction(f"store API key {key.id}") as db:
+            return tenants.insert_key(db, key, digest)
+
+    def api_keys(self, tenant: str | None = None, *, include_revoked: bool = True) -> list[ApiKey]:
+        with self._errors("list API keys"):
+            return tenants.list_keys(self._reader(), tenant, include_revoked=include_revoked)
+
+    def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        with self._transaction(f"revoke API key {key_id}") as db:
+            return tenants.revoke_key(db, key_id)
+
+    def active_api_keys(self) -> list[tuple[str, str]]:
+        with self._errors("read API keys"):
+            return tenants.active_keys(self._reader())
 
     # ------------------------------------------------------------------ lifetime
 
