@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     desktop_image_dir: Path = Path(__file__).resolve().parent.parent / "desktop_image"
     """The desktop image's sources (Dockerfile and start-up), hashed into the image tag."""
 
+    desktop_images: str | None = None
+    """Comma-separated desktop images a spec may name; an entry ending in ``*`` names every
+    image that starts with it. Unset: the images this project builds (``orchestrator-desktop:*``)
+    and ``ORCHESTRATOR_DESKTOP_IMAGE``."""
+
+    desktop_max_cpus: float | None = Field(default=None, gt=0)
+    """Most CPU cores one desktop may ask for; unset: the cores of the node starting it."""
+
+    desktop_max_memory_mb: int | None = Field(default=None, gt=0)
+    """Most memory one desktop may ask for, in MiB; unset: the memory of the node starting it."""
+
+    desktop_max_shm_mb: int | None = Field(default=None, gt=0)
+    """Most ``/dev/shm`` one desktop may ask for, in MiB; never more than its own memory."""
+
+    desktop_max_pids: int = Field(default=4096, gt=0)
+    """Most processes and threads one desktop may ask for (``pids_limit``)."""
+
     desktop_ready_timeout_s: float = 30.0
     """How long a desktop may take to report ready."""
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._desktop import Desktop, LiveView, Screenshot
+    from ._limits import DesktopLimits, check_desktop
     from ._owner import owner_is_alive, process_owner, register_owner_kind
     from ._reaper import reap
     from ._screen import Frame, Scaling
@@ -17,11 +18,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Desktop",
+    "DesktopLimits",
     "DesktopSpec",
     "Frame",
     "LiveView",
     "Scaling",
     "Screenshot",
+    "check_desktop",
     "owner_is_alive",
     "process_owner",
     "reap",
@@ -32,6 +35,8 @@ _WHERE = {
     "Desktop": "._desktop",
     "LiveView": "._desktop",
     "Screenshot": "._desktop",
+    "DesktopLimits": "._limits",
+    "check_desktop": "._limits",
     "owner_is_alive": "._owner",
     "process_owner": "._owner",
     "register_owner_kind": "._owner",

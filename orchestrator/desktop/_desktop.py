@@ -24,6 +24,7 @@ from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError
 from ..image import default_image
 from . import _container
 from ._display import allocate_display, release_display
+from ._limits import check_desktop
 from ._liveview import LiveViewProxy
 from ._owner import process_owner
 from ._reaper import reap_in_background
@@ -127,6 +128,7 @@ class Desktop:
         remove desktops whose owner is gone; ``labels`` are extra container labels.
         """
         spec = spec or DesktopSpec()
+        check_desktop(spec)  # ConfigError over this node's maxima, before anything starts
         cfg = settings()
         reap_in_background()
         desktop_id = secrets.token_hex(5)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -159,7 +160,11 @@ async def test_missing_image_says_how_to_build_it() -> None:
     assert isinstance(err.value, ConfigError)  # bad input: retrying does not help
 
 
-async def test_a_spec_docker_refuses_is_bad_input_and_leaves_nothing(desktop_image: str) -> None:
+async def test_a_spec_docker_refuses_is_bad_input_and_leaves_nothing(
+    desktop_image: str, operator_env: Callable[..., None]
+) -> None:
+    # An operator who lifts the maxima and the image allow-list: Docker itself refuses.
+    operator_env(ORCHESTRATOR_DESKTOP_MAX_CPUS="1000", ORCHESTRATOR_DESKTOP_IMAGES="*")
     before = {c.id for c in client().containers.list(all=True)}
     links = set(X11_DIR.glob("X*"))
     sockdirs = settings().runtime_dir / "desktops"
