@@ -16,7 +16,7 @@ from ray.exceptions import RayActorError
 from orchestrator import actions as a
 from orchestrator.brains import make_brain
 from orchestrator.config import settings
-from orchestrator.desktop import Desktop, LiveView, check_desktop, process_owner
+from orchestrator.desktop import Desktop, LiveView, process_owner
 from orchestrator.desktop._reaper import reap
 from orchestrator.domain import (
     AgentInfo,
@@ -255,7 +255,6 @@ class AgentActor:
 
     async def hire(self, spec: AgentSpec) -> AgentInfo:
         """Hire a child with ``spec`` (its own actor and desktop); returns once it is ready."""
-        check_desktop(spec.desktop)  # over a maximum: ConfigError before anything starts
         if any(c.info.spec.name == spec.name for c in self.children.values()):
             raise AgentError(f"{self.info.path} already has a child named {spec.name!r}")
         info = AgentInfo(
@@ -268,6 +267,9 @@ class AgentActor:
         # Register before the first await, so that concurrent hires see the name as taken.
         self.children[info.id] = _Child(info=info, handle=None, busy=True)
         try:
+            # The tenant's quotas (max_desktops), checked and the child recorded in one
+            # recorder call: QuotaExceededError before any actor or desktop starts.
+            await self._recorder.admit_agent.remote(info)
             handle, info = await self._start_child(info)
         except Exception:
             self.children.pop(info.id, None)
@@ -355,6 +357,8 @@ class AgentActor:
         task = TaskInfo(
             id=new_id("task"), agent_id=self.info.id, parent_task_id=parent_task_id, spec=spec
         )
+        if parent_task_id is None:  # the tenant's max_running_tasks (subtasks do not count)
+            await self._recorder.admit_task.remote(task)  # QuotaExceededError: not accepted
         self.tasks[task.id] = task
         await self._recorder.put_task.remote(task)
         await self._event(

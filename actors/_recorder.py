@@ -28,6 +28,7 @@ from orchestrator.domain import (
     TaskState,
 )
 from orchestrator.records import GcReport, RecordStore, open_store
+from orchestrator.tenants import ApiKey, Quotas
 
 from ._names import NAMESPACE, RECORDER_NAME, actor_of
 
@@ -233,6 +234,42 @@ class Recorder:
     async def get_blob(self, address: str) -> bytes:
         data: bytes = await asyncio.to_thread(self._store.get_blob, address)
         return data
+
+    # ------------------------------------------------------------------ tenants
+    # Keys and quotas live here so that every API replica, on any node, reads the same ones.
+
+    async def admit_agent(self, info: AgentInfo) -> None:
+        """Record a new agent once its tenant's quotas allow it (``QuotaExceededError``)."""
+        await self._write(self._store.admit_agent, info)
+
+    async def admit_task(self, info: TaskInfo) -> None:
+        """Record a new task once its tenant's ``max_running_tasks`` allows it."""
+        await self._write(self._store.admit_task, info)
+
+    async def quotas(self, tenant: str) -> Quotas:
+        return self._store.quotas(tenant)
+
+    async def set_quotas(self, tenant: str, update: Quotas) -> Quotas:
+        quotas: Quotas = await self._write(self._store.set_quotas, tenant, update)
+        return quotas
+
+    async def add_api_key(self, key: ApiKey, digest: str) -> ApiKey:
+        """Store a key's record and its sha256 ``digest`` (the key itself never comes here)."""
+        stored: ApiKey = await self._write(self._store.add_api_key, key, digest)
+        return stored
+
+    async def api_keys(
+        self, tenant: str | None = None, include_revoked: bool = True
+    ) -> list[ApiKey]:
+        return self._store.api_keys(tenant, include_revoked=include_revoked)
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        revoked: ApiKey | None = await self._write(self._store.revoke_api_key, key_id)
+        return revoked
+
+    async def active_api_keys(self) -> list[tuple[str, str]]:
+        """``(tenant, digest)`` of the keys in force (the API replicas poll this)."""
+        return self._store.active_api_keys()
 
 
 def task_of(store: Any, task_id: str, tenant: str) -> TaskInfo | None:

@@ -15,7 +15,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator.config import RAY_CLUSTER_ENV
-from orchestrator.desktop import DesktopSpec, check_desktop
+from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
 from orchestrator.errors import AgentError, NotFoundError, RecordError
 from orchestrator.records import SQLiteStore
@@ -59,7 +59,7 @@ def init_ray(address: str | None = None, *, desktops: int | None = None) -> None
     )
 
 
-LOCAL_READS = frozenset({"get_agent", "get_task", "get_task_of"})
+LOCAL_READS = frozenset({"get_agent", "get_task", "get_task_of", "active_api_keys"})
 """Recorder reads a process on the recorder's node makes from the records' file itself."""
 LOCAL_CHECK_S = 2.0
 """How often a process reading the records locally checks that the recorder is the same."""
@@ -213,7 +213,6 @@ class Runtime:
 
     async def create_agent(self, tenant: str, spec: AgentSpec) -> AgentInfo:
         """Create a top-level ("user") agent with its desktop; returns once it is ready."""
-        check_desktop(spec.desktop)  # over a maximum: ConfigError before anything starts
         path = f"{tenant}/{spec.name}"
         try:
             ray.get_actor(path, namespace=NAMESPACE)
@@ -222,11 +221,15 @@ class Runtime:
         else:
             raise AgentError(f"an agent named {path!r} exists already")
         info = AgentInfo(id=new_id("agent"), path=path, tenant=tenant, parent_id=None, spec=spec)
+        # The tenant's quotas, checked and the agent recorded in one recorder call (two
+        # creates cannot both take the last slot): QuotaExceededError before anything starts.
+        await self.recorder.admit_agent.remote(info)
         try:
             handle = AgentActor.options(**agent_options(path, detached=True)).remote(info)  # type: ignore[attr-defined]
         except ValueError as e:  # another create of the same name got there first
-            raise AgentError(f"an agent named {path!r} exists already") from e
-        await self.recorder.put_agent.remote(info)
+            taken = AgentError(f"an agent named {path!r} exists already")
+            await self.recorder.put_agent.remote(failed_agent(info, taken))  # frees its slot
+            raise taken from e
         try:
             return await start_agent(handle, path)
         except Exception as e:

@@ -54,7 +54,7 @@ from orchestrator.domain import (
 from orchestrator.errors import ConfigError, RecordError
 from orchestrator.workflow import load_workflow
 
-from ._auth import KeyStore, configure, current_keys, tenant_of
+from ._auth import KeyStore, RecordKeys, configure, current_keys, records_fetch, tenant_of
 from ._errors import BodyLimit, error_body, install_error_handlers, validation_message
 from ._files import MAX_UPLOAD_BYTES, UPLOAD_PATH
 from ._files import routes as file_routes
@@ -584,7 +584,9 @@ class ApiDeployment:
     """The API's replicas: stateless, all state lives in the agent actors and the recorder."""
 
     def __init__(self, keys_file: str | None = None) -> None:
-        configure(KeyStore.from_env(keys_file))
+        # Keys from the environment or the file, and those `orchestrator keys` keeps in the
+        # records (read again every few seconds, on whatever node this replica runs).
+        configure(KeyStore.from_env(keys_file), RecordKeys(records_fetch))
 
     def check_health(self) -> None:
         """Serve calls this periodically; raising marks the replica unhealthy."""

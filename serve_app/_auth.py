@@ -6,6 +6,13 @@ per line; blank lines and ``#`` comments are skipped). Only sha256 digests of th
 kept in memory; a presented key is hashed and compared against every digest in constant time.
 Keys are never logged and never appear in error messages.
 
+Keys added with ``orchestrator keys add`` live in the records (``RecordKeys``): each replica
+keeps a copy, read again when a request finds it older than ``KEYS_REFRESH_S`` (or older than
+``KEYS_MISS_REFRESH_S`` when the key presented is not in it), so a key added or revoked is in
+force on every replica within a few seconds, whatever node it runs on. A copy that could not
+be refreshed for ``KEYS_MAX_AGE_S`` is not trusted: a key only it could vouch for is answered
+503 (the environment's and the file's keys still work).
+
 Example:
     >>> keys = KeyStore.parse("acme:s3cret")
     >>> keys.tenant_for("s3cret"), keys.tenant_for("wrong")
@@ -14,26 +21,34 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, RecordError
 
 __all__ = [
     "ENV_KEYS",
     "ENV_KEYS_FILE",
+    "KEYS_MAX_AGE_S",
+    "KEYS_MISS_REFRESH_S",
+    "KEYS_REFRESH_S",
     "KeyStore",
+    "RecordKeys",
     "Unauthorized",
     "check_key",
     "configure",
+    "records_fetch",
     "current_keys",
     "needs_key",
     "tenant_of",
@@ -152,13 +167,106 @@ class KeyStore:
         return found
 
 
+KEYS_REFRESH_S = 2.0
+"""How old a replica's copy of the records' keys may be when a request is checked against it
+(a revocation is in force on every replica within this, plus one read)."""
+KEYS_MISS_REFRESH_S = 0.25
+"""A key not in the copy makes a copy older than this be read again (a key just added works
+at once; unknown keys cannot make a replica read the records more often than this)."""
+KEYS_MAX_AGE_S = 4.0
+"""A copy that could not be refreshed for this long is not used (503 for its keys)."""
+KEYS_READ_TIMEOUT_S = 2.0
+"""How long one read of the records' keys may take."""
+
+Fetch = Callable[[], Awaitable[list[tuple[str, str]]]]
+"""Reads ``(tenant, sha256 hex digest)`` of every key in force."""
+
+
+class RecordKeys:
+    """The API keys kept in the records, as this process last read them.
+
+    Example:
+        >>> async def fetch() -> list[tuple[str, str]]:
+        ...     return [("acme", hashlib.sha256(b"s3cret-key").hexdigest())]
+        >>> asyncio.run(RecordKeys(fetch).tenant_for("s3cret-key"))
+        'acme'
+    """
+
+    def __init__(self, fetch: Fetch, clock: Callable[[], float] = time.monotonic) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._keys = KeyStore()
+        self._read_at = -math.inf
+        """When the read behind ``_keys`` started (clock time)."""
+        self._tried_at = -math.inf
+        """When the last read (failed or not) started: reads are at least
+        ``KEYS_MISS_REFRESH_S`` apart, so that requests during an outage do not queue one
+        read each behind the lock."""
+        self._lock: asyncio.Lock | None = None
+
+    def age(self) -> float:
+        """Seconds since the copy was read."""
+        return self._clock() - self._read_at
+
+    async def refresh(self, older_than_s: float = 0.0) -> None:
+        """Read the keys again if the copy is older than ``older_than_s`` (one read at a time:
+        concurrent callers wait for it). A failed read keeps the old copy (and is logged)."""
+        if self.age() < older_than_s:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            started = self._clock()
+            if self.age() < older_than_s or started - self._tried_at < KEYS_MISS_REFRESH_S:
+                return  # read meanwhile, or just tried
+            self._tried_at = started
+            try:
+                rows = await asyncio.wait_for(self._fetch(), KEYS_READ_TIMEOUT_S)
+                keys = KeyStore((tenant, bytes.fromhex(d)) for tenant, d in rows)
+            except Exception as e:  # noqa: BLE001 - any failure: keep the copy, say so
+                log.warning("cannot read the API keys in the records: %s", _one_line(e))
+                return
+            self._keys, self._read_at = keys, started
+
+    async def tenant_for(self, key: str) -> str | None:
+        """The tenant of ``key`` among the records' keys in force, or None.
+
+        ``RecordError`` when the copy is older than ``KEYS_MAX_AGE_S`` and cannot be read
+        again (whether the key was revoked meanwhile is unknown)."""
+        await self.refresh(KEYS_REFRESH_S)
+        tenant = self._keys.tenant_for(key) if self.age() <= KEYS_MAX_AGE_S else None
+        if tenant is None:
+            await self.refresh(KEYS_MISS_REFRESH_S)
+            if self.age() > KEYS_MAX_AGE_S:
+                raise RecordError("the API keys in the records cannot be read")
+            tenant = self._keys.tenant_for(key)
+        return tenant
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+async def records_fetch() -> list[tuple[str, str]]:
+    """The keys in force in the cluster's records (from the records' file when this process
+    is on the recorder's node, else from the recorder)."""
+    from actors import Runtime
+
+    rows: list[tuple[str, str]] = await Runtime.shared().recorder.active_api_keys.remote()
+    return rows
+
+
 _keys: KeyStore | None = None
+_records: RecordKeys | None = None
 
 
-def configure(keys: KeyStore | None) -> None:
-    """Use ``keys`` in this process (None: load from the environment on first use)."""
-    global _keys
+def configure(keys: KeyStore | None, records: RecordKeys | None = None) -> None:
+    """Use ``keys`` in this process (None: load from the environment on first use), and the
+    records' keys when ``records`` is given (a Serve replica: ``RecordKeys(records_fetch)``)."""
+    global _keys, _records
     _keys = keys
+    _records = records
 
 
 def current_keys() -> KeyStore:
@@ -168,14 +276,17 @@ def current_keys() -> KeyStore:
     return _keys
 
 
-def check_key(request: Request) -> str:
-    """The tenant of the request's bearer key, or ``Unauthorized``."""
+async def check_key(request: Request) -> str:
+    """The tenant of the request's bearer key, or ``Unauthorized`` (``RecordError`` when
+    only the records could tell and they cannot be read)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     tenant = current_keys().tenant_for(token)
+    if tenant is None and _records is not None:
+        tenant = await _records.tenant_for(token)
     if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
@@ -186,7 +297,7 @@ async def tenant_of(request: Request) -> str:
 
     A coroutine so that FastAPI runs it on the event loop, not in a worker thread (a thread
     hop per request costs more than the check itself)."""
-    return check_key(request)
+    return await check_key(request)
 
 
 def _depends_on(dependant: Any, call: Any) -> bool:

@@ -9,6 +9,10 @@ Every error answers ``{"error": {"code": "...", "message": "..."}}``:
 409    ``conflict``            the agent cannot do it (duplicate name, busy, gone)
 413    ``body_too_large``      the body is over ``MAX_BODY_BYTES``
 422    ``invalid_request``     the body or a parameter fails validation (says which)
+429    ``quota_exceeded``      the tenant is at a quota (the limit and the count); no
+                               Retry-After: it frees when the tenant fires an agent or a
+                               task ends, not after a time the server could name
+429    ``too_many_requests``   over a concurrency limit (with Retry-After)
 503    ``unavailable``         Ray, the recorder, Docker or a desktop is unavailable
 =====  ======================  ================================================
 """
@@ -37,6 +41,7 @@ from orchestrator.errors import (
     DockerError,
     NotFoundError,
     OrchestratorError,
+    QuotaExceededError,
     RecordError,
 )
 
@@ -128,7 +133,7 @@ def body_error_message(cause: BaseException | None) -> str:
     return "malformed body: it could not be parsed"
 
 
-def _unauthenticated(request: Request) -> JSONResponse | None:
+async def _unauthenticated(request: Request) -> JSONResponse | None:
     """401 when the request's route needs an API key and it has no valid one, else None.
 
     Authentication comes first: a client without a valid key learns nothing about its body.
@@ -136,9 +141,11 @@ def _unauthenticated(request: Request) -> JSONResponse | None:
     if not needs_key(request):
         return None
     try:
-        check_key(request)
+        await check_key(request)
     except Unauthorized as e:
         return _unauthorized(e)
+    except RecordError as e:  # the records' keys cannot be read: whether it is valid is unknown
+        return _runtime_error(e)
     return None
 
 
@@ -147,10 +154,13 @@ def _unauthorized(exc: Exception) -> JSONResponse:
 
 
 def _cause(exc: BaseException) -> BaseException:
-    """The exception raised inside an actor, behind Ray's wrapper."""
-    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
-    if isinstance(cause, BaseException):
-        return cause
+    """The exception raised inside an actor, behind Ray's wrappers (one per actor it passed
+    through: the recorder's error, re-raised by an agent, is wrapped twice)."""
+    while isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException) or cause is exc:
+            break
+        exc = cause
     return exc
 
 
@@ -171,6 +181,8 @@ def _runtime_error(exc: BaseException) -> JSONResponse:
         return _error(422, "invalid_request", msg)
     if isinstance(cause, ValidationError):
         return _error(422, "invalid_request", validation_message(cause.errors()))
+    if isinstance(cause, QuotaExceededError):
+        return _error(429, "quota_exceeded", msg)
     if isinstance(cause, CapacityError):
         return _error(503, "no_capacity", msg, {"Retry-After": CAPACITY_RETRY_AFTER_S})
     # The engine's and the store's own messages name host paths and addresses: logged
@@ -206,7 +218,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
             # a body that could not be read as JSON (not UTF-8, ...): malformed, say why
-            denied = _unauthenticated(request)
+            denied = await _unauthenticated(request)
             if denied is not None:
                 return denied
             return _error(422, "invalid_request", body_error_message(exc.__cause__))
@@ -219,7 +231,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, RequestValidationError):
             # FastAPI parses a JSON body before it authenticates: malformed JSON without a
             # valid key is still 401
-            denied = _unauthenticated(request)
+            denied = await _unauthenticated(request)
             if denied is not None:
                 return denied
         return _error(422, "invalid_request", validation_message(exc.errors()))
