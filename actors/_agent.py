@@ -209,9 +209,10 @@ class AgentActor:
 
     async def shutdown(self) -> None:
         """Cancel tasks, fire the whole subtree, stop the desktop."""
-        for t in list(self._running.values()):
-            t.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop_task(tid, "cancelled: the agent was stopped") for tid in self._running),
+            return_exceptions=True,
+        )
         await asyncio.gather(
             *(self.fire(cid) for cid in list(self.children)), return_exceptions=True
         )
@@ -360,14 +361,55 @@ class AgentActor:
         if parent_task_id is None:  # the tenant's max_running_tasks (subtasks do not count)
             await self._recorder.admit_task.remote(task)  # QuotaExceededError: not accepted
         self.tasks[task.id] = task
-        await self._recorder.put_task.remote(task)
-        await self._event(
-            EventKind.TASK, task.id, {"state": "pending", "description": spec.description}
-        )
+        await self._put_task(task, description=spec.description)
         self._running[task.id] = asyncio.create_task(self._run(task))
         return task
 
+    async def _put_task(self, task: TaskInfo, **data: Any) -> TaskInfo:
+        """Record ``task`` with the ``task`` event announcing its state (and ``data``) in one
+        write, so that its recorded state and its last state event never disagree; returns
+        the task as recorded (an ended task stays as it ended), kept if it is this agent's."""
+        said = Event(
+            kind=EventKind.TASK,
+            agent_id=task.agent_id,
+            task_id=task.id,
+            data={"state": task.state.value, **data},
+        )
+        stored: TaskInfo = await self._recorder.put_task.remote(task, said)
+        if task.id in self.tasks:
+            self.tasks[task.id] = stored
+        return stored
+
+    async def _end_task(self, task_id: str, state: TaskState, error: str) -> TaskInfo:
+        """End one of this agent's tasks as ``state`` unless the records say it has ended
+        (then that end stands and is returned)."""
+        ended = self.tasks[task_id].model_copy(
+            update={"state": state, "result": None, "error": error, "updated_at": time.time()}
+        )
+        return await self._put_task(ended, result=None, error=error)
+
+    def _forget(self, task_id: str) -> bool:
+        """Drop a task from the running ones; True if the agent has none left."""
+        self._running.pop(task_id, None)
+        return not self._running
+
     async def _run(self, task: TaskInfo) -> TaskInfo:
+        """Work on the task to its end; however this ends (cancelled before or while the
+        runner works, or a crash outside it), the task's end is recorded."""
+        try:
+            return await self._work(task)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._end_task(task.id, TaskState.CANCELLED, "cancelled"))
+            raise
+        except Exception as e:  # an agent never dies of one task
+            log.exception("task %s crashed", task.id)
+            error = f"internal error: {type(e).__name__}: {e}"
+            return await self._end_task(task.id, TaskState.FAILED, error)
+        finally:
+            if self._forget(task.id):
+                await self._set_status(AgentStatus.IDLE)
+
+    async def _work(self, task: TaskInfo) -> TaskInfo:
         assert self.desktop is not None
         brain_cfg = self.info.spec.brain
         if task.spec.script is not None:
@@ -376,13 +418,12 @@ class AgentActor:
             )
         await self._set_status(AgentStatus.BUSY)
 
-        async def save(t: TaskInfo) -> TaskInfo:
+        async def save(t: TaskInfo, data: dict[str, Any]) -> TaskInfo:
             known = self.tasks.get(t.id)
             if known is not None and len(known.subtask_ids) > len(t.subtask_ids):
                 t = t.model_copy(update={"subtask_ids": known.subtask_ids})
             self.tasks[t.id] = t
-            await self._recorder.put_task.remote(t)
-            return t
+            return await self._put_task(t, **data)
 
         async def record(
             kind: EventKind,
@@ -396,12 +437,7 @@ class AgentActor:
         try:
             brain = make_brain(brain_cfg)
         except Exception as e:  # noqa: BLE001 - a bad brain config fails the task, not the agent
-            failed = task.model_copy(
-                update={"state": TaskState.FAILED, "error": f"brain config: {e}"}
-            )
-            await save(failed)
-            await record(EventKind.TASK, {"state": "failed", "error": failed.error})
-            return failed
+            return await self._end_task(task.id, TaskState.FAILED, f"brain config: {e}")
         runner = TaskRunner(
             task=task,
             role=self.info.spec.role,
@@ -416,9 +452,6 @@ class AgentActor:
             return await runner.run()
         finally:
             await brain.close()
-            self._running.pop(task.id, None)
-            if not self._running:
-                await self._set_status(AgentStatus.IDLE)
 
     async def run_subtask(
         self, parent: TaskInfo, subtask: Subtask, spec: TaskSpec, attempt: int
@@ -447,8 +480,7 @@ class AgentActor:
             state=TaskState.FAILED,
             error=error,
         )
-        await self._recorder.put_task.remote(failed)
-        return failed
+        return await self._put_task(failed, description=spec.description, error=error)
 
     async def _hire_for(self, name: str, subtask: Subtask) -> AgentInfo:
         return await self.hire(
@@ -498,13 +530,11 @@ class AgentActor:
             except RayActorError as e:
                 self.children.pop(child.info.id, None)
                 await self._record_dead(child)
+                error = f"specialist {child.info.path} died: {e.__class__.__name__}"
                 final = ct.model_copy(
-                    update={
-                        "state": TaskState.FAILED,
-                        "error": f"specialist {child.info.path} died: {e.__class__.__name__}",
-                    }
+                    update={"state": TaskState.FAILED, "error": error, "updated_at": time.time()}
                 )
-                await self._recorder.put_task.remote(final)
+                final = await self._put_task(final, result=None, error=error)
             await self._event(
                 EventKind.MESSAGE,
                 parent.id,
@@ -557,11 +587,20 @@ class AgentActor:
     async def cancel_task(self, task_id: str) -> TaskInfo:
         """Cancel a task and, through it, every subtask in the subtree."""
         self._task(task_id)
+        await self._stop_task(task_id, "cancelled")
+        return self.tasks[task_id]
+
+    async def _stop_task(self, task_id: str, why: str) -> None:
+        """Cancel a running task and wait for it; a task cancelled before it even started
+        (its coroutine never ran, so nothing in it recorded the end) is ended here."""
         running = self._running.get(task_id)
         if running is not None:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
-        return self.tasks[task_id]
+        if not self.tasks[task_id].state.done:
+            await self._end_task(task_id, TaskState.CANCELLED, why)
+            if self._forget(task_id):
+                await self._set_status(AgentStatus.IDLE)
 
     def _task(self, task_id: str) -> TaskInfo:
         try:

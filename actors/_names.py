@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from orchestrator.domain import AgentInfo
 
-__all__ = ["NAMESPACE", "POOL_NAME", "RECORDER_NAME", "actor_of", "child_path", "slug"]
+__all__ = [
+    "NAMESPACE",
+    "POOL_NAME",
+    "RECORDER_NAME",
+    "actor_alive",
+    "actor_of",
+    "alive_actor_ids",
+    "child_path",
+    "slug",
+]
 
 NAMESPACE = "orchestrator"
 RECORDER_NAME = "_system/recorder"
@@ -41,3 +50,27 @@ def actor_of(info: AgentInfo) -> Any | None:
     if info.actor_id is not None and handle._actor_id.hex() != info.actor_id:
         return None
     return handle
+
+
+def actor_alive(info: AgentInfo) -> bool:
+    """Whether the agent ``info`` records has a live actor.
+
+    More than ``actor_of``: the name of a non-detached actor that died (its worker process
+    killed, say) still resolves while the actor's owner lives, to a handle whose every call
+    fails, so the actor's own state is read too (Ray's control store, one call)."""
+    handle = actor_of(info)
+    if handle is None:
+        return False
+    # No public API reads one actor's state without the dashboard, which local clusters
+    # leave out; this is the call `ray.util.state` ends in.
+    from ray._private import state
+
+    found = state.actors(actor_id=handle._actor_id.hex())
+    return bool(found) and found.get("State") != "DEAD"
+
+
+def alive_actor_ids() -> set[str]:
+    """Ids (hex) of every actor Ray has as alive right now (one call to its control store)."""
+    from ray._private import state
+
+    return set(state.actors(actor_state_name="ALIVE"))

@@ -27,17 +27,21 @@ from orchestrator.domain import (
     TaskInfo,
     TaskState,
 )
-from orchestrator.records import GcReport, RecordStore, open_store
+from orchestrator.records import MAX_LIMIT, GcReport, RecordStore, open_store
 from orchestrator.tenants import ApiKey, Quotas
 
-from ._names import NAMESPACE, RECORDER_NAME, actor_of
+from ._names import NAMESPACE, RECORDER_NAME, actor_alive, alive_actor_ids
 
 __all__ = ["GC_INTERVAL_S", "JANITOR_INTERVAL_S", "Recorder", "get_or_create_recorder"]
 
 log = logging.getLogger(__name__)
 
 JANITOR_INTERVAL_S = 10.0
-"""How often the recorder sweeps for orphaned desktops and dead agents."""
+"""How often the recorder sweeps for orphaned desktops and checks every agent's actor."""
+
+DEAD_AGENT_SWEEP_S = 2.0
+"""How often the recorder looks for agents whose actor Ray no longer has as alive (one call
+to its control store), to record them failed with their open tasks (issue 9, R2)."""
 
 GC_INTERVAL_S = 3600.0
 """How often the recorder removes records older than the retention period."""
@@ -65,13 +69,22 @@ class Recorder:
         self._ensure_janitor()
 
     async def _sweep_forever(self) -> None:
+        """At once (a restarted cluster's agents are all gone), then every
+        ``DEAD_AGENT_SWEEP_S``: close the records of agents whose actor is dead and of tasks
+        whose agent has ended; every ``JANITOR_INTERVAL_S`` also reap orphaned desktops
+        and check each live agent's actor by id."""
+        last_full = -JANITOR_INTERVAL_S
         while True:
-            await asyncio.sleep(JANITOR_INTERVAL_S)  # a periodic sweep: the interval is the point
+            full = time.monotonic() - last_full >= JANITOR_INTERVAL_S
             try:
-                await asyncio.to_thread(reap)
-                await self.fail_dead_agents()
+                if full:
+                    last_full = time.monotonic()
+                    await asyncio.to_thread(reap)
+                await self.fail_dead_agents(by_id=full)
+                await self.fail_orphaned_tasks()
             except Exception as e:  # noqa: BLE001 - the sweep must outlive any one failure
                 log.warning("janitor sweep failed: %s", e)
+            await asyncio.sleep(DEAD_AGENT_SWEEP_S)  # a periodic sweep: the interval is the point
 
     async def _collect_forever(self) -> None:
         from orchestrator.config import settings
@@ -104,9 +117,13 @@ class Recorder:
     async def is_pinned(self, task_id: str) -> bool:
         return self._store.is_pinned(task_id)
 
-    async def fail_dead_agents(self) -> list[str]:
-        """Mark agents whose actor is gone as failed, with their open tasks; return their ids."""
+    async def fail_dead_agents(self, by_id: bool = True) -> list[str]:
+        """Mark agents whose actor is gone as failed, with their open tasks; return their ids.
+
+        ``by_id=False``: agents whose recorded actor Ray has as alive are taken at its word
+        (one call for all) and only the others are checked one by one."""
         agents = await asyncio.to_thread(lambda: self._store.list_agents(status=_LIVE))
+        alive = set() if by_id else await asyncio.to_thread(alive_actor_ids)
         dead: list[str] = []
         for info in agents:
             if (
@@ -114,49 +131,69 @@ class Recorder:
                 and time.time() - info.created_at < STARTING_GRACE_S
             ):
                 continue
-            if actor_of(info) is not None:
+            if info.actor_id in alive or await asyncio.to_thread(actor_alive, info):
                 continue
             dead.append(info.id)
             await self.close_agent(info.id, AgentStatus.FAILED, "actor died")
         return dead
 
+    async def fail_orphaned_tasks(self) -> list[str]:
+        """Fail the open tasks of agents recorded as ended (stopped or failed: fired, or
+        found dead), each with its event; return their ids. Nothing of a gone agent stays
+        open, whatever wrote its last state."""
+        tasks = await asyncio.to_thread(
+            lambda: self._store.list_tasks(state=_OPEN, limit=MAX_LIMIT)
+        )
+        failed: list[str] = []
+        ended: dict[str, AgentInfo | None] = {}
+        for t in tasks:
+            if t.agent_id not in ended:
+                agent = await asyncio.to_thread(self._store.get_agent, t.agent_id)
+                ended[t.agent_id] = agent if agent and agent.status not in _LIVE else None
+            agent = ended[t.agent_id]
+            if agent is not None:
+                await self._fail_task(t, _ended(agent))
+                failed.append(t.id)
+        return failed
+
+    async def _fail_task(self, task: TaskInfo, error: str) -> None:
+        """Record an open task as failed with ``error``, with its event, in one write."""
+        gone = task.model_copy(
+            update={"state": TaskState.FAILED, "error": error, "updated_at": time.time()}
+        )
+        said = Event(
+            kind=EventKind.TASK,
+            agent_id=task.agent_id,
+            task_id=task.id,
+            data={"state": gone.state.value, "result": None, "error": error},
+        )
+        await self._write(self._store.put_task, gone, said)
+
     async def close_agent(self, agent_id: str, status: AgentStatus, error: str) -> None:
         """Record an agent whose actor is gone as ``status`` with ``error``, and fail its
-        open tasks ("agent ... died"), each with its event."""
+        open tasks ("agent ... died"), each with its event. An agent recorded as ended
+        (stopped or failed: fired meanwhile, say) keeps that record; its open tasks fail."""
         info = await asyncio.to_thread(self._store.get_agent, agent_id)
         if info is None:
             return
-        closed = info.model_copy(update={"status": status, "error": error})
-        await self._write(self._store.put_agent, closed)
-        await self._write(
-            self._store.append_event,
-            Event(
-                kind=EventKind.AGENT,
-                agent_id=info.id,
-                data={"status": status.value, "error": error},
-            ),
-        )
-        tasks = await asyncio.to_thread(
-            self._store.list_tasks, agent_id=info.id, state=_OPEN, limit=1000
-        )
-        for t in tasks:
-            gone = t.model_copy(
-                update={
-                    "state": TaskState.FAILED,
-                    "error": f"agent {info.path} died",
-                    "updated_at": time.time(),
-                }
-            )
-            await self._write(self._store.put_task, gone)
+        why = _ended(info)
+        if info.status in _LIVE:
+            why = f"agent {info.path} died"
+            closed = info.model_copy(update={"status": status, "error": error})
+            await self._write(self._store.put_agent, closed)
             await self._write(
                 self._store.append_event,
                 Event(
-                    kind=EventKind.TASK,
+                    kind=EventKind.AGENT,
                     agent_id=info.id,
-                    task_id=t.id,
-                    data={"state": "failed", "error": gone.error},
+                    data={"status": status.value, "error": error},
                 ),
             )
+        tasks = await asyncio.to_thread(
+            self._store.list_tasks, agent_id=info.id, state=_OPEN, limit=MAX_LIMIT
+        )
+        for t in tasks:
+            await self._fail_task(t, why)
 
     def _ensure_janitor(self) -> None:
         # Started from the first call rather than __init__ (which has no running loop), so
@@ -174,8 +211,11 @@ class Recorder:
     async def put_agent(self, info: AgentInfo) -> None:
         await self._write(self._store.put_agent, info)
 
-    async def put_task(self, info: TaskInfo) -> None:
-        await self._write(self._store.put_task, info)
+    async def put_task(self, info: TaskInfo, event: Event | None = None) -> TaskInfo:
+        """Store the task with the event announcing its state, in one transaction; returns
+        the task as stored (an ended task stays as it ended: ``RecordStore.put_task``)."""
+        stored: TaskInfo = await self._write(self._store.put_task, info, event)
+        return stored
 
     async def append_event(self, event: Event) -> Event:
         stored: Event = await self._write(self._store.append_event, event)
@@ -270,6 +310,13 @@ class Recorder:
     async def active_api_keys(self) -> list[tuple[str, str]]:
         """``(tenant, digest)`` of the keys in force (the API replicas poll this)."""
         return self._store.active_api_keys()
+
+
+def _ended(agent: AgentInfo) -> str:
+    """Why a task of an agent recorded as ended cannot go on."""
+    return f"agent {agent.path} is {agent.status.value}" + (
+        f": {agent.error}" if agent.error else ""
+    )
 
 
 def task_of(store: Any, task_id: str, tenant: str) -> TaskInfo | None:

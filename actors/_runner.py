@@ -81,8 +81,10 @@ class TaskRunner:
     record: Record
     """``record(kind, data, *, screenshot=None, blob=None)`` stores an event for this task,
     durably (``screenshot``: JPEG bytes; ``blob``: ``(data, media_type)`` of a file)."""
-    save_task: Callable[[TaskInfo], Awaitable[TaskInfo]]
-    """Stores the task and returns it as stored (with subtask ids the agent added)."""
+    save_task: Callable[[TaskInfo, dict[str, Any]], Awaitable[TaskInfo]]
+    """``save_task(task, data)`` stores the task together with the ``task`` event announcing
+    its state (``data``: the event's other fields), in one write, and returns it as stored
+    (with subtask ids the agent added; an ended task stays as it ended)."""
     history: list[StepRecord] = field(default_factory=list)
     subtask_results: dict[str, str] = field(default_factory=dict)
 
@@ -96,7 +98,7 @@ class TaskRunner:
                 await self._set(TaskState.RUNNING)
                 result = await self._triage_and_work()
         except TimeoutError:
-            error = f"deadline of {spec.deadline_s:.0f} s passed"
+            error = f"deadline of {spec.deadline_s:g} s passed"
         except asyncio.CancelledError:
             await asyncio.shield(self._set(TaskState.CANCELLED, error="cancelled"))
             raise
@@ -150,8 +152,9 @@ class TaskRunner:
         self.task = self.task.model_copy(
             update={"state": state, "result": result, "error": error, "updated_at": time.time()}
         )
-        self.task = await self.save_task(self.task)
-        await self.record(EventKind.TASK, {"state": state.value, "result": result, "error": error})
+        # One write for the state and its event: a write cut short by the deadline or a
+        # cancel may still land later, and then either both land or neither does.
+        self.task = await self.save_task(self.task, {"result": result, "error": error})
 
     def _context(self) -> BrainContext:
         return BrainContext(

@@ -21,13 +21,16 @@ from orchestrator.errors import AgentError, NotFoundError, RecordError
 from orchestrator.records import SQLiteStore
 
 from ._agent import AgentActor, agent_options, failed_agent, start_agent
-from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME, actor_of
+from ._names import NAMESPACE, POOL_NAME, RECORDER_NAME, actor_alive, actor_of
 from ._pool import WarmPool, get_pool
 from ._recorder import get_or_create_recorder, task_of
 
 __all__ = ["RecorderRef", "Runtime", "init_ray"]
 
 log = logging.getLogger(__name__)
+
+_RUNNING = (AgentStatus.IDLE, AgentStatus.BUSY)
+"""Statuses of an agent whose actor must be alive (a starting one may not have it yet)."""
 
 FIRE_TIMEOUT_S = 120.0
 """How long a fired top-level agent may take to stop its subtree before it is killed."""
@@ -238,17 +241,33 @@ class Runtime:
             raise
 
     async def agent(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
+        """The agent as recorded. One recorded as running (idle or busy) whose actor is gone
+        is recorded failed first (with its open tasks), so that this read agrees with its
+        parent's tree at once instead of after the recorder's next sweep."""
+        info = await self._record(agent_id, tenant)
+        if info.status in _RUNNING and not await asyncio.to_thread(actor_alive, info):
+            info = await self._dead(info)
+        return info
+
+    async def _record(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
         info: AgentInfo | None = await self.recorder.get_agent.remote(agent_id)
         if info is None or (tenant is not None and info.tenant != tenant):
             raise NotFoundError(f"no agent {agent_id}")
         return info
 
+    async def _dead(self, info: AgentInfo) -> AgentInfo:
+        """Record an agent whose actor is gone as failed; returns the record as it is now."""
+        await self.recorder.close_agent.remote(info.id, AgentStatus.FAILED, "actor died")
+        return await self._record(info.id)
+
     async def handle(self, agent_id: str, tenant: str | None = None) -> Any:
-        info = await self.agent(agent_id, tenant)
+        info = await self._record(agent_id, tenant)
         # A GCS lookup: off the event loop, so that a slow control plane stalls no request
         # but this one (the API's replicas serve many on one loop).
         handle = await asyncio.to_thread(actor_of, info)
         if handle is None:
+            if info.status in _RUNNING:
+                await self._dead(info)
             raise NotFoundError(f"agent {agent_id} ({info.path}) is not running")
         return handle
 

@@ -100,6 +100,56 @@ def _upsert_task(db: sqlite3.Connection, info: TaskInfo) -> bool:
     return bool(cursor.rowcount)
 
 
+def _check_state_event(info: TaskInfo, event: Event) -> None:
+    """``event`` must announce ``info``'s state: a ``task`` event of that task and state."""
+    said = event.data.get("state")
+    if event.kind != EventKind.TASK or event.task_id != info.id or said != info.state.value:
+        raise RecordError(
+            f"task {info.id} is {info.state.value}: its state event must be a task event of "
+            f"it saying so, not a {event.kind.value} event of {event.task_id} saying {said!r}"
+        )
+
+
+def _encode_event(event: Event) -> str:
+    """The event's stored form (checked: new, and naming well-formed blob addresses)."""
+    if event.seq is not None:
+        raise RecordError(f"event {event.seq} is stored already; append a new Event")
+    for address in event.blobs:
+        check_address(address)
+    try:
+        return event.model_dump_json(exclude={"seq"})
+    except ValueError as e:
+        raise RecordError(f"cannot encode an event: {e}") from e
+
+
+def _insert_event(db: sqlite3.Connection, event: Event, payload: str) -> int:
+    """Store a new event (``payload``: its ``_encode_event``) in the open transaction;
+    returns its seq (the first one's, when an append is retried)."""
+    wanted = sorted(set(event.blobs))
+    if wanted:
+        marks = ", ".join("?" * len(wanted))
+        held = {
+            row[0]
+            for row in db.execute(f"SELECT address FROM blobs WHERE address IN ({marks})", wanted)
+        }
+        if missing := [a for a in wanted if a not in held]:
+            raise RecordError(f"event names blobs the store does not hold: {missing}")
+    again = db.execute("SELECT seq FROM events WHERE event_id = ?", (event.id,)).fetchone()
+    if again is not None:  # a retried append: the first one was committed
+        return int(again[0])
+    cursor = db.execute(
+        "INSERT INTO events (event_id, kind, agent_id, task_id, at, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (event.id, event.kind.value, event.agent_id, event.task_id, event.at, payload),
+    )
+    seq = int(cursor.lastrowid or 0)
+    db.executemany(  # what keeps the blobs from garbage collection
+        "INSERT OR IGNORE INTO event_blobs (address, seq) VALUES (?, ?)",
+        [(address, seq) for address in wanted],
+    )
+    return seq
+
+
 class _Where:
     """WHERE clauses and their parameters, built up filter by filter."""
 
@@ -279,9 +329,24 @@ class SQLiteStore(RecordStore):
 
     # ------------------------------------------------------------------ tasks
 
-    def put_task(self, info: TaskInfo) -> None:
+    def put_task(self, info: TaskInfo, event: Event | None = None) -> TaskInfo:
+        payload = None
+        if event is not None:
+            _check_state_event(info, event)
+            payload = _encode_event(event)
         with self._transaction(f"store task {info.id}") as db:
+            row = db.execute("SELECT state, payload FROM tasks WHERE id = ?", (info.id,)).fetchone()
+            if row is not None and TaskState(row[0]).done:
+                return TaskInfo.model_validate_json(row[1])  # its end stands
+            if event is None and row is not None and row[0] != info.state.value:
+                raise RecordError(
+                    f"task {info.id} is {row[0]}: its state changes to {info.state.value} only "
+                    "together with the event that announces it"
+                )
             _upsert_task(db, info)
+            if event is not None and payload is not None:
+                _insert_event(db, event, payload)
+        return info
 
     def get_task(self, task_id: str) -> TaskInfo | None:
         rows = self._rows("read a task", "SELECT payload FROM tasks WHERE id = ?", [task_id])
@@ -318,37 +383,9 @@ class SQLiteStore(RecordStore):
     # ------------------------------------------------------------------ events
 
     def append_event(self, event: Event) -> Event:
-        if event.seq is not None:
-            raise RecordError(f"event {event.seq} is stored already; append a new Event")
-        for address in event.blobs:
-            check_address(address)
-        with self._errors("encode an event"):
-            payload = event.model_dump_json(exclude={"seq"})
+        payload = _encode_event(event)
         with self._transaction("append an event") as db:
-            wanted = sorted(set(event.blobs))
-            if wanted:
-                marks = ", ".join("?" * len(wanted))
-                held = {
-                    row[0]
-                    for row in db.execute(
-                        f"SELECT address FROM blobs WHERE address IN ({marks})", wanted
-                    )
-                }
-                if missing := [a for a in wanted if a not in held]:
-                    raise RecordError(f"event names blobs the store does not hold: {missing}")
-            again = db.execute("SELECT seq FROM events WHERE event_id = ?", (event.id,)).fetchone()
-            if again is not None:  # a retried append: the first one was committed
-                return event.model_copy(update={"seq": int(again[0])})
-            cursor = db.execute(
-                "INSERT INTO events (event_id, kind, agent_id, task_id, at, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (event.id, event.kind.value, event.agent_id, event.task_id, event.at, payload),
-            )
-            seq = cursor.lastrowid
-            db.executemany(  # what keeps the blobs from garbage collection
-                "INSERT OR IGNORE INTO event_blobs (address, seq) VALUES (?, ?)",
-                [(address, seq) for address in wanted],
-            )
+            seq = _insert_event(db, event, payload)
         return event.model_copy(update={"seq": seq})
 
     def events(

@@ -5,6 +5,9 @@ The contract, for every backend:
 
 * **Durable on return.** A write (``put_*``, ``append_event``) returns only once the record
   is committed durably; "committed before the step counts as done".
+* **A task's end stands.** A task's state is written with the event that announces it, in
+  one transaction, and an ended task is never changed (see ``put_task``): its recorded
+  state never disagrees with its last state event.
 * **Blobs before references.** ``put_blob`` returns only once the bytes are durable, and
   ``append_event`` refuses an event naming a blob the store does not hold.
 * **Seqs only grow.** ``append_event`` assigns a seq greater than any assigned before it
@@ -87,8 +90,19 @@ class RecordStore(abc.ABC):
     # ------------------------------------------------------------------ tasks
 
     @abc.abstractmethod
-    def put_task(self, info: TaskInfo) -> None:
-        """Insert the task, or replace the stored one with the same id."""
+    def put_task(self, info: TaskInfo, event: Event | None = None) -> TaskInfo:
+        """Insert the task, or replace the stored one with the same id; returns the task as
+        stored now.
+
+        A task's state and the event that announces it are one record: ``event`` (a ``task``
+        event of this task whose ``data["state"]`` is ``info.state``, else ``RecordError``)
+        is appended in the same transaction, so the stored state is always the state of the
+        task's last state event. A stored task that has ended (``state.done``) is never
+        changed: the write, and its event, are dropped and the stored task is returned (a
+        late or retried write cannot reopen it). Changing a stored task's state without an
+        event is refused (``RecordError``); without one, only the rest may change (its
+        subtasks, say).
+        """
 
     @abc.abstractmethod
     def get_task(self, task_id: str) -> TaskInfo | None:

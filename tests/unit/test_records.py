@@ -135,7 +135,8 @@ def test_task_round_trip_and_replace(store: SQLiteStore) -> None:
     done = t.model_copy(
         update={"state": TaskState.SUCCEEDED, "result": "ok", "subtask_ids": ["task-x"]}
     )
-    store.put_task(done)
+    said = Event(kind=EventKind.TASK, task_id=t.id, data={"state": "succeeded"})
+    store.put_task(done, said)  # a new state comes with its event (test_records_task_state)
     assert store.get_task(t.id) == done
     assert store.get_task("task-unknown") is None
 
