@@ -5,7 +5,7 @@ connection over a unix socket, SFTP. Naive (as the OpenAI sample app and the Ant
 do): ``docker exec`` with xdotool for input, ImageMagick ``import`` for screenshots,
 ``docker exec`` for commands and ``docker cp`` for files.
 
-    python bench/desktop.py [--json PATH] [--samples N] [--starts N]
+    python bench/desktop.py [--json PATH] [--samples N] [--starts N] [--smoke]
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ async def main() -> int:
     ap.add_argument("--json", type=Path, help="write the metrics here")
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="a quick run that only checks the benchmark works (its figures mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.samples, args.starts = 4, 1
     n = args.samples
     image = default_image()
     metrics: dict[str, dict[str, float]] = {}
@@ -200,6 +203,7 @@ async def main() -> int:
         )
     print(f"{'idle_memory_mb':<20} {mem:>9.1f}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 

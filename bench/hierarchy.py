@@ -15,7 +15,7 @@ measured in the same run.
 - agent_memory_mb: memory per idle agent (actor process RSS + its desktop container), with
   --agents idle agents up at once (default 20).
 
-    python bench/hierarchy.py [--json PATH] [--samples N] [--agents N]
+    python bench/hierarchy.py [--json PATH] [--samples N] [--agents N] [--smoke]
 """
 
 from __future__ import annotations
@@ -92,7 +92,11 @@ async def main() -> int:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--agents", type=int, default=20)
+    ap.add_argument("--smoke", action="store_true", help="a quick run that only checks the benchmark works (its figures mean nothing)")
     args = ap.parse_args()
+    width = 8  # the fan-out
+    if args.smoke:
+        args.samples, args.steps, args.agents, width = 1, 5, 2, 2
     image = default_image()
     rt = Runtime.connect(data_dir=Path(tempfile.mkdtemp(prefix="bench-records-")))
     metrics: dict[str, Any] = {}
@@ -135,7 +139,7 @@ async def main() -> int:
         nonlocal n
         t0 = time.perf_counter()
         infos = await asyncio.gather(
-            *(parent.hire.remote(AgentSpec(name=f"f{n}-{i}", role="x")) for i in range(8))
+            *(parent.hire.remote(AgentSpec(name=f"f{n}-{i}", role="x")) for i in range(width))
         )
         ms = (time.perf_counter() - t0) * 1000
         n += 1
@@ -143,7 +147,7 @@ async def main() -> int:
         return ms
 
     fan = [await fanout() for _ in range(max(1, args.samples // 2))]
-    seq = [sum([await hire() for _ in range(8)])]
+    seq = [sum([await hire() for _ in range(width)])]
     record("fanout_8_cold", fan, seq)
 
     # step_overhead: a task of many steps through the real loop, zero-latency brain. The
@@ -184,7 +188,7 @@ async def main() -> int:
             for i in range(args.agents - 1)
         )
     )
-    await asyncio.sleep(5)  # let start-up transients pass before measuring idle memory
+    await asyncio.sleep(0 if args.smoke else 5)  # let start-up transients pass (idle memory)
     per_agent = []
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if not actor["name"].startswith(boss.path):
@@ -210,6 +214,7 @@ async def main() -> int:
             f"{m['baseline_p50_ms']:>13.1f} {ratio:>6.1f}x"
         )
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
     return 0
 
