@@ -4,8 +4,9 @@ The desktop's sshd is reached through a unix socket in the desktop's bind-mounte
 directory (no IP traffic at all) and its host key is pinned from a file the container writes
 there. Each command is a new channel on the one persistent connection, so a round trip costs
 milliseconds. Commands run as the desktop user through a privilege-dropping prefix
-(``AS_AGENT``), under coreutils ``timeout``: a command past its deadline is killed with its
-whole process group, and the output it produced before is kept.
+(``AS_AGENT``), under the image's ``run-command`` (``RUN_COMMAND``), a time limit that is also
+a child subreaper: a command past its deadline is killed with every process it started, those
+that detached (setsid, nohup, a double fork) too, and the output it produced before is kept.
 
 Files travel as tar streams through ``tar`` run *as the target user*, not through a root SFTP
 session: the files land owned by that user, and a symlink the user planted can never turn a
@@ -61,6 +62,7 @@ from asyncssh.constants import EXTENDED_DATA_STDERR, OPEN_CONNECT_FAILED  # noqa
 __all__ = [
     "AS_AGENT",
     "MAX_OUTPUT_BYTES",
+    "RUN_COMMAND",
     "ShellSession",
     "User",
     "authorized_key_line",
@@ -93,8 +95,13 @@ AGENT_PASSTHROUGH_ENV: tuple[str, ...] = ("DISPLAY", "LANG", "LC_ALL", "TZ")
 """Variables of the SSH session (sshd_config ``SetEnv``) handed on to the user's commands,
 which the prefix otherwise starts with a clean environment."""
 
+RUN_COMMAND = "/usr/local/bin/run-command"
+"""The desktop image's supervisor every command runs under (``desktop_image/run-command``):
+``run-command LIMIT_S KILL_AFTER_S COMMAND...``. A child subreaper (no privilege needed):
+past the limit, or on TERM, every process of the command's tree, detached or not, gets TERM
+and then KILL; a command that ends by itself leaves its background daemons running."""
 KILL_AFTER_S = 2.0
-"""A timed-out command gets SIGTERM, then SIGKILL this much later (whole process group)."""
+"""A timed-out command's processes get SIGTERM, then SIGKILL this much later (all of them)."""
 CLIENT_GRACE_S = 2.0
 """Past timeout + KILL_AFTER_S + this, the client gives up on the channel and closes it."""
 EOF_GRACE_S = 0.5
@@ -114,14 +121,14 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CHUNK = 256 * 1024
 _STDERR_LIMIT = 64 * 1024
 _CLOSE_VISIBLE_S = 1.0  # a connection that lost its transport is marked closed a step later
-_TIMEOUT_STATUSES = (124, 128 + 9)  # coreutils timeout: TERM worked / KILL was needed
+_TIMEOUT_STATUSES = (124, 128 + 9)  # run-command (as timeout(1)): TERM worked / KILL was needed
 
-# Every command first reports, as the first line of its stderr, the pid that ``timeout`` will
+# Every command first reports, as the first line of its stderr, the pid that ``run-command`` will
 # have (exec keeps it; sshd made it a session and process group leader), so that a cancelled
 # command can be killed: OpenSSH refuses signal requests in inetd mode (``sshd -i``).
 _REPORT_PID = 'echo "$$" >&2; '
 # Kill a command by that pid, if it is still the session leader it was (not a reused pid);
-# timeout(1) passes the TERM on to its process group and escalates to KILL.
+# run-command passes the TERM on to every process below it and escalates to KILL.
 _KILL = (
     's=$(cat /proc/{pid}/stat 2>/dev/null) || exit 0; set -- ${{s##*")"}}; '
     '[ "$4" = {pid} ] && kill -s TERM -- {pid}'
@@ -230,7 +237,7 @@ def build_command(
     """The remote command line that ``run`` sends, and the stdin to feed it (or None).
 
     The script is ``cd``, then ``export`` of ``env`` (after the login profile, so the
-    caller's values win), then ``cmd``, run by ``bash -lc`` under ``timeout`` as ``user``.
+    caller's values win), then ``cmd``, run by ``bash -lc`` under ``RUN_COMMAND`` as ``user``.
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
@@ -245,7 +252,7 @@ def build_command(
         lines.append(f"export {name}={shlex.quote(value)}")
     lines.append(cmd)
     script = "\n".join(lines)
-    limit = ["timeout", f"--kill-after={KILL_AFTER_S:g}s", "-s", "TERM", f"{timeout:.3f}s"]
+    limit = [RUN_COMMAND, f"{timeout:.3f}", f"{KILL_AFTER_S:g}"]
     if len(shlex.quote(script).encode()) <= _ARGV_SCRIPT_LIMIT:
         return _REPORT_PID + _as_user(user, [*limit, "bash", "-lc", script]), None
     via_stdin = 'script=$(cat) && exec </dev/null && eval "$script"'
@@ -425,9 +432,11 @@ class ShellSession:
     ) -> CommandResult:
         """Run ``cmd`` with ``bash -lc`` as ``user`` in ``cwd`` (default: the user's home).
 
-        A command past ``timeout`` s is killed with its process group (and the background
-        jobs in it) and comes back with ``timed_out=True``, ``exit_code=None`` and the output
-        it had produced. Background jobs that outlive a command keep running if they do not
+        A command past ``timeout`` s is killed with every process it started (background
+        jobs, and those that detached with setsid, nohup or a double fork) and comes back with
+        ``timed_out=True``, ``exit_code=None`` and the output it had produced; a cancelled
+        call kills them the same way. Background jobs that outlive a command (one that ended
+        by itself, e.g. a daemon it started) keep running if they do not
         hold its output (redirect it, e.g. ``app >/dev/null 2>&1 &``); those that do are cut
         off from it ``EOF_GRACE_S`` after the command exits. Raises ``ShellError`` only when
         the connection fails; a failing command is a result.
