@@ -246,6 +246,10 @@ from ._cli_gc import register as _register_gc  # noqa: E402 - after the group ex
 
 _register_gc(main)
 
+from ._cli_keys import register as _register_keys  # noqa: E402 - after the group exists
+
+_register_keys(main)
+
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,10 +19,20 @@ from typing import Any
 import docker.errors
 
 from .._docker import client, docker_call, translate_errors
-from ..errors import DesktopGoneError, DesktopNotReadyError
+from ..errors import DesktopGoneError, DesktopNotReadyError, UntrustedPathError
+from . import _hostfs
 from ._spec import DesktopSpec
 
-__all__ = ["CAPABILITIES", "LABEL", "ContainerInfo", "SocketDir", "create", "remove", "wait_ready"]
+__all__ = [
+    "CAPABILITIES",
+    "LABEL",
+    "ContainerInfo",
+    "SocketDir",
+    "container_of",
+    "create",
+    "remove",
+    "wait_ready",
+]
 
 LABEL = "orchestrator.desktop"
 """Every desktop container carries this label; the runtime's own labels share its prefix."""
@@ -142,22 +153,46 @@ def restart(container_id: str) -> None:
         client().containers.get(container_id).restart(timeout=3)
 
 
+READY_MAX_BYTES = 64 * 1024
+"""The most the host reads of ``run/ready`` or ``run/failed`` (both are short JSON)."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def failure_reason(raw: bytes) -> str:
+    """desktop-init's ``failed`` file as text for an error message: the container wrote it,
+    so control characters (terminal escapes, bidi overrides) are dropped and it is capped."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("reason"), str):
+        text = data["reason"]
+    return _CONTROL.sub("", text)[:2000]
+
+
 async def wait_ready(sockdir: SocketDir, container_id: str, timeout_s: float) -> dict[str, Any]:
-    """Wait until desktop-init reports ready; raise with its reason or logs otherwise."""
+    """Wait until desktop-init reports ready; raise with its reason or logs otherwise.
+
+    ``ready`` and ``failed`` are read through ``_hostfs`` (a link or FIFO planted in their
+    place raises ``UntrustedPathError``, never a read of what it names)."""
     deadline = time.monotonic() + timeout_s
     ready, failed = sockdir.run / "ready", sockdir.run / "failed"
     next_state_check = time.monotonic() + 0.25
     while True:
-        if ready.exists():
+        raw = _hostfs.read_file(ready, max_bytes=READY_MAX_BYTES)
+        if raw is not None:
             try:
-                info: dict[str, Any] = json.loads(ready.read_text())
+                info = json.loads(raw)
+            except ValueError:
+                info = None  # written atomically, so only a rename race: look again
+            if isinstance(info, dict):
                 return info
-            except (OSError, ValueError):
-                pass  # written atomically, so only a rename race: look again
-        if failed.exists():
-            reason = failed.read_text(errors="replace").strip()
+        raw = _hostfs.read_file(failed, max_bytes=READY_MAX_BYTES)
+        if raw is not None:
             raise DesktopNotReadyError(
-                f"desktop {container_id[:12]} failed to start: {reason}\n"
+                f"desktop {container_id[:12]} failed to start: {failure_reason(raw)}\n"
                 f"{await asyncio.to_thread(logs_tail, container_id)}"
             )
         now = time.monotonic()
@@ -177,3 +212,19 @@ async def wait_ready(sockdir: SocketDir, container_id: str, timeout_s: float) ->
                 f"desktop {container_id[:12]} not ready after {timeout_s:.0f} s:\n{logs}"
             )
         await asyncio.sleep(0.005)
+
+
+def container_of(sockdir_root: Path) -> str:
+    """The id of the desktop container created with ``sockdir_root`` (its
+    ``orchestrator.sockdir`` label, which only the runtime sets); ``UntrustedPathError``
+    when there is not exactly one."""
+    with translate_errors("looking up a desktop container"):
+        found = client().containers.list(
+            all=True, filters={"label": f"orchestrator.sockdir={sockdir_root}"}
+        )
+    ids = [c.id for c in found if c.labels.get(LABEL) == "1"]
+    if len(ids) != 1:
+        raise UntrustedPathError(
+            f"no single desktop container owns {sockdir_root.name}: refusing its sockets"
+        )
+    return str(ids[0])

@@ -9,6 +9,7 @@ the container's noVNC socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -22,8 +23,8 @@ from .. import actions as a
 from ..config import settings
 from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError
 from ..image import default_image
-from . import _container
-from ._display import allocate_display, release_display
+from . import _container, _hostfs
+from ._display import allocate_display, point_display, release_display
 from ._limits import check_desktop
 from ._liveview import LiveViewProxy
 from ._owner import process_owner
@@ -105,6 +106,7 @@ class Desktop:
         self._client_key = generate_client_key()
         self._vnc_password = secrets.token_urlsafe(8)[:8]  # RFB auth uses 8 characters
         self._x: X11Session | None = None
+        self._x_pin: _hostfs.PinnedSocket | None = None  # the X socket the display links to
         self._x_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"x11-{desktop_id}")
         self._shell: ShellSession | None = None
         self._live: LiveViewProxy | None = None
@@ -168,24 +170,41 @@ class Desktop:
         log.info("desktop %s ready in %.2f s", self.id, time.monotonic() - t0)
 
     def _write_secrets(self) -> None:
-        keys = self.sockdir.run / "authorized_keys"
-        keys.write_text(self._client_key.export_public_key().decode())
-        keys.chmod(0o644)
-        pw = self.sockdir.run / "vnc.passwd"
-        pw.touch(mode=0o600)
-        pw.write_text(self._vnc_password + "\n")
+        # New files, never written through whatever the container may have put there.
+        _hostfs.write_file(
+            self.sockdir.run / "authorized_keys",
+            self._client_key.export_public_key(),
+            mode=0o644,
+        )
+        _hostfs.write_file(
+            self.sockdir.run / "vnc.passwd", (self._vnc_password + "\n").encode(), mode=0o600
+        )
 
     async def _connect(self, timeout_s: float) -> None:
         assert self.container_id is not None
         self.ready_info = await _container.wait_ready(self.sockdir, self.container_id, timeout_s)
-        if self.display_number is None:
-            self.display_number = await asyncio.to_thread(
-                allocate_display, self.sockdir.x_socket, settings().display_base
-            )
-        display = f":{self.display_number}"
+        container_id, x_socket = self.container_id, self.sockdir.x_socket
 
         def open_x() -> X11Session:
-            return X11Session(display)
+            # Pin the X socket the desktop's own Xvfb listens on and point the host display
+            # link at the pin: libX11 (mss) and python-xlib then reach that inode only.
+            pin = _hostfs.pin_socket(x_socket)
+            try:
+                pin.connect(container_id).close()
+                if self.display_number is None:
+                    self.display_number = allocate_display(pin.proc_path, settings().display_base)
+                else:
+                    point_display(self.display_number, pin.proc_path)
+            except BaseException:
+                pin.close()
+                raise
+            previous, self._x_pin = self._x_pin, pin
+            if previous is not None:
+                previous.close()
+            return X11Session(
+                f":{self.display_number}",
+                peer_check=lambda s: _hostfs.check_peer(s, container_id, x_socket),
+            )
 
         async def open_shell() -> ShellSession:
             return await ShellSession.connect(
@@ -218,6 +237,8 @@ class Desktop:
             await asyncio.to_thread(_container.remove, self.container_id)
         if self.display_number is not None:
             release_display(self.display_number, self.sockdir.x_socket)
+        if self._x_pin is not None:
+            self._x_pin.close()
         self._x_thread.shutdown(wait=False)
         self.sockdir.remove()
 
@@ -385,8 +406,14 @@ class Desktop:
     async def live_view(self) -> LiveView:
         """A noVNC link on 127.0.0.1 for watching the desktop; the link holds its password."""
         self._check_open()
+        if self.container_id is None:
+            raise DesktopError(f"desktop {self.id} is not started")
         if self._live is None:
-            self._live = LiveViewProxy(self.sockdir.run / "novnc.sock")
+            self._live = LiveViewProxy(
+                functools.partial(
+                    _hostfs.connect_socket, self.sockdir.run / "novnc.sock", self.container_id
+                )
+            )
             await self._live.start()
         return LiveView(url=self._live.url(self._vnc_password), password=self._vnc_password)
 
