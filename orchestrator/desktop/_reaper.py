@@ -70,8 +70,14 @@ def _created(stamp: str) -> float:
 
 
 def _is_ours(path: Path) -> bool:
+    """Whether a container's ``orchestrator.sockdir`` label names a directory right under
+    the runtime's ``desktops/`` (spelled plainly: no ``..``, not a link), the only place a
+    desktop's socket directory can be; anything else is never removed."""
     root = (settings().runtime_dir / "desktops").resolve()
-    return path.resolve().parent == root
+    plain = path.is_absolute() and os.path.normpath(path) == str(path)
+    if not plain or path.name in ("", ".", "..") or path.parent.resolve() != root:
+        return False
+    return path.is_dir() and not path.is_symlink()
 
 
 def _release_links_to(x_socket: Path) -> None:

@@ -11,6 +11,7 @@ works across a container boundary (no shared IPC namespace needed); mss falls ba
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -379,7 +380,11 @@ class X11Session:
         ActionResult(ok=True, error=None, cursor=Point(x=10, y=10), ...)
     """
 
-    def __init__(self, display: str) -> None:
+    def __init__(
+        self, display: str, *, peer_check: Callable[[socket.socket], None] | None = None
+    ) -> None:
+        """Open ``display``; ``peer_check`` vets the connection's socket (raising to refuse
+        it) before the first request past the X handshake."""
         self.display_name = display
         try:
             self._d = _open_display(display)
@@ -389,6 +394,8 @@ class X11Session:
         self._errors: list[str] = []
         self._mss: Any = None
         try:
+            if peer_check is not None:
+                peer_check(self._d.display.socket)
             if not self._d.has_extension("XTEST"):
                 raise DisplayError(f"X display {display!r} has no XTEST extension")
             self._d.set_error_handler(self._on_error)
