@@ -123,6 +123,7 @@ class AgentActor:
         self._reaper: asyncio.Task[None] | None = None
         self._parent_watch: asyncio.Task[None] | None = None
         self._desktop_watch: asyncio.Task[None] | None = None
+        self._desktop_swap = asyncio.Lock()  # a reset and the watchdog's recreate, one at a time
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -187,17 +188,35 @@ class AgentActor:
         """
         while True:
             await asyncio.sleep(DESKTOP_WATCH_S)  # a heartbeat: the interval is the point
-            desk = self.desktop
-            if desk is None or await desk.is_alive():
-                continue
-            log.warning("desktop of %s is gone: starting a new one", self.info.path)
-            await self._event(EventKind.AGENT, None, {"desktop": "lost; starting a new one"})
-            try:
-                await desk.stop()
-                self.desktop = await self._start_desktop()
-                await self._event(EventKind.AGENT, None, {"desktop": "recreated"})
-            except Exception as e:  # noqa: BLE001 - try again on the next beat
-                log.warning("could not recreate the desktop of %s: %s", self.info.path, e)
+            async with self._desktop_swap:
+                desk = self.desktop
+                if desk is None or await desk.is_alive():
+                    continue
+                log.warning("desktop of %s is gone: starting a new one", self.info.path)
+                await self._event(EventKind.AGENT, None, {"desktop": "lost; starting a new one"})
+                try:
+                    await desk.stop()
+                    self.desktop = await self._start_desktop()
+                    await self._event(EventKind.AGENT, None, {"desktop": "recreated"})
+                except Exception as e:  # noqa: BLE001 - try again on the next beat
+                    log.warning("could not recreate the desktop of %s: %s", self.info.path, e)
+
+    async def reset_desktop(self) -> AgentInfo:
+        """Replace the agent's desktop with a new one of its spec (``Desktop.reset``): a new
+        container and socket directory, nothing of the old one kept. For a desktop broken
+        from inside (e.g. a root command overwrote ``/etc/passwd``). Refused (``AgentError``)
+        while one of the agent's tasks runs: cancel it first. Should the new desktop fail to
+        start, the error is raised and the watchdog starts one on its next beat."""
+        if self._running:
+            raise AgentError(
+                f"{self.info.path} is running a task: cancel it before resetting its desktop"
+            )
+        async with self._desktop_swap:
+            desk = self._desk()
+            await self._event(EventKind.AGENT, None, {"desktop": "resetting"})
+            await desk.reset()
+            await self._event(EventKind.AGENT, None, {"desktop": "reset", "id": desk.id})
+        return self.info
 
     async def _reap_loop(self) -> None:
         while True:

@@ -526,6 +526,15 @@ def _routes() -> APIRouter:
         response.headers["Cache-Control"] = "no-store"
         return LiveViewLink(url=view.url, expires=None)
 
+    @r.post("/agents/{agent_id}/desktop/reset", tags=["desktop"])
+    async def reset_desktop(tenant: Tenant, agent_id: str) -> AgentInfo:
+        """Replace the agent's desktop with a new one of its spec: a new container and socket
+        directory, nothing of the old desktop kept (for one broken from inside, e.g. its
+        ``/etc/passwd`` overwritten). 409 while a task of the agent runs: cancel it first."""
+        handle = await runtime().handle(agent_id, tenant)
+        info: AgentInfo = await handle.reset_desktop.remote()
+        return info
+
     return r
 
 

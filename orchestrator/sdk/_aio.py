@@ -202,6 +202,13 @@ class AsyncAgent(AgentView):
         spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
         return AsyncTask(self.client, await self.client.call(calls.assign(self.id, spec)))
 
+    async def reset_desktop(self) -> AsyncAgent:
+        """Replace the agent's desktop with a new one of its spec: a new container, nothing of
+        the old desktop kept (for one broken from inside). ``ConflictError`` while a task of
+        the agent runs: cancel it first. Returns itself."""
+        self.info = await self.client.call(calls.reset_desktop(self.id))
+        return self
+
     async def live_view(self) -> str:
         """A noVNC link (on the API's machine, 127.0.0.1) to watch the desktop live; it holds
         the desktop's VNC password: share it as you would the password."""

@@ -32,7 +32,7 @@ _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CUT_OFF = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 """The connection broke mid-request (a replica or proxy replaced): it may have done its work."""
 SLOW_S = 180.0
-"""Answer timeout of the calls that start or stop desktops (create, hire, fire)."""
+"""Answer timeout of the calls that start or stop desktops (create, hire, fire, reset)."""
 ACT_S = 360.0
 """Answer timeout of an action (a ``wait`` may last 300 s)."""
 TRANSFER_S = 600.0
@@ -423,6 +423,11 @@ class calls:  # noqa: N801 - a namespace of call builders
         if agent_id:
             params["agent_id"] = agent_id
         return Call("GET", "/v1/tasks", lambda r: _TASKS.validate_json(r.content), params=params)
+
+    @staticmethod
+    def reset_desktop(agent_id: str) -> Call[AgentInfo]:
+        path = f"/v1/agents/{agent_id}/desktop/reset"
+        return Call("POST", path, _model(AgentInfo), timeout=SLOW_S)
 
     @staticmethod
     def live_view(agent_id: str) -> Call[str]:
