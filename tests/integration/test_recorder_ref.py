@@ -99,7 +99,15 @@ async def test_local_reads_see_the_recorders_writes_and_follow_a_replacement(
 
     from actors import Runtime
     from actors._runtime import LOCAL_CHECK_S, RecorderRef
-    from orchestrator.domain import AgentInfo, AgentSpec, TaskInfo, TaskSpec, TaskState
+    from orchestrator.domain import (
+        AgentInfo,
+        AgentSpec,
+        Event,
+        EventKind,
+        TaskInfo,
+        TaskSpec,
+        TaskState,
+    )
     from orchestrator.errors import NotFoundError
 
     name = f"_test/recorder-{secrets.token_hex(4)}"
@@ -120,7 +128,9 @@ async def test_local_reads_see_the_recorders_writes_and_follow_a_replacement(
     local = ref._local
     assert local is not None and local.data_dir == tmp_path / "one"  # read from the file
     # what the recorder stores is what the next local read sees
-    await first.put_task.remote(task.model_copy(update={"state": TaskState.SUCCEEDED}))
+    done = task.model_copy(update={"state": TaskState.SUCCEEDED})
+    said = Event(kind=EventKind.TASK, task_id=task.id, data={"state": "succeeded"})
+    await first.put_task.remote(done, said)  # a new state is written with its event
     assert (await rt.task(task.id, "t-loc")).state == TaskState.SUCCEEDED
     assert (await rt.agent(agent.id, "t-loc")).path == "t-loc/a"
     with pytest.raises(NotFoundError):

@@ -13,6 +13,7 @@ ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -24,6 +25,8 @@ import pytest
 from orchestrator.domain import AgentStatus, Event, EventKind, TaskInfo, TaskSpec, TaskState
 
 pytestmark = pytest.mark.timeout(180)
+
+log = logging.getLogger(__name__)
 
 SETTLE_S = 10.0
 """After ``wait()`` returned, the records must show the task ended within this."""
@@ -124,24 +127,132 @@ async def test_tiny_deadlines_and_racing_cancels_leave_no_task_open(agents: Any)
     assert open_ == []
 
 
-async def test_an_idle_agent_whose_worker_died_reads_failed(agents: Any) -> None:
-    """R2: SIGKILL an idle child's worker process: its record, as the API reads it, says
-    failed within DEAD_AGENT_S, and agrees with its parent's tree."""
+async def _kill_idle_child(agents: Any, name: str) -> tuple[Any, Any, float]:
+    """A boss with an idle child ``name`` whose worker process is SIGKILLed; returns the
+    boss's handle, the child's info and when it was killed."""
     boss = await agents.create("boss")
     parent = agents.actor(boss.path)
-    child = await parent.hire.remote(agents.spec("idler", role="helper"))
+    child = await parent.hire.remote(agents.spec(name, role="helper"))
     assert (await agents.runtime.agent(child.id)).status == AgentStatus.IDLE
     pid = await agents.actor(child.path).process_id.remote()
     os.kill(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
+    return parent, child, time.monotonic()
+
+
+async def _tree_says_failed(parent: Any, child_id: str) -> None:
+    tree = await parent.tree.remote()
+    [node] = [c for c in tree.children if c.agent.id == child_id]
+    assert node.agent.status == AgentStatus.FAILED
+
+
+async def test_an_idle_agent_whose_worker_died_reads_failed(agents: Any) -> None:
+    """R2: SIGKILL an idle child's worker process: reading it (GET /v1/agents/{id} is
+    ``Runtime.agent``) says failed at once, as its parent's tree does.
+
+    Before: the dead actor's name still resolved while its parent lived, so the read and the
+    recorder's sweep both took it as alive; it read `idle` for as long as the parent lived."""
+    parent, child, killed_at = await _kill_idle_child(agents, "idler")
 
     async def failed() -> bool:
         info = await agents.runtime.agent(child.id)
-        return info.status == AgentStatus.FAILED
+        return info.status == AgentStatus.FAILED and info.error == "actor died"
 
     await agents.until(failed, timeout_s=60, interval_s=0.2, what="the dead agent read as failed")
     took = time.monotonic() - killed_at
-    tree = await parent.tree.remote()
-    [node] = [c for c in tree.children if c.agent.id == child.id]
-    assert node.agent.status == AgentStatus.FAILED
+    await _tree_says_failed(parent, child.id)
+    log.warning("R2: read as failed %.2f s after the kill", took)
     assert took < DEAD_AGENT_S, f"read as failed only after {took:.1f} s"
+
+
+async def test_the_recorder_records_a_dead_idle_agent_failed_unasked(agents: Any) -> None:
+    """R2, the listing (the CLI's `agents`): nobody reads the dead agent, the recorder's sweep
+    records it failed within DEAD_AGENT_S."""
+    parent, child, killed_at = await _kill_idle_child(agents, "lister")
+
+    async def listed_failed() -> bool:
+        infos = await agents.runtime.list_agents(tenant=agents.tenant)
+        [info] = [a for a in infos if a.id == child.id]
+        return info.status == AgentStatus.FAILED
+
+    await agents.until(listed_failed, timeout_s=60, interval_s=0.2, what="listed as failed")
+    took = time.monotonic() - killed_at
+    await _tree_says_failed(parent, child.id)
+    log.warning("R2: listed as failed %.2f s after the kill", took)
+    assert took < DEAD_AGENT_S, f"listed as failed only after {took:.1f} s"
+
+
+def _open_task_of(agent: Any) -> tuple[TaskInfo, Event]:
+    task = TaskInfo(
+        id=f"task-{os.urandom(5).hex()}",
+        agent_id=agent.id,
+        spec=TaskSpec(description="left open"),
+        state=TaskState.RUNNING,
+    )
+    said = Event(kind=EventKind.TASK, agent_id=agent.id, task_id=task.id, data={"state": "running"})
+    return task, said
+
+
+def _agent_record(tenant: str, name: str, status: AgentStatus) -> Any:
+    from orchestrator.domain import AgentInfo, AgentSpec
+
+    return AgentInfo(
+        id=f"agent-{os.urandom(5).hex()}",
+        path=f"{tenant}/{name}",
+        tenant=tenant,
+        parent_id=None,
+        spec=AgentSpec(name=name),
+        status=status,
+        actor_id=os.urandom(16).hex(),
+    )
+
+
+async def test_an_open_task_of_a_fired_agent_is_failed(agents: Any) -> None:
+    """R1 through a fire: a task recorded running whose agent is recorded stopped (the state
+    R1 left behind) is failed by the recorder's sweep, with its event, within SETTLE_S."""
+    recorder = agents.runtime.recorder
+    gone = _agent_record(agents.tenant, "fired", AgentStatus.STOPPED)
+    await recorder.put_agent.remote(gone)
+    task, said = _open_task_of(gone)
+    await recorder.put_task.remote(task, said)
+    done = await _agrees(agents, task.id)
+    assert done.state == TaskState.FAILED and gone.path in (done.error or ""), done.error
+
+
+async def test_a_restarted_cluster_fails_what_its_dead_agents_left_open(
+    ray_session: Any, tmp_path: Any
+) -> None:
+    """R1 through a cluster restart: records of a previous cluster (an idle agent with a
+    running task; a stopped one with a pending task) given to a new recorder: at start it
+    records the agent failed and both tasks failed, each with its event."""
+    import ray
+
+    from actors import NAMESPACE, Recorder
+    from orchestrator.records import SQLiteStore
+
+    idle = _agent_record("t-restart", "idle", AgentStatus.IDLE)
+    stopped = _agent_record("t-restart", "stopped", AgentStatus.STOPPED)
+    left: list[TaskInfo] = []
+    with SQLiteStore(tmp_path) as store:  # what the previous cluster left
+        for agent in (idle, stopped):
+            store.put_agent(agent)
+            task, said = _open_task_of(agent)
+            store.put_task(task, said)
+            left.append(task)
+    name = f"_test/recorder-{os.urandom(4).hex()}"
+    recorder = Recorder.options(name=name, namespace=NAMESPACE, num_cpus=0).remote(str(tmp_path))  # type: ignore[attr-defined]
+    try:
+        await recorder.start_janitor.remote()
+        t0 = time.monotonic()
+        while True:
+            tasks = [await recorder.get_task.remote(t.id) for t in left]
+            agent = await recorder.get_agent.remote(idle.id)
+            if all(t.state.done for t in tasks) and agent.status == AgentStatus.FAILED:
+                break
+            assert time.monotonic() - t0 < SETTLE_S, (tasks, agent)
+            await asyncio.sleep(0.2)  # polling interval of a deadline-bound wait
+        for t in tasks:
+            events = await recorder.events.remote(task_id=t.id, limit=100)
+            assert t.state == TaskState.FAILED and _last_state(events) == "failed", t
+        assert "died" in (tasks[0].error or "") and "stopped" in (tasks[1].error or "")
+    finally:
+        ray.kill(recorder)
