@@ -6,8 +6,10 @@ All carry the ``ORCHESTRATOR_`` prefix; durations carry their unit in the name.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +22,30 @@ def _default_runtime_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/run/orchestrator")
     return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/orchestrator-{os.getuid()}")
+
+
+OPENAI_URL = "https://api.openai.com/v1"
+"""The openai client's own default endpoint (a brain's when ``OPENAI_BASE_URL`` is unset)."""
+
+_NETLOC = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:@\[\]/]+)(?::(\d{1,5}|\*))?")
+
+
+def _url_parts(url: str, *, pattern: bool = False) -> tuple[str, str, str, str] | None:
+    """``(scheme, host, port, path)`` of an http(s) URL, normalised; None for anything else
+    (user info, a query, a malformed host). In a ``pattern`` the port may be ``*``."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    m = _NETLOC.fullmatch(parts.netloc)
+    if scheme not in ("http", "https") or m is None or parts.query or parts.fragment:
+        return None
+    port = m.group(2) or ("443" if scheme == "https" else "80")
+    if port == "*" and not pattern:
+        return None
+    host, path = m.group(1).lower(), parts.path.rstrip("/")
+    return scheme, host, port if port == "*" else str(int(port)), path
 
 
 class Settings(BaseSettings):
@@ -73,17 +99,27 @@ class Settings(BaseSettings):
     creation or hire fails with ``CapacityError`` (instead of waiting without end)."""
 
     model_base_urls: str | None = None
-    """Comma-separated model API base URLs a brain may name besides ``OPENAI_BASE_URL``
-    (unset: any). On a shared cluster, set it: a brain's ``base_url`` makes the agent's node
-    send requests there."""
+    """Comma-separated model API base URLs a brain's ``base_url`` may name besides
+    ``OPENAI_BASE_URL`` (or OpenAI's, when that is unset); unset: none. A brain's
+    ``base_url`` makes the agent's node send requests (with screenshots) there, so only
+    the operator's endpoints are allowed. An entry's port may be ``*`` (any port)."""
 
     def model_url_allowed(self, url: str) -> bool:
-        """Whether a brain may send model requests to ``url`` (see ``model_base_urls``)."""
-        if self.model_base_urls is None:
-            return True
-        listed = [*self.model_base_urls.split(","), os.environ.get("OPENAI_BASE_URL", "")]
-        allowed = {u.strip().rstrip("/").lower() for u in listed} - {""}
-        return url.strip().rstrip("/").lower() in allowed
+        """Whether a brain may send model requests to ``url``: ``OPENAI_BASE_URL`` (else
+        OpenAI's endpoint) or one of ``model_base_urls``, compared by scheme, host, port and
+        path (so ``http://127.0.0.1:1@elsewhere/v1`` is not ``127.0.0.1``)."""
+        want = _url_parts(url)
+        if want is None:
+            return False
+        operator = os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        for entry in [operator, *(self.model_base_urls or "").split(",")]:
+            allowed = _url_parts(entry, pattern=True)
+            if allowed is None:
+                continue
+            scheme, host, port, path = allowed
+            if (scheme, host, path) == (want[0], want[1], want[3]) and port in ("*", want[2]):
+                return True
+        return False
 
     display_base: int = 100
     """First X display number used for host-side symlinks to desktops' X sockets."""
@@ -102,7 +138,7 @@ def check_model_url(url: str) -> None:
     if not settings().model_url_allowed(url):
         raise ConfigError(
             f"brain.base_url {url!r} is not one of the model APIs this cluster allows "
-            "(ORCHESTRATOR_MODEL_BASE_URLS)"
+            "(OPENAI_BASE_URL and ORCHESTRATOR_MODEL_BASE_URLS)"
         )
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+
+# The tests' operator allows the fake model servers (tests/fakes/openai_server.py), which
+# listen on ephemeral loopback ports; set before any Ray cluster starts, so its workers see
+# it too. Tests of the default (nothing but OpenAI's endpoint) unset it with `operator_env`.
+os.environ.setdefault("ORCHESTRATOR_MODEL_BASE_URLS", "http://127.0.0.1:*/v1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,10 +19,11 @@ import os
 from collections.abc import Callable
 from typing import Any, cast
 
+import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
-from ..config import check_model_url
+from ..config import OPENAI_URL, check_model_url
 from ..domain import BrainConfig, TokenUsage
 from ..errors import BrainError, ConfigError
 
@@ -34,8 +35,6 @@ ENV_API_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_MODEL = "ORCHESTRATOR_MODEL"
 
-_OPENAI_URL = "https://api.openai.com/v1"
-"""The openai client's own default endpoint."""
 _LOCAL_KEY = "unused"
 """Sent to servers that need no key (vLLM, Ollama on a base URL), since the client wants one."""
 
@@ -53,10 +52,25 @@ def _endpoint(config: BrainConfig) -> tuple[str | None, str | None]:
     """
     env_url = os.environ.get(ENV_BASE_URL) or None
     own_key = config.api_key.get_secret_value() if config.api_key else None
-    if config.base_url and not _same_url(config.base_url, env_url or _OPENAI_URL):
+    if config.base_url and not _same_url(config.base_url, env_url or OPENAI_URL):
         check_model_url(config.base_url)
         return config.base_url, own_key
     return config.base_url or env_url, own_key or os.environ.get(ENV_API_KEY) or None
+
+
+def _is_completion(reply: Any) -> bool:
+    """Whether a reply has the shape the brains read: ``choices`` of objects with a
+    ``message`` object (the SDK builds its types without checking)."""
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    return isinstance(choices, list) and all(
+        isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
+    )
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    """The start of a reply on one line, for an error message."""
+    flat = " ".join(text.split())
+    return repr(flat[:limit] + ("..." if len(flat) > limit else ""))
 
 
 class ModelClient:
@@ -96,9 +110,19 @@ class ModelClient:
             params.setdefault("temperature", self.temperature)
         log.debug("chat completion: model %s, %d messages", self.model, len(params["messages"]))
         try:
-            completion = cast(ChatCompletion, await self._client.chat.completions.create(**params))
+            raw = await self._client.chat.completions.with_raw_response.create(**params)
         except openai.OpenAIError as e:
             raise self._error(e) from e
+        try:
+            reply = raw.http_response.json()
+        except ValueError as e:  # not JSON (an HTML page, plain text)
+            raise self._not_json(raw.http_response) from e
+        if not _is_completion(reply):
+            raise BrainError(
+                f"the model API at {self.base_url} sent a reply that is not a chat completion: "
+                f"{_excerpt(raw.http_response.text)}"
+            )
+        completion = cast(ChatCompletion, raw.parse())
         usage = completion.usage
         self._usage(
             getattr(completion, "model", None),
@@ -119,15 +143,17 @@ class ModelClient:
         log.debug("response: model %s, previous %s", self.model, params.get("previous_response_id"))
         try:
             raw = await self._client.responses.with_raw_response.create(**params)
-            response = raw.http_response.json()
         except openai.OpenAIError as e:
             raise self._error(e) from e
-        except ValueError as e:  # not JSON
-            raise BrainError(
-                f"the model API at {self.base_url} sent a reply that is not JSON"
-            ) from e
+        try:
+            response = raw.http_response.json()
+        except ValueError as e:  # not JSON (an HTML page, plain text)
+            raise self._not_json(raw.http_response) from e
         if not isinstance(response, dict):
-            raise BrainError(f"the model API at {self.base_url} sent a reply that is not an object")
+            raise BrainError(
+                f"the model API at {self.base_url} sent a reply that is not an object: "
+                f"{_excerpt(raw.http_response.text)}"
+            )
         usage = response.get("usage") or {}
         self._usage(response.get("model"), usage.get("input_tokens"), usage.get("output_tokens"))
         return response
@@ -148,6 +174,13 @@ class ModelClient:
                     model=model or self.model,
                 )
             )
+
+    def _not_json(self, reply: httpx.Response) -> BrainError:
+        kind = reply.headers.get("content-type", "no content type")
+        return BrainError(
+            f"the model API at {self.base_url} sent a reply that is not JSON ({kind}): "
+            f"{_excerpt(reply.text)}"
+        )
 
     def _error(self, e: openai.OpenAIError) -> BrainError:
         if isinstance(e, openai.APIStatusError):

@@ -47,6 +47,7 @@ __all__ = [
     "function_call_item",
     "http_error",
     "message_item",
+    "raw_reply",
     "reasoning_item",
     "refusal_item",
     "responses_reply",
@@ -72,6 +73,9 @@ class Reply:
     path: str
     body: dict[str, Any]
     status: int = 200
+    raw: bytes | None = None
+    """Sent instead of ``body``, as ``content_type`` (a reply that is not JSON)."""
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,11 @@ def responses_reply(
     return Reply(RESPONSES, body)
 
 
+def raw_reply(path: str, data: bytes, content_type: str = "text/html") -> Reply:
+    """A 200 reply of ``data`` as sent, e.g. a proxy's HTML page instead of JSON."""
+    return Reply(path, {}, raw=data, content_type=content_type)
+
+
 def http_error(path: str, status: int, message: str) -> Reply:
     """An error reply in the OpenAI error format."""
     return Reply(path, {"error": {"message": message, "type": "test_error", "code": None}}, status)
@@ -300,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
         if error is not None or reply is None:
             self._fail(error or "no reply")
             return
+        if reply.raw is not None:
+            self._send_bytes(reply.status, reply.raw, reply.content_type)
+            return
         out = dict(reply.body)
         if reply.status == 200 and "model" not in out:
             out["model"] = body.get("model", "fake-model")
@@ -311,9 +323,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(500, {"error": {"message": f"fake OpenAI server: {message}", "type": "fake"}})
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        self._send_bytes(status, json.dumps(body).encode(), "application/json")
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -23,6 +23,7 @@ from tests.fakes.openai_server import (
     chat_json,
     chat_text,
     chat_tool_calls,
+    raw_reply,
     tool_call,
 )
 
@@ -235,6 +236,19 @@ async def test_malformed_replies_fail_the_task_not_the_agent(agents, model) -> N
     again = await agents.run(boss.id, TaskSpec(description="do something else"))
     assert again.state == TaskState.SUCCEEDED and again.result == "second task ok"
     model.verify()
+
+
+async def test_a_reply_that_is_not_json_fails_the_task_with_the_reason(agents, model) -> None:
+    """A proxy's HTML page instead of the model's JSON crashed with AttributeError."""
+    boss = await agents.create("boss", role="sysadmin", brain=brain(model))
+    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    model.add(raw_reply(CHAT, page))
+    failed = await agents.run(boss.id, TaskSpec(description="do something"))
+    assert failed.state == TaskState.FAILED
+    assert "sent a reply that is not JSON (text/html)" in failed.error, failed.error
+    assert "502 Bad Gateway" in failed.error
+    model.verify()
+    assert (await agents.runtime.agent(boss.id)).status == AgentStatus.IDLE
 
 
 # ---------------------------------------------------------------------- delegating

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from pydantic import SecretStr
@@ -211,19 +211,16 @@ async def test_the_operators_key_never_goes_to_a_base_url_a_brain_names(
     assert sent == ["Bearer unused", "Bearer own", "Bearer sk-operator"]
 
 
-def test_a_cluster_can_limit_the_model_apis_brains_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.config import settings
-
-    monkeypatch.setenv("ORCHESTRATOR_MODEL_BASE_URLS", "http://127.0.0.1:9/v1, https://gw/v1")
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:7/v1")
-    settings.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match="ORCHESTRATOR_MODEL_BASE_URLS"):
-            make_brain(BrainConfig(kind="openai", model="m", base_url="http://169.254.169.254/"))
-        for ok in ("https://gw/v1/", "http://127.0.0.1:9/v1", "http://127.0.0.1:7/v1"):
-            assert isinstance(
-                make_brain(BrainConfig(kind="openai", model="m", base_url=ok)), OpenAIBrain
-            )
-    finally:
-        monkeypatch.delenv("ORCHESTRATOR_MODEL_BASE_URLS")
-        settings.cache_clear()
+def test_a_cluster_can_limit_the_model_apis_brains_name(
+    operator_env: Callable[..., None],
+) -> None:
+    operator_env(
+        ORCHESTRATOR_MODEL_BASE_URLS="http://127.0.0.1:9/v1, https://gw/v1",
+        OPENAI_BASE_URL="http://127.0.0.1:7/v1",
+    )
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_MODEL_BASE_URLS"):
+        make_brain(BrainConfig(kind="openai", model="m", base_url="http://169.254.169.254/"))
+    for ok in ("https://gw/v1/", "http://127.0.0.1:9/v1", "http://127.0.0.1:7/v1"):
+        assert isinstance(
+            make_brain(BrainConfig(kind="openai", model="m", base_url=ok)), OpenAIBrain
+        )

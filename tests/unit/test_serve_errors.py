@@ -7,7 +7,7 @@ Every request here fails before a route would reach the cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -200,17 +200,12 @@ def test_one_key_for_two_tenants_is_refused(
 
 
 def test_a_brain_naming_a_refused_model_api_is_422_before_anything_starts(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, operator_env: Callable[..., None]
 ) -> None:
-    from orchestrator.config import settings
-
-    monkeypatch.setenv("ORCHESTRATOR_MODEL_BASE_URLS", "https://gw.example/v1")
-    settings.cache_clear()
-    try:
+    for allowed in ("https://gw.example/v1", None):  # a list, and the default: none
+        operator_env(ORCHESTRATOR_MODEL_BASE_URLS=allowed, OPENAI_BASE_URL=None)
         spec = {"name": "a", "brain": {"kind": "openai", "base_url": "http://10.0.0.1/v1"}}
         for path in ("/v1/agents", "/v1/agents/agent-0000000000/children"):
             r = client.post(path, json=spec, headers=AUTH)
-            assert "ORCHESTRATOR_MODEL_BASE_URLS" in _error(r, 422, "invalid_request")
-    finally:
-        monkeypatch.delenv("ORCHESTRATOR_MODEL_BASE_URLS")
-        settings.cache_clear()
+            message = _error(r, 422, "invalid_request")
+            assert message.startswith("brain.base_url 'http://10.0.0.1/v1' is not one of")
