@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests.integration.test_serve_api import _free_port, until
+
 pytestmark = pytest.mark.integration
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,6 @@ FILE_TENANT = "t-keys-file"
 REPLICAS = 2
 REVOKE_WITHIN_S = 5.0
 SLEEPY = {"steps": [{"type": "shell", "command": "sleep 60"}]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -91,7 +85,7 @@ def keys_api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     serve.run(app, name="keys", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     try:
-        _until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "/healthz")
+        until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout_s=60, what="/healthz")
         yield KeysApi(
             url=url,
             image=ray_session.image,
@@ -100,21 +94,6 @@ def keys_api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
     finally:
         serve.shutdown()
-
-
-def _until(probe: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-            if last:
-                return last
-        except httpx.TransportError as e:
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s; last: {last!r}")
-        time.sleep(interval_s)  # polling interval of a deadline-bound wait
 
 
 def _code(r: httpx.Response) -> str:
@@ -130,7 +109,12 @@ def test_a_key_added_while_the_api_runs_works_and_stops_within_5_s_of_its_revoca
     key, key_id = keys_api.add_key(tenant)
     with keys_api.client(key) as c:
         t0 = time.monotonic()
-        _until(lambda: c.get("/v1/agents").status_code == 200, 5, "the new key works")
+        until(
+            lambda: c.get("/v1/agents").status_code == 200,
+            timeout_s=5,
+            what="the new key works",
+            interval_s=0.02,
+        )
         took_add = time.monotonic() - t0
         for _ in range(20):  # every replica has taken the key into its copy
             assert c.get("/v1/agents").status_code == 200
@@ -165,7 +149,7 @@ def test_quotas_refuse_with_429_and_leave_other_tenants_alone(keys_api: KeysApi)
     created: list[tuple[str, str]] = []
     for key in (capped, free):  # a new key is in force within a fraction of a second
         with keys_api.client(key) as c:
-            _until(lambda c=c: c.get("/v1/agents").status_code == 200, 5, "the new key works")
+            until(lambda c=c: c.get("/v1/agents").status_code == 200, timeout_s=5, what="new key")
     try:
         # Three creates at once against a quota of one: exactly one passes.
         answers: list[httpx.Response] = []
