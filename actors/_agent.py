@@ -16,7 +16,7 @@ from ray.exceptions import RayActorError
 from orchestrator import actions as a
 from orchestrator.brains import make_brain
 from orchestrator.config import settings
-from orchestrator.desktop import Desktop, LiveView, process_owner
+from orchestrator.desktop import Desktop, LiveView, check_desktop, process_owner
 from orchestrator.desktop._reaper import reap
 from orchestrator.domain import (
     AgentInfo,
@@ -275,6 +275,7 @@ class AgentActor:
 
     async def hire(self, spec: AgentSpec) -> AgentInfo:
         """Hire a child with ``spec`` (its own actor and desktop); returns once it is ready."""
+        check_desktop(spec.desktop)  # over a maximum: ConfigError before anything starts
         if any(c.info.spec.name == spec.name for c in self.children.values()):
             raise AgentError(f"{self.info.path} already has a child named {spec.name!r}")
         info = AgentInfo(

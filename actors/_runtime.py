@@ -15,7 +15,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator.config import RAY_CLUSTER_ENV
-from orchestrator.desktop import DesktopSpec
+from orchestrator.desktop import DesktopSpec, check_desktop
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
 from orchestrator.errors import AgentError, NotFoundError, RecordError
 from orchestrator.records import SQLiteStore
@@ -216,6 +216,7 @@ class Runtime:
 
     async def create_agent(self, tenant: str, spec: AgentSpec) -> AgentInfo:
         """Create a top-level ("user") agent with its desktop; returns once it is ready."""
+        check_desktop(spec.desktop)  # over a maximum: ConfigError before anything starts
         path = f"{tenant}/{spec.name}"
         try:
             ray.get_actor(path, namespace=NAMESPACE)
