@@ -21,6 +21,7 @@ import docker.errors
 from .._docker import client, docker_call, translate_errors
 from ..errors import DesktopGoneError, DesktopNotReadyError, UntrustedPathError
 from . import _hostfs
+from ._network import container_network
 from ._spec import DesktopSpec
 
 __all__ = [
@@ -99,7 +100,7 @@ def create(
             str(sockdir.x11): {"bind": "/tmp/.X11-unix", "mode": "rw"},
             str(sockdir.run): {"bind": "/run/desktop", "mode": "rw"},
         },
-        network_mode="none" if spec.network == "none" else "bridge",
+        **container_network(spec.network),  # egress: its own firewalled bridge (_network)
         cap_drop=["ALL"],
         cap_add=CAPABILITIES,
         security_opt=["no-new-privileges:true"],
