@@ -5,13 +5,14 @@ All carry the ``ORCHESTRATOR_`` prefix; durations carry their unit in the name.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["RAY_CLUSTER_ENV", "Settings", "check_model_url", "settings"]
@@ -123,6 +124,25 @@ class Settings(BaseSettings):
 
     display_base: int = 100
     """First X display number used for host-side symlinks to desktops' X sockets."""
+
+    egress_network: str = "orchestrator-egress"
+    """The Docker network of ``egress`` desktops (created, with its firewall, on first use)."""
+
+    egress_allow_cidrs: str | None = None
+    """Comma-separated private ranges egress desktops may reach besides the node's DNS
+    resolvers (e.g. a package mirror on ``10.1.2.3/32``); unset: none. Public addresses are
+    always reachable; the host itself and other desktops never are."""
+
+    @field_validator("egress_allow_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: str | None) -> str | None:
+        for cidr in (value or "").split(","):
+            if cidr.strip():
+                try:
+                    ipaddress.IPv4Network(cidr.strip(), strict=False)
+                except ValueError as e:
+                    raise ValueError(f"not an IPv4 range: {cidr.strip()!r} ({e})") from None
+        return value
 
 
 @lru_cache(maxsize=1)
