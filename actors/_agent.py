@@ -137,7 +137,7 @@ class AgentActor:
         A pooled agent (``record=False``) has no identity yet: it is recorded on adoption.
         """
         try:
-            self.desktop = await self._start_desktop()
+            self.desktop = await self._start_desktop(record)
         except Exception as e:
             if record:
                 await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")
@@ -172,12 +172,21 @@ class AgentActor:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
-    async def _start_desktop(self) -> Desktop:
-        """A desktop of this agent's spec on this node, owned by this actor's process."""
+    async def _start_desktop(self, record: bool = True) -> Desktop:
+        """A desktop of this agent's spec on this node, owned by this actor's process.
+
+        While it waits for one of the node's start slots, the agent stays ``starting`` and
+        an event says it is queued (``record``: a pooled agent, unrecorded, says nothing)."""
+
+        async def queued() -> None:
+            if record:
+                await self._event(EventKind.AGENT, None, {"desktop": "queued for a start slot"})
+
         return await Desktop.start(
             self.info.spec.desktop,
             owner=process_owner(os.getpid()),
             labels={"orchestrator.agent": self.info.id, "orchestrator.path": self.info.path},
+            on_queued=queued,
         )
 
     async def _watch_desktop(self) -> None:

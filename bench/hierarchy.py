@@ -14,6 +14,11 @@ measured in the same run.
   a JSON line appended and fsynced.
 - agent_memory_mb: memory per idle agent (actor process RSS + its desktop container), with
   --agents idle agents up at once (default 20).
+- burst_48: 48 specialists hired at once (--burst), until all are ready, p50 of 3 runs
+  (--burst-runs); the local cluster declares a unit for each and one for their parent.
+  Baseline: the same burst once without admission (ORCHESTRATOR_DESKTOP_START_SLOTS=0, in a
+  cluster of its own started afterwards): the time until every hire answered, and how many
+  failed (``baseline_failed``; the other metrics' baselines all succeed).
 
     python bench/hierarchy.py [--json PATH] [--samples N] [--agents N] [--smoke]
 """
@@ -34,9 +39,9 @@ from typing import Any
 
 import ray
 
-from actors import Runtime
+from actors import Runtime, init_ray
 from orchestrator._docker import client
-from orchestrator.domain import AgentSpec, TaskSpec, TaskState
+from orchestrator.domain import AgentInfo, AgentSpec, TaskSpec, TaskState
 from orchestrator.image import default_image
 
 
@@ -86,20 +91,95 @@ def container_mb(cid: str) -> float:
     return float(mem["usage"] - cache) / 2**20
 
 
+async def burst(parent: Any, count: int, tag: str) -> tuple[float, list[str]]:
+    """Hire ``count`` specialists at once; (ms until every hire answered, their errors).
+    Every one hired is fired and its desktop gone before this returns."""
+    t0 = time.perf_counter()
+    got = await asyncio.gather(
+        *(parent.hire.remote(AgentSpec(name=f"{tag}-{i}", role="burst")) for i in range(count)),
+        return_exceptions=True,
+    )
+    ms = (time.perf_counter() - t0) * 1000
+    errors = [str(g).strip().splitlines()[-1][:300] for g in got if isinstance(g, BaseException)]
+    await asyncio.gather(*(parent.fire.remote(g.id) for g in got if isinstance(g, AgentInfo)))
+    path = (await parent.get_info.remote()).path
+    deadline = time.monotonic() + 120
+    while any(  # each run starts on an empty node: its desktops must all be removed
+        c.labels.get("orchestrator.path", "").startswith(path + "/")
+        for c in client().containers.list(all=True, filters={"label": "orchestrator.desktop"})
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the desktops of burst {tag} were not removed within 120 s")
+        await asyncio.sleep(0.5)
+    return ms, errors
+
+
+async def burst_only(rt: Runtime, count: int, runs: int) -> dict[str, Any]:
+    boss = await rt.create_agent("bench", AgentSpec(name=f"burst-{os.getpid()}"))
+    parent = await rt.handle(boss.id)
+    try:
+        results = [await burst(parent, count, f"b{r}") for r in range(runs)]
+    finally:
+        await rt.fire(boss.id)
+    return {
+        "ms": [ms for ms, _ in results],
+        "failed": [len(errors) for _, errors in results],
+        "errors": sorted({e for _, errors in results for e in errors})[:5],
+    }
+
+
+def burst_baseline(count: int) -> dict[str, Any]:
+    """The burst once without admission, in a local cluster of its own (this one is down)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--burst-only",
+                "--burst",
+                str(count),
+                "--burst-runs",
+                "1",
+                "--json",
+                out.name,
+            ],
+            env={**env, "ORCHESTRATOR_DESKTOP_START_SLOTS": "0"},
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(Path(out.name).read_text())
+        return result
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--agents", type=int, default=20)
-    ap.add_argument("--smoke", action="store_true", help="a quick run that only checks the benchmark works (its figures mean nothing)")
+    ap.add_argument("--burst", type=int, default=48, help="hires at once for burst_48")
+    ap.add_argument("--burst-runs", type=int, default=3)
+    ap.add_argument("--burst-only", action="store_true", help="only the burst, JSON to --json")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a quick run that only checks the benchmark works (its figures mean nothing)",
+    )
     args = ap.parse_args()
     width = 8  # the fan-out
     if args.smoke:
         args.samples, args.steps, args.agents, width = 1, 5, 2, 2
+    if args.smoke:
+        args.burst, args.burst_runs = 2, 1
     image = default_image()
+    init_ray(desktops=args.burst + 1)  # a local cluster: one unit per burst hire + the parent
     rt = Runtime.connect(data_dir=Path(tempfile.mkdtemp(prefix="bench-records-")))
     metrics: dict[str, Any] = {}
+    if args.burst_only:
+        out = await burst_only(rt, args.burst, args.burst_runs)
+        if args.json:
+            args.json.write_text(json.dumps(out) + "\n")
+        return 0
 
     def record(name: str, ours: list[float], base: list[float]) -> None:
         metrics[name] = {
@@ -203,6 +283,17 @@ async def main() -> int:
     await asyncio.gather(*(parent.fire.remote(i.id) for i in infos))
     await rt.fire(boss.id)
 
+    # burst: many hires at once; the node admits their desktop starts a few at a time.
+    ours = await burst_only(rt, args.burst, args.burst_runs)
+    ray.shutdown()
+    base = burst_baseline(args.burst) if not (args.smoke or os.environ.get("RAY_ADDRESS")) else ours
+    record(f"burst_{args.burst}", ours["ms"], base["ms"])
+    metrics[f"burst_{args.burst}"].update(
+        failed=max(ours["failed"]), baseline_failed=base["failed"][0]
+    )
+    for e in (*ours["errors"], *base["errors"])[:3]:
+        print("burst error:", e)
+
     print(f"{'metric':<16} {'p50 ms':>10} {'p95 ms':>10} {'baseline p50':>13} {'ratio':>7}")
     for name, m in metrics.items():
         if "value" in m:
@@ -212,6 +303,11 @@ async def main() -> int:
         print(
             f"{name:<16} {m['p50_ms']:>10.1f} {m['p95_ms']:>10.1f} "
             f"{m['baseline_p50_ms']:>13.1f} {ratio:>6.1f}x"
+            + (
+                f"  failed {m['failed']}, baseline failed {m['baseline_failed']}"
+                if "failed" in m
+                else ""
+            )
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     desktop_ready_timeout_s: float = 30.0
     """How long a desktop may take to report ready."""
 
+    desktop_start_slots: int | None = Field(default=None, ge=0)
+    """How many desktops one node starts at once; the other starts queue (their agents stay
+    ``starting``) and each one's ready deadline counts from when it leaves the queue. 0: no
+    limit; unset: the node's cores, at least 2 (measured best on a 2-core node)."""
+
     agent_schedule_timeout_s: float = Field(default=60.0, gt=0)
     """How long a new agent may wait for a node with a free ``desktop`` unit before its
     creation or hire fails with ``CapacityError`` (instead of waiting without end)."""

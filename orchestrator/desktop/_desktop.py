@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..config import settings
 from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError
 from ..image import default_image
 from . import _container, _hostfs
+from ._admission import start_slot
 from ._display import allocate_display, point_display, release_display
 from ._limits import check_desktop
 from ._liveview import LiveViewProxy
@@ -124,11 +126,14 @@ class Desktop:
         owner: str | None = None,
         labels: dict[str, str] | None = None,
         ready_timeout_s: float | None = None,
+        on_queued: Callable[[], Awaitable[None]] | None = None,
     ) -> Self:
         """Start a desktop and return once it is ready (X, window manager, VNC and SSH up).
 
         ``owner`` is written on the container (default: this process) so that the reaper can
-        remove desktops whose owner is gone; ``labels`` are extra container labels.
+        remove desktops whose owner is gone; ``labels`` are extra container labels. The start
+        waits for one of the node's start slots first (see ``_admission``), awaiting
+        ``on_queued`` if it has to; ``ready_timeout_s`` counts from when it has one.
         """
         spec = spec or DesktopSpec()
         check_desktop(spec)  # ConfigError over this node's maxima, before anything starts
@@ -144,7 +149,8 @@ class Desktop:
         )
         desk._labels = dict(labels or {})
         try:
-            await desk._launch(labels or {}, ready_timeout_s or cfg.desktop_ready_timeout_s)
+            async with start_slot(on_queued):
+                await desk._launch(labels or {}, ready_timeout_s or cfg.desktop_ready_timeout_s)
         except BaseException:
             await desk.stop()
             raise
