@@ -70,18 +70,22 @@ class Recorder:
 
     async def _sweep_forever(self) -> None:
         """At once (a restarted cluster's agents are all gone), then every
-        ``DEAD_AGENT_SWEEP_S``: close the records of agents whose actor is dead and of tasks
-        whose agent has ended; every ``JANITOR_INTERVAL_S`` also reap orphaned desktops
-        and check each live agent's actor by id."""
+        ``DEAD_AGENT_SWEEP_S``: close the records of agents whose actor is dead (with their
+        open tasks); every ``JANITOR_INTERVAL_S`` also reap orphaned desktops, check each
+        live agent's actor by id and fail open tasks of agents recorded as ended."""
         last_full = -JANITOR_INTERVAL_S
         while True:
             full = time.monotonic() - last_full >= JANITOR_INTERVAL_S
-            try:
-                if full:
-                    last_full = time.monotonic()
+            if full:
+                last_full = time.monotonic()
+                try:
                     await asyncio.to_thread(reap)
+                except Exception as e:  # noqa: BLE001 - the records' sweep comes next anyway
+                    log.warning("janitor's reap failed: %s", e)
+            try:
                 await self.fail_dead_agents(by_id=full)
-                await self.fail_orphaned_tasks()
+                if full:
+                    await self.fail_orphaned_tasks()
             except Exception as e:  # noqa: BLE001 - the sweep must outlive any one failure
                 log.warning("janitor sweep failed: %s", e)
             await asyncio.sleep(DEAD_AGENT_SWEEP_S)  # a periodic sweep: the interval is the point
