@@ -15,7 +15,8 @@ The README's main job, the web server built by a team of agents, from a notebook
 
 ``AsyncClient`` is the same API awaited. Errors the API answers are ``ApiError``s (a
 subclass of ``orchestrator.errors.OrchestratorError``) with ``.status`` and ``.code``;
-429 and 503 are retried first, honouring ``Retry-After`` (see ``Retry``).
+429 and 503 are retried first, honouring ``Retry-After`` (see ``Retry``), but not a 429
+``quota_exceeded`` (``QuotaExceededError``: waiting alone does not free a quota).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._errors import (
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     UnavailableError,
 )
 from ._http import Call, EventPage, RemoteFile, Retry, Screenshot, calls
@@ -48,6 +50,7 @@ __all__ = [
     "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
+    "QuotaExceededError",
     "RemoteFile",
     "Retry",
     "Screenshot",

@@ -11,6 +11,7 @@ catches a 404 from the API as well as one raised in-process::
         ├── NotFoundError        404: no such agent or task for this tenant (also errors.NotFoundError)
         ├── ConflictError        409: the agent cannot do this now (also errors.AgentError)
         ├── InvalidRequestError  413, 422: the request fails validation (also errors.ConfigError)
+        ├── QuotaExceededError   429 quota_exceeded: the tenant is at a quota (not retried)
         └── UnavailableError     429, 503, or no answer (status 0): still so after the retries
 """  # noqa: E501
 
@@ -29,6 +30,7 @@ __all__ = [
     "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
+    "QuotaExceededError",
     "UnavailableError",
     "error_from",
 ]
@@ -67,6 +69,12 @@ class ForbiddenError(ApiError, PermissionError):
     """403: a desktop refused a file read or write (its permissions)."""
 
 
+class QuotaExceededError(ApiError, errors.QuotaExceededError):
+    """429 ``quota_exceeded``: the tenant is at one of its quotas (the message names it, its
+    limit and the count). Not retried: it frees when the tenant fires an agent or a task
+    ends, not after a wait."""
+
+
 class UnavailableError(ApiError):
     """429 or 503, or no answer at all (``status`` 0, code ``unreachable``: the connection
     failed or broke): the API or the cluster is unavailable, still after the retries."""
@@ -98,4 +106,6 @@ def error_from(response: httpx.Response) -> ApiError:
         message = str(err.get("message") or "")
     if not message:
         message = response.text.strip()[:500] or response.reason_phrase or "error"
+    if status == 429 and code == "quota_exceeded":
+        return QuotaExceededError(status, code, message)
     return _BY_STATUS.get(status, ApiError)(status, code, message)

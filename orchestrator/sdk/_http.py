@@ -171,6 +171,8 @@ class Retry:
             return None
         if status == 503 and response.request.method == "POST":
             return None
+        if status == 429 and error_from(response).code == "quota_exceeded":
+            return None  # a quota frees when the tenant acts, not after a wait
         wait = _retry_after(response.headers.get("Retry-After"))
         if wait is None:
             wait = self.backoff_s * 2**attempt
