@@ -20,7 +20,7 @@ measured in the same run.
   cluster of its own started afterwards): the time until every hire answered, and how many
   failed (``baseline_failed``; the other metrics' baselines all succeed).
 
-    python bench/hierarchy.py [--json PATH] [--samples N] [--agents N] [--smoke]
+    python bench/hierarchy.py [--json PATH] [--samples N] [--agents N] [--burst N] [--smoke]
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ def container_mb(cid: str) -> float:
     return float(mem["usage"] - cache) / 2**20
 
 
+def _reason(e: BaseException) -> str:
+    """The line of a failed hire's error that says why (desktop-init's FAILED line)."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return next((ln for ln in lines if "FAILED" in ln or "Error:" in ln), lines[-1])[:300]
+
+
 async def burst(parent: Any, count: int, tag: str) -> tuple[float, list[str]]:
     """Hire ``count`` specialists at once; (ms until every hire answered, their errors).
     Every one hired is fired and its desktop gone before this returns."""
@@ -100,7 +106,7 @@ async def burst(parent: Any, count: int, tag: str) -> tuple[float, list[str]]:
         return_exceptions=True,
     )
     ms = (time.perf_counter() - t0) * 1000
-    errors = [str(g).strip().splitlines()[-1][:300] for g in got if isinstance(g, BaseException)]
+    errors = [_reason(g) for g in got if isinstance(g, BaseException)]
     await asyncio.gather(*(parent.fire.remote(g.id) for g in got if isinstance(g, AgentInfo)))
     path = (await parent.get_info.remote()).path
     deadline = time.monotonic() + 120
