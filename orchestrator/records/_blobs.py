@@ -55,7 +55,10 @@ class BlobFiles:
         self.root = root
         self._tmp = root / ".tmp"
         try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            # Owner only, also when they existed (blobs are screenshots and files).
+            for directory in (root, self._tmp):
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                directory.chmod(0o700)
         except OSError as e:
             raise RecordError(f"cannot create blob directory {root}: {e}") from e
         self.remove_stale_tmp()
@@ -73,7 +76,7 @@ class BlobFiles:
         final = self.path(address)
         tmp = self._tmp / f"{address[:16]}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
-            final.parent.mkdir(exist_ok=True)
+            final.parent.mkdir(mode=0o700, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -35,6 +35,25 @@ DB_NAME = "records.sqlite3"
 
 E = TypeVar("E", bound=StrEnum)
 
+
+def _private_file(path: Path, *, create: bool) -> None:
+    """Make ``path`` readable by its owner only (0600), creating it so if ``create``; never
+    through a symlink. The database is made this way before SQLite opens it, since SQLite
+    gives its ``-wal`` and ``-shm`` files the database's mode (the umask's 0644 left the
+    records readable by every user when the data directory existed already)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 # The brain's API key is a secret: it is never written to the records.
 _AGENT_EXCLUDE: Any = {"spec": {"brain": {"api_key"}}}
 
@@ -207,6 +226,9 @@ class SQLiteStore(RecordStore):
         try:
             with self._errors("open the records"):
                 self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _private_file(self.path, create=True)
+                for side in ("-wal", "-shm"):  # left by an older version, maybe 0644
+                    _private_file(self.path.with_name(DB_NAME + side), create=False)
                 self._blobs = BlobFiles(self.data_dir / "blobs")
                 self._writer = self._connect()
                 self._while_busy(self._set_wal)
