@@ -262,13 +262,15 @@ class Desktop:
             await asyncio.get_running_loop().run_in_executor(self._x_thread, x.close)
 
     async def restart(self, ready_timeout_s: float | None = None) -> None:
-        """Restart the container in place (a fresh desktop session, same files) and reconnect."""
+        """Restart the container in place (a fresh desktop session, same files) and reconnect;
+        a start like any other, so it waits for one of the node's start slots first."""
         self._check_open()
         assert self.container_id is not None
         await self._disconnect()
         self.sockdir.clear_markers()
-        await asyncio.to_thread(_container.restart, self.container_id)
-        await self._connect(ready_timeout_s or settings().desktop_ready_timeout_s)
+        async with start_slot():
+            await asyncio.to_thread(_container.restart, self.container_id)
+            await self._connect(ready_timeout_s or settings().desktop_ready_timeout_s)
 
     async def reset(self, ready_timeout_s: float | None = None) -> None:
         """Replace the desktop with a new one of the same spec, image, owner and labels.
