@@ -75,6 +75,7 @@ __all__ = [
     "LiveViewLink",
     "ShellRequest",
     "Stats",
+    "TaskPin",
     "WorkflowRequest",
     "WorkflowStarted",
     "build_app",
@@ -122,6 +123,13 @@ class EventPage(_Model):
     """Pass as ``after_seq`` to get the next page."""
     has_more: bool
     """True when the page is full (more events may follow)."""
+
+
+class TaskPin(_Model):
+    """Whether a task's run is pinned: kept by garbage collection whatever its age."""
+
+    task_id: str
+    pinned: bool
 
 
 class LiveViewLink(_Model):
@@ -382,6 +390,23 @@ def _routes() -> APIRouter:
     @r.post("/tasks/{task_id}/cancel", tags=["tasks"])
     async def cancel_task(tenant: Tenant, task_id: str) -> TaskInfo:
         return await runtime().cancel(task_id, tenant)
+
+    @r.post("/tasks/{task_id}/pin", tags=["tasks"])
+    async def pin_task(tenant: Tenant, task_id: str) -> TaskPin:
+        """Pin the task's run (it and its subtasks, their events, screenshots and files):
+        garbage collection keeps it whatever its age (``ORCHESTRATOR_RECORDS_RETENTION_DAYS``)."""
+        return await _pin(tenant, task_id, True)
+
+    @r.delete("/tasks/{task_id}/pin", tags=["tasks"])
+    async def unpin_task(tenant: Tenant, task_id: str) -> TaskPin:
+        """Unpin the task: its run is removed once it is older than the retention period."""
+        return await _pin(tenant, task_id, False)
+
+    async def _pin(tenant: str, task_id: str, pinned: bool) -> TaskPin:
+        rt = runtime()
+        await rt.task(task_id, tenant)  # 404 for an unknown id or another tenant's
+        await rt.recorder.pin_task.remote(task_id, pinned)
+        return TaskPin(task_id=task_id, pinned=pinned)
 
     @r.get("/tasks/{task_id}/events", tags=["tasks"])
     async def task_events(

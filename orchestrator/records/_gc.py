@@ -154,10 +154,9 @@ _EVENTS = (
 
 _UNREFERENCED = """
 SELECT b.address, b.size FROM blobs b
-WHERE b.created_at < :grace
-  AND NOT EXISTS (
-      SELECT 1 FROM event_blobs r WHERE r.address = b.address
-        AND r.seq NOT IN (SELECT seq FROM gc_events))
+WHERE NOT EXISTS (
+    SELECT 1 FROM event_blobs r WHERE r.address = b.address
+      AND r.seq NOT IN (SELECT seq FROM gc_events))
 """
 
 
@@ -205,8 +204,8 @@ class Collection:
             db.execute(statement)
         for table in ("gc_tasks", "gc_agents", "gc_events", "gc_blobs"):
             db.execute(f"DELETE FROM temp.{table}")
-        grace = now - BLOB_GRACE_S
-        params = {"cutoff": cutoff, "grace": grace}
+        grace = now - BLOB_GRACE_S  # against the file's mtime: renewed when stored again
+        params = {"cutoff": cutoff}
         if not self._dry_run:
             restore_trash(db, self._blobs)
         db.execute(_RUNS, params)

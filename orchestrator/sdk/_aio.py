@@ -288,6 +288,11 @@ class AsyncTask(TaskView):
         self.info = await self.client.call(calls.cancel(self.id))
         return self
 
+    async def pin(self, pinned: bool = True) -> AsyncTask:
+        """See ``Task.pin``."""
+        await self.client.call(calls.pin(self.id, pinned))
+        return self
+
     async def events_page(self, after_seq: int = 0, limit: int = 100) -> EventPage:
         page: EventPage = await self.client.call(calls.events(self.id, after_seq, limit))
         return page

@@ -300,6 +300,12 @@ class Task(TaskView):
         self.info = self.client.call(calls.cancel(self.id))
         return self
 
+    def pin(self, pinned: bool = True) -> Task:
+        """Keep this task's run (with its subtasks, events, screenshots and files) from
+        garbage collection whatever its age; ``pin(False)`` lets it go again. Returns itself."""
+        self.client.call(calls.pin(self.id, pinned))
+        return self
+
     def events_page(self, after_seq: int = 0, limit: int = 100) -> EventPage:
         """One page of events with ``seq > after_seq``, oldest first."""
         page: EventPage = self.client.call(calls.events(self.id, after_seq, limit))

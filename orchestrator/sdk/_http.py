@@ -387,6 +387,11 @@ class calls:  # noqa: N801 - a namespace of call builders
         return Call("POST", f"/v1/tasks/{task_id}/cancel", _model(TaskInfo))
 
     @staticmethod
+    def pin(task_id: str, pinned: bool) -> Call[bool]:
+        method = "POST" if pinned else "DELETE"
+        return Call(method, f"/v1/tasks/{task_id}/pin", lambda r: bool(r.json()["pinned"]))
+
+    @staticmethod
     def events(task_id: str, after_seq: int, limit: int) -> Call[EventPage]:
         params = {"after_seq": after_seq, "limit": limit}
         return Call("GET", f"/v1/tasks/{task_id}/events", _model(EventPage), params=params)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAIServer, chat_json, chat_tool_calls, tool_call
+from tests.integration.test_local_up import _free_port
 
 pytestmark = pytest.mark.integration
 
@@ -91,13 +91,6 @@ def _strip_comment(line: str) -> str:
 
 
 # ---------------------------------------------------------------------- the environment
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Env:
