@@ -25,6 +25,7 @@ the time it needs to copy the database).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -262,5 +263,6 @@ class Collection:
     def undo(self) -> None:
         """After a rollback: the records are back, so are their files."""
         for held, path in self._moved:
-            os.rename(held, path)
+            with contextlib.suppress(FileNotFoundError):  # another collection restored it
+                os.rename(held, path)
         self._moved.clear()
