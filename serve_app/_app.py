@@ -58,6 +58,7 @@ from ._auth import KeyStore, RecordKeys, configure, current_keys, records_fetch,
 from ._errors import BodyLimit, error_body, install_error_handlers, validation_message
 from ._files import MAX_UPLOAD_BYTES, UPLOAD_PATH
 from ._files import routes as file_routes
+from ._grpc_bind import bind_replica_grpc_to_node_address
 from ._limit import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_STREAMS,
@@ -618,6 +619,8 @@ class ApiDeployment:
     """The API's replicas: stateless, all state lives in the agent actors and the recorder."""
 
     def __init__(self, keys_file: str | None = None) -> None:
+        # Before Serve starts this replica's gRPC server: on the node's address, not [::].
+        bind_replica_grpc_to_node_address()
         # Keys from the environment or the file, and those `orchestrator keys` keeps in the
         # records (read again every few seconds, on whatever node this replica runs).
         configure(KeyStore.from_env(keys_file), RecordKeys(records_fetch))
