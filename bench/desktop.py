@@ -88,7 +88,7 @@ async def main() -> int:
     ap.add_argument("--json", type=Path, help="write the metrics here")
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--starts", type=int, default=5)
-    ap.add_argument("--smoke", action="store_true", help="a quick run that only checks the benchmark works (its figures mean nothing)")
+    ap.add_argument("--smoke", action="store_true", help="a quick run: checks it works")
     args = ap.parse_args()
     if args.smoke:
         args.samples, args.starts = 4, 1

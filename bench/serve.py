@@ -233,7 +233,7 @@ def cli() -> int:
     ap.add_argument("--requests", type=int, default=600, help="status reads at one client")
     ap.add_argument("--assigns", type=int, default=120, help="assigns at one client")
     ap.add_argument("--c16-requests", type=int, default=1600, help="status reads at 16 clients")
-    ap.add_argument("--smoke", action="store_true", help="a quick run that only checks the benchmark works (its figures mean nothing)")
+    ap.add_argument("--smoke", action="store_true", help="a quick run: checks it works")
     args = ap.parse_args()
     if args.smoke:
         args.requests, args.assigns, args.c16_requests = 8, 4, 64
