@@ -196,6 +196,8 @@ def _authorize(head: bytes, token: bytes) -> tuple[bytes, bytes, bool] | None:
     method and whether it asks for a websocket; None when the path does not start with
     ``/<token>/``."""
     lines = head[: -len(_END)].split(b"\r\n")
+    if any(b"\n" in line or b"\r" in line for line in lines):
+        return None  # a bare CR or LF: the upstream could see a head end (and a request) here
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[1].startswith(b"/"):
         return None

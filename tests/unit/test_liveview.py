@@ -129,6 +129,8 @@ async def _exchange(proxy: LiveViewProxy, request: bytes) -> bytes:
         b"GET http://127.0.0.1/" + TOKEN.encode() + b"/vnc.html HTTP/1.1",
         b"GET /" + TOKEN.encode() + b"/vnc.html",  # not a request line
         b"\x16\x03\x01\x02\x00",  # TLS, or any other protocol
+        # a bare LF ends a head for http.server: a second request hidden in the first
+        b"GET /" + TOKEN.encode() + b"/a HTTP/1.1\r\nX: 1\n\nGET /version HTTP/1.1",
     ],
 )
 async def test_without_the_token_403_and_no_upstream_connection(
