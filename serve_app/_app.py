@@ -330,7 +330,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "conflict", "the agent cannot do this now"),
         (413, "body_too_large", "request body over the limit"),
         (422, "invalid_request", "the request fails validation"),
-        (429, "too_many_requests", "too many concurrent requests; retry after Retry-After"),
+        (
+            429,
+            "too_many_requests",
+            "too many concurrent requests (retry after Retry-After), or `quota_exceeded`: the "
+            "tenant is at a quota (the message names it, its limit and the count)",
+        ),
         (503, "unavailable", "the cluster is unavailable; retry later"),
     ]
 }
