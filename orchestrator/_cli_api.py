@@ -2,7 +2,8 @@
 
 The API's address and key come from ``--url`` / ``--api-key`` or ``ORCHESTRATOR_API_URL`` /
 ``ORCHESTRATOR_API_KEY``; without them, from the local cluster ``orchestrator up`` started
-(its key only ever goes to its own URL).
+(its key only ever goes to its own URL). Everything printed goes through ``_terminal.echo``:
+names, roles, results and events are tenants' text, shown with control characters escaped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from ._terminal import echo
 
 __all__ = ["register"]
 
@@ -61,10 +64,10 @@ def _client(url: str, api_key: str) -> Any:
 def _status(url: str, api_key: str) -> None:
     """Is the API up, and what does this tenant have."""
     with _client(url, api_key) as api:
-        click.echo(f"api {url}: {'ok' if api.healthy() else 'unhealthy'}")
+        echo(f"api {url}: {'ok' if api.healthy() else 'unhealthy'}")
         for kind, counts in api.stats().items():
             shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
-            click.echo(f"{kind}: {shown}")
+            echo(f"{kind}: {shown}")
 
 
 def _agents(url: str, api_key: str) -> None:
@@ -72,7 +75,7 @@ def _agents(url: str, api_key: str) -> None:
     with _client(url, api_key) as api:
         for agent in api.agents():
             info = agent.info
-            click.echo(f"{info.id}  {info.status.value:<8}  {info.path}  ({info.spec.role})")
+            echo(f"{info.id}  {info.status.value:<8}  {info.path}  ({info.spec.role})")
 
 
 def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
@@ -81,7 +84,7 @@ def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
         for task in api.tasks(state=state, limit=limit):
             info = task.info
             outcome = " ".join((info.result or info.error or "").split())[:70]
-            click.echo(f"{info.id}  {info.state.value:<9}  {info.agent_id}  {outcome}")
+            echo(f"{info.id}  {info.state.value:<9}  {info.agent_id}  {outcome}")
 
 
 def _watch(url: str, api_key: str, task_id: str) -> None:
@@ -89,9 +92,9 @@ def _watch(url: str, api_key: str, task_id: str) -> None:
     with _client(url, api_key) as api:
         task = api.task(task_id)
         for e in task.stream():
-            click.echo(f"{e.seq:>6}  {e.kind.value:<7}  {_describe(e.data)}")
+            echo(f"{e.seq:>6}  {e.kind.value:<7}  {_describe(e.data)}")
         task.refresh()
-        click.echo(f"task {task.id}: {task.state.value}: {task.result or task.error}")
+        echo(f"task {task.id}: {task.state.value}: {task.result or task.error}")
 
 
 def _describe(data: dict[str, Any]) -> str:
@@ -108,7 +111,7 @@ def _screenshot(url: str, api_key: str, agent_id: str, out: Path) -> None:
     fmt = "jpeg" if out.suffix.lower() in (".jpg", ".jpeg") else "png"
     with _client(url, api_key) as api:
         api.agent(agent_id).screenshot(fmt).save(out)
-    click.echo(str(out))
+    echo(str(out))
 
 
 def register(main: click.Group) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ._terminal import echo
 from .errors import ConfigError, OrchestratorError
 
 __all__ = ["main"]
@@ -25,9 +26,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except OrchestratorError as e:
             first, _, rest = str(e).strip().partition("\n")
-            click.echo(f"error: {first}", err=True)
+            echo(f"error: {first}", err=True)  # messages carry tenants' names and text
             if rest:  # e.g. the output of a failing build step
-                click.echo(rest, err=True)
+                echo(rest, err=True)
             sys.exit(1)
 
 
@@ -66,7 +67,7 @@ def image_build(base_image: str | None, force: bool, mirror: str | None) -> None
         base_image=base_image,
         force=force,
         mirror=mirror,
-        progress=lambda line: click.echo(line, err=True),
+        progress=lambda line: echo(line, err=True),
     )
     click.echo(tag)
 
@@ -159,7 +160,7 @@ def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: st
         from actors._run import run_workflow
 
         rt = Runtime.connect(address)
-        done = await run_workflow(rt, wf, out_dir=out, say=click.echo, keep=keep)
+        done = await run_workflow(rt, wf, out_dir=out, say=echo, keep=keep)
         return 0 if done.state.value == "succeeded" else 1
 
     sys.exit(asyncio.run(go()))
