@@ -92,6 +92,8 @@ def _upsert_agent(db: sqlite3.Connection, info: AgentInfo) -> None:
     )
 
 
+_STATES = frozenset(s.value for s in TaskState)
+
 _DONE_STATES = ", ".join(f"'{s.value}'" for s in TaskState if s.done)
 """A task's final states, as SQL literals: a stored task in one of them is never changed."""
 
@@ -406,7 +408,16 @@ class SQLiteStore(RecordStore):
 
     def append_event(self, event: Event) -> Event:
         payload = _encode_event(event)
+        announces = event.kind == EventKind.TASK and event.data.get("state") in _STATES
         with self._transaction("append an event") as db:
+            if (
+                announces
+                and db.execute("SELECT 1 FROM tasks WHERE id = ?", (event.task_id,)).fetchone()
+            ):
+                raise RecordError(
+                    f"the state of task {event.task_id} is announced only with the state "
+                    "itself: put_task(task, event)"
+                )
             seq = _insert_event(db, event, payload)
         return event.model_copy(update={"seq": seq})
 

@@ -139,8 +139,9 @@ class RecordStore(abc.ABC):
     def append_event(self, event: Event) -> Event:
         """Store the event and return it with its assigned ``seq``.
 
-        Raises ``RecordError`` when the event already carries a seq (it was stored before)
-        or names a blob the store does not hold.
+        Raises ``RecordError`` when the event already carries a seq (it was stored before),
+        names a blob the store does not hold, or is a ``task`` event announcing a state
+        (``data["state"]``) of a stored task: that is written with the state, ``put_task``.
         """
 
     @abc.abstractmethod

@@ -113,6 +113,17 @@ def test_a_state_changes_only_with_its_event(store: SQLiteStore) -> None:
     assert store.get_task(t.id).state == TaskState.PENDING  # type: ignore[union-attr]
 
 
+def test_a_stored_task_state_is_announced_only_with_the_state(store: SQLiteStore) -> None:
+    t = _task()
+    store.put_task(t, _said(t))
+    with pytest.raises(RecordError, match="put_task"):
+        store.append_event(_said(_in(t, TaskState.FAILED)))
+    assert _last_state(store, t.id) == "pending"
+    # other task events, and events of tasks the store does not hold, are appended as ever
+    store.append_event(Event(kind=EventKind.TASK, task_id=t.id, data={"note": "x"}))
+    store.append_event(_said(_task(TaskState.FAILED)))
+
+
 def test_racing_writers_never_leave_a_disagreement(store: SQLiteStore) -> None:
     """The R1 window: a task's early states and its end written from racing threads, in any
     order (as a cancelled call's write lands whenever it lands)."""
