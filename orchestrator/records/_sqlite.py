@@ -408,7 +408,8 @@ class SQLiteStore(RecordStore):
 
     def append_event(self, event: Event) -> Event:
         payload = _encode_event(event)
-        announces = event.kind == EventKind.TASK and event.data.get("state") in _STATES
+        state = event.data.get("state")
+        announces = event.kind == EventKind.TASK and isinstance(state, str) and state in _STATES
         with self._transaction("append an event") as db:
             if (
                 announces
