@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -96,6 +97,22 @@ def _pid_of(owner: str) -> int:
     return int(owner.rsplit(":", 2)[1])
 
 
+LOOPBACK = {"127.0.0.1", "[::1]", "[::ffff:127.0.0.1]"}
+
+
+def _listeners(pids: list[int]) -> list[tuple[str, str, str]]:
+    """(process, address, port) of every TCP or UDP socket ``pids`` listen on (``ss``)."""
+    done = subprocess.run(["ss", "-ltunpH"], capture_output=True, text=True, check=True)
+    found = []
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        for name, pid_text in re.findall(r'"([^"]*)",pid=(\d+)', fields[-1]):
+            if (pid := int(pid_text)) in pids:
+                addr, port = fields[4].rsplit(":", 1)
+                found.append((f"{name}[{pid}]", addr.split("%")[0], port))
+    return found
+
+
 def test_up_start_local_and_down(env: Env, desktop_image: str) -> None:
     t0 = time.monotonic()
     out = env.up().stdout
@@ -173,6 +190,13 @@ print(json.dumps({{"path": agent.path, "result": result, "names": names}}))
     assert len(desks) == 1
     owner_pid = _pid_of(desks[0]["Labels"]["orchestrator.owner"])
     assert owner_pid in local._session_members(head)  # a worker of this cluster
+
+    # Check 11: every port the cluster opened (the head, GCS, raylet, dashboard, Serve's
+    # proxy and replica, the workers of the recorder and the agent) is on loopback.
+    listening = _listeners(local._session_members(head))
+    assert any(port == str(env.api_port) for _, _, port in listening), listening
+    exposed = [x for x in listening if x[1] not in LOOPBACK]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
 
     # `down`: the head's processes, Serve and the desktop are gone; the keys stay.
     t2 = time.monotonic()
