@@ -379,7 +379,10 @@ def test_a_desktop_docker_refuses_is_422_not_503(api: Api) -> None:
         spec = api.spec("too-big")
         spec["desktop"]["cpus"] = 64
         r = a.post("/v1/agents", json=spec)
-        assert "CPUs" in _error(r, 422, "invalid_request") and "Retry-After" not in r.headers
+        # refused before Docker sees it, naming the field and the node's maximum
+        msg = _error(r, 422, "invalid_request")
+        assert msg.startswith("desktop.cpus: 64 is over the maximum") or "CPUs" in msg, msg
+        assert "Retry-After" not in r.headers
         spec = api.spec("no-image")
         spec["desktop"]["image"] = "orchestrator-desktop:not-built"
         assert "image build" in _error(a.post("/v1/agents", json=spec), 422, "invalid_request")
