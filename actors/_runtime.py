@@ -200,6 +200,7 @@ class Runtime:
 
     async def start_pool(self, size: int, spec: DesktopSpec | None = None) -> Any:
         """Keep ``size`` agents with ready desktops for warm hires (idempotent)."""
+        check_desktop(spec or DesktopSpec())  # over a maximum it could never fill
         pool = get_pool()
         if pool is None:
             pool = WarmPool.options(  # type: ignore[attr-defined]
