@@ -14,8 +14,8 @@ be refreshed for ``KEYS_MAX_AGE_S`` is not trusted: a key only it could vouch fo
 503 (the environment's and the file's keys still work).
 
 Example:
-    >>> keys = KeyStore.parse("acme:s3cret")
-    >>> keys.tenant_for("s3cret"), keys.tenant_for("wrong")
+    >>> keys = KeyStore.parse("acme:s3cret-key")
+    >>> keys.tenant_for("s3cret-key"), keys.tenant_for("wrong")
     ('acme', None)
 """
 
