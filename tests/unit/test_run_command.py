@@ -59,9 +59,31 @@ def test_it_compiles_under_strict_and_warnings() -> None:
 
 
 def test_every_command_runs_under_it() -> None:
-    command, _ = build_command("echo hi", timeout=5)
-    assert f"{RUN_COMMAND} 5.000 {KILL_AFTER_S:g} bash -lc" in command
-    assert "timeout" not in command.replace("5.000", "")
+    as_root, _ = build_command("echo hi", timeout=5, user="root")
+    assert f"exec {RUN_COMMAND} 5.000 {KILL_AFTER_S:g} bash -lc" in as_root
+    as_agent, _ = build_command("echo hi", timeout=5)  # the session's variables as arguments
+    assert f'{RUN_COMMAND} 5.000 {KILL_AFTER_S:g} ${{DISPLAY+"DISPLAY=$DISPLAY"}}' in as_agent
+    assert " env " not in as_agent and "timeout" not in as_agent.replace("5.000", "")
+
+
+def test_it_sets_the_variables_given_before_the_command() -> None:
+    done = subprocess.run(
+        [
+            "perl",
+            str(SCRIPT),
+            "5",
+            "1",
+            "FOO=bar",
+            "X=a b\nc",
+            "A=",
+            "bash",
+            "-c",
+            'echo "$FOO|$X|${A-unset}"',
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and done.stdout == "bar|a b\nc|\n", done
 
 
 def test_statuses_come_through() -> None:
