@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -34,8 +35,11 @@ from orchestrator.config import settings
 from orchestrator.desktop import _network
 from orchestrator.desktop._network import EgressFirewallError
 from tests.integration.conftest import eventually
+from tests.integration.test_sdk import Server, server
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["server"]  # the imported module fixture
 
 PROBE_S = 5
 """A blocked connection is rejected at once; this only bounds a silent drop."""
@@ -240,6 +244,52 @@ async def test_an_egress_desktop_reaches_no_host_port_no_desktop_no_link_local(
     finally:
         for lst in listeners:
             lst.close()
+
+
+def _host_listening() -> list[tuple[str, str, int]]:
+    """(process, address, port) of the host's TCP listeners reachable from outside
+    (loopback-only ones cannot be: they are left out); ``*`` means every address."""
+    done = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
+    found = []
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        addr, port = fields[3].rsplit(":", 1)
+        addr = addr.strip("[]").split("%")[0]
+        if addr in ("0.0.0.0", "::", "*"):
+            addr = "*"
+        elif addr.startswith("::ffff:"):
+            addr = addr.removeprefix("::ffff:")
+        if addr != "*" and (ipaddress.ip_address(addr).is_loopback or ":" in addr):
+            continue
+        names = re.findall(r'"([^"]*)"', fields[-1]) or ["?"]
+        found.append((names[0], addr, int(port)))
+    return found
+
+
+async def test_no_host_port_answers_an_egress_desktop(
+    server: Server, desktop_image: str, egress_net: str
+) -> None:
+    """S2: with the API running on Serve (its replica's gRPC server up), an egress desktop
+    tries every port the host listens on, at every host address: none answers."""
+    async with egress_desktops(desktop_image, 1) as (desk,):
+        _, gateway = _address(desk, egress_net)
+        addrs = sorted({gateway, *_host_addresses()})
+        listening = _host_listening()
+        assert any("ServeRepli" in name for name, _, _ in listening), listening
+        targets = sorted(
+            {
+                f"{a}/{port}"
+                for _, addr, port in listening
+                for a in (addrs if addr == "*" else [addr])
+            }
+        )
+        script = (
+            f"for t in {' '.join(targets)}; do "
+            'timeout 2 bash -c "exec 3<>/dev/tcp/$t" 2>/dev/null && echo "OPEN $t"; '
+            "done; echo done"
+        )
+        out = await desk.run(script, timeout=60 + 2 * len(targets))
+        assert out.stdout.strip().splitlines() == ["done"], (out.stdout, len(targets))
 
 
 async def test_no_egress_desktop_runs_without_its_firewall(
