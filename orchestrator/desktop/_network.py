@@ -256,9 +256,12 @@ def _install(net: EgressNetwork) -> None:
 
 
 def _in_force(net: EgressNetwork) -> bool:
-    """Whether the forward jump is still there (someone may have flushed the rules)."""
-    spec = ["-i", net.bridge, "-j", net.forward_chain]
-    return _run([_tool("iptables"), "-w", "-C", "DOCKER-USER", *spec]).returncode == 0
+    """Whether both jumps are still there (someone may have flushed the rules)."""
+    iptables = _tool("iptables")
+    return all(
+        _run([iptables, "-w", "-C", parent, "-i", net.bridge, "-j", chain]).returncode == 0
+        for parent, chain in (("DOCKER-USER", net.forward_chain), ("INPUT", net.input_chain))
+    )
 
 
 def ensure_egress(name: str | None = None) -> EgressNetwork:

@@ -305,3 +305,19 @@ async def test_no_egress_desktop_runs_without_its_firewall(
     # A desktop without a network does not need the firewall.
     async with await Desktop.start(DesktopSpec(image=desktop_image)) as d:
         assert (await d.run("ls /sys/class/net")).stdout.split() == ["lo"]
+
+
+def test_the_firewall_comes_back_when_its_rules_are_flushed(egress_net: str) -> None:
+    net = _network.ensure_egress()
+    jumps = [("DOCKER-USER", net.forward_chain), ("INPUT", net.input_chain)]
+
+    def present(parent: str, chain: str) -> bool:
+        check = ["iptables", "-w", "-C", parent, "-i", net.bridge, "-j", chain]
+        return subprocess.run(check, capture_output=True).returncode == 0
+
+    assert all(present(*j) for j in jumps)
+    for parent, chain in jumps:  # as an operator's `iptables -F` would
+        subprocess.run(["iptables", "-w", "-D", parent, "-i", net.bridge, "-j", chain], check=True)
+    assert not any(present(*j) for j in jumps)
+    assert _network.ensure_egress() == net  # the next egress desktop's start
+    assert all(present(*j) for j in jumps)
