@@ -1,0 +1,34 @@
+"""Quotas held below the API: the runtime refuses what a tenant's quotas do not allow, also
+when the agent itself hires while delegating (no route is involved there)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.domain import TaskSpec, TaskState
+from orchestrator.errors import QuotaExceededError
+from orchestrator.tenants import Quotas
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+HELLO = {"steps": [{"type": "shell", "command": "echo hi"}]}
+
+
+async def test_a_hire_while_delegating_is_held_to_the_desktop_quota(agents) -> None:
+    await agents.runtime.recorder.set_quotas.remote(agents.tenant, Quotas(max_desktops=1))
+    boss = await agents.create("boss")
+    with pytest.raises(QuotaExceededError, match=r"has 1 live desktops .*quota is 1"):
+        await agents.create("second")  # the runtime itself refuses, no route involved
+    script = {
+        "subtasks": [{"id": "hello", "role": "tester", "description": "say hi", "script": HELLO}]
+    }
+    spec = TaskSpec(description="delegate", script=script, max_attempts=1)
+    done = await agents.run(boss.id, spec, 90)
+    assert done.state == TaskState.FAILED
+    assert "could not hire a tester: QuotaExceededError: quota exceeded" in (done.error or "")
+    assert "(max_desktops)" in (done.error or "")
+    assert agents.container_paths(boss.path) == {boss.path}  # no specialist desktop started
+    # More room: the same delegation now hires and succeeds.
+    await agents.runtime.recorder.set_quotas.remote(agents.tenant, Quotas(max_desktops=2))
+    done = await agents.run(boss.id, spec, 90)
+    assert done.state == TaskState.SUCCEEDED, done.error
