@@ -14,7 +14,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from orchestrator.config import RAY_CLUSTER_ENV
+from orchestrator.config import RAY_CLUSTER_ENV, RAY_LOOPBACK_ENV
 from orchestrator.desktop import DesktopSpec, check_desktop
 from orchestrator.domain import AgentInfo, AgentSpec, AgentStatus, Event, TaskInfo, TaskSpec, new_id
 from orchestrator.errors import AgentError, NotFoundError, RecordError
@@ -51,8 +51,17 @@ def init_ray(address: str | None = None, *, desktops: int | None = None) -> None
     if desktops is None:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         desktops = max(2, int(mem * 0.6 / (300 * 2**20)))
-    for name, value in RAY_CLUSTER_ENV.items():  # inherited by the raylet and Serve's proxy
+    # inherited by the raylet and Serve's proxy; the loopback one also keeps every port that
+    # Ray opens for this cluster on 127.0.0.1
+    for name, value in {**RAY_CLUSTER_ENV, **RAY_LOOPBACK_ENV}.items():
         os.environ.setdefault(name, value)
+    # Ray read that variable when it was imported, before this call could set it: without
+    # this, the GCS, the raylet and the workers of this local cluster listen on every
+    # interface although the node's address is 127.0.0.1 (checked by test_local_up).
+    from ray._private import ray_constants
+
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         _node_ip_address="127.0.0.1",
         namespace=NAMESPACE,

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RAY_CLUSTER_ENV", "Settings", "check_model_url", "settings"]
+__all__ = ["RAY_CLUSTER_ENV", "RAY_LOOPBACK_ENV", "Settings", "check_model_url", "settings"]
 
 
 def _default_runtime_dir() -> Path:
@@ -183,3 +183,8 @@ on 2 cores; again 2.6 -> 4.0 ms and 749 -> 482 requests/s without it), with mess
 not the proxy uses it, on every interface: the API binds it to the node's address instead
 (``serve_app._grpc_bind``), and the egress firewall (``orchestrator.desktop._network``)
 keeps desktops off the host anyway. ``cluster.yaml`` sets the same on its nodes."""
+
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Keeps a local Ray on loopback: without it ``ray start`` and ``ray.init`` replace 127.0.0.1
+by the machine's address, and the GCS, the raylet and the workers listen on every interface
+(check 11: a local cluster binds every port it opens to 127.0.0.1)."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RAY_CLUSTER_ENV
+from .config import RAY_CLUSTER_ENV, RAY_LOOPBACK_ENV
 from .errors import ConfigError, OrchestratorError
 
 __all__ = [
@@ -66,9 +66,8 @@ KEYS_FILE = "api-keys"
 CLIENT_KEY_FILE = "api-key"
 LOG_FILE = "local.log"
 
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-"""Keeps Ray on loopback: without it ``ray start`` and ``ray.init`` replace 127.0.0.1 by
-the machine's address, and the GCS and raylet listen on every interface."""
+LOOPBACK_ENV = RAY_LOOPBACK_ENV
+"""Keeps Ray on loopback (``config.RAY_LOOPBACK_ENV``)."""
 
 _POLL_S = 0.2
 _heads: dict[int, subprocess.Popen[bytes]] = {}

@@ -213,3 +213,54 @@ print(json.dumps({{"path": agent.path, "result": result, "names": names}}))
     # A second `down` is harmless.
     assert "no local cluster" in env.cli("down").stdout
     assert t_up < UP_TIMEOUT_S and t_down < 60, (t_up, t_down)
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_line = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat_line.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def test_a_cluster_of_init_ray_listens_only_on_loopback(tmp_path: Path) -> None:
+    """Check 11 for the cluster `init_ray` starts (`orchestrator run` without `up`, notebooks,
+    the tests): its GCS, raylet and workers listened on every interface, as Ray had read
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import, before init_ray set it."""
+    code = (
+        "import sys, ray\n"
+        "from actors import init_ray\n"
+        "init_ray(desktops=1)\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"  # a worker process too
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["ORCHESTRATOR_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        listeners = _listeners(_descendants(proc.pid))
+        assert len(listeners) > 3, listeners  # GCS, raylet, worker ...
+        assert all(addr in LOOPBACK for _, addr, _ in listeners), listeners
+    finally:
+        proc.communicate("", timeout=60)
