@@ -42,6 +42,8 @@ class DesktopSpec(BaseModel):
     shm_mb: Annotated[int, Field(ge=16, le=65_536)] = 256
     """Size of /dev/shm in MiB (browsers need a few hundred; at most ``memory_mb``)."""
     network: Literal["none", "egress"] = "none"
-    """``none``: no network at all; ``egress``: Docker's default bridge (outbound access)."""
+    """``none``: no network at all; ``egress``: outbound access to public addresses only, on
+    a firewalled bridge of the desktops' own (no other desktop, private or link-local range,
+    or port of the host; see ``orchestrator.desktop._network``)."""
     labels: dict[_LabelKey, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
     """Extra container labels (the runtime adds its own under ``orchestrator.``)."""
