@@ -204,15 +204,21 @@ class AgentActor:
                 log.warning("desktop of %s is gone: starting a new one", self.info.path)
                 await self._event(EventKind.AGENT, None, {"desktop": "lost; starting a new one"})
                 try:
-                    await desk.stop()
-                    self.desktop = await self._start_desktop()
+                    await self._replace_desktop(desk)
                     await self._event(EventKind.AGENT, None, {"desktop": "recreated"})
                 except Exception as e:  # noqa: BLE001 - try again on the next beat
                     log.warning("could not recreate the desktop of %s: %s", self.info.path, e)
 
+    async def _replace_desktop(self, desk: Desktop) -> None:
+        """Stop ``desk`` and start a new desktop of the agent's spec: a new container in a new
+        socket directory (the caller holds ``_desktop_swap``). Should the start fail, the
+        agent has no running desktop until the watchdog's next beat starts one."""
+        await desk.stop()
+        self.desktop = await self._start_desktop()
+
     async def reset_desktop(self) -> AgentInfo:
-        """Replace the agent's desktop with a new one of its spec (``Desktop.reset``): a new
-        container and socket directory, nothing of the old one kept. For a desktop broken
+        """Replace the agent's desktop with a new one of its spec: a new container and socket
+        directory, nothing of the old one kept. For a desktop broken
         from inside (e.g. a root command overwrote ``/etc/passwd``). Refused (``AgentError``)
         while one of the agent's tasks runs: cancel it first. Should the new desktop fail to
         start, the error is raised and the watchdog starts one on its next beat."""
@@ -223,8 +229,8 @@ class AgentActor:
         async with self._desktop_swap:
             desk = self._desk()
             await self._event(EventKind.AGENT, None, {"desktop": "resetting"})
-            await desk.reset()
-            await self._event(EventKind.AGENT, None, {"desktop": "reset", "id": desk.id})
+            await self._replace_desktop(desk)
+            await self._event(EventKind.AGENT, None, {"desktop": "reset", "id": self._desk().id})
         return self.info
 
     async def _reap_loop(self) -> None:

@@ -114,7 +114,6 @@ class Desktop:
         self._live: LiveViewProxy | None = None
         self._closed = False
         self.ready_info: dict[str, Any] = {}
-        self._labels: dict[str, str] = {}  # the caller's container labels, for a reset
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,7 +146,6 @@ class Desktop:
             owner=owner or process_owner(),
             sockdir=_container.SocketDir(cfg.runtime_dir / "desktops" / desktop_id),
         )
-        desk._labels = dict(labels or {})
         try:
             async with start_slot(on_queued):
                 await desk._launch(labels or {}, ready_timeout_s or cfg.desktop_ready_timeout_s)
@@ -271,26 +269,6 @@ class Desktop:
         async with start_slot():
             await asyncio.to_thread(_container.restart, self.container_id)
             await self._connect(ready_timeout_s or settings().desktop_ready_timeout_s)
-
-    async def reset(self, ready_timeout_s: float | None = None) -> None:
-        """Replace the desktop with a new one of the same spec, image, owner and labels.
-
-        Not a restart: the old container is removed, and a new one starts in a new socket
-        directory, so nothing of the old desktop survives (files, processes, a broken
-        ``/etc/passwd``). This handle then holds the new desktop: its ``id``,
-        ``container_id``, ``sockdir`` and display change. If the new desktop fails to start,
-        the error is raised and this handle is left stopped (``is_alive()`` is False).
-        """
-        self._check_open()
-        spec = self.spec.model_copy(update={"image": self.image})
-        await self.stop()
-        fresh = await type(self).start(
-            spec, owner=self.owner, labels=self._labels, ready_timeout_s=ready_timeout_s
-        )
-        # Take over the new desktop's state (its connections, thread and host resources);
-        # ``fresh`` itself is dropped, never stopped: what it held is this handle's now.
-        vars(self).update(vars(fresh))
-        log.info("desktop reset: now %s (container %s)", self.id, (self.container_id or "")[:12])
 
     async def is_alive(self) -> bool:
         """Whether the container is still running."""
