@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -35,11 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._flock import file_lock
 from .config import RAY_CLUSTER_ENV, RAY_LOOPBACK_ENV
 from .errors import ConfigError, OrchestratorError
 
@@ -171,16 +170,10 @@ def _remove_state(data_dir: Path) -> None:
         (data_dir / STATE_FILE).unlink()
 
 
-@contextlib.contextmanager
-def _locked(data_dir: Path) -> Iterator[None]:
+def _locked(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     """One ``up``/``down`` at a time per data directory."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / ".local.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(data_dir / ".local.lock")
 
 
 def _cluster(state: dict[str, Any], data_dir: Path) -> LocalCluster:

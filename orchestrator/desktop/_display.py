@@ -15,12 +15,11 @@ number; nothing here connects to a socket.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
+from .._flock import file_lock
 from ..errors import DisplayError
 
 __all__ = ["allocate_display", "point_display", "release_display"]
@@ -33,15 +32,9 @@ def _lock_path(n: int) -> Path:
     return Path(f"/tmp/.X{n}-lock")
 
 
-@contextlib.contextmanager
-def _allocation_lock() -> Iterator[None]:
+def _allocation_lock() -> contextlib.AbstractContextManager[None]:
     X11_DIR.mkdir(mode=0o1777, exist_ok=True)
-    with open(X11_DIR / ".orchestrator.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(X11_DIR / ".orchestrator.lock")
 
 
 _PIN = re.compile(r"/proc/(\d+)/fd/(\d+)")

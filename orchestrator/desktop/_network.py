@@ -19,15 +19,13 @@ egress desktop is refused with ``EgressFirewallError``: it never runs unprotecte
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import ipaddress
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 import docker.errors
 
 from .._docker import client, translate_errors
+from .._flock import file_lock
 from ..config import settings
 from ..errors import DockerError
 
@@ -191,17 +190,11 @@ def _ipv6_present() -> bool:
     return Path("/proc/sys/net/ipv6").exists()
 
 
-@contextmanager
-def _node_lock() -> Iterator[None]:
+def _node_lock() -> AbstractContextManager[None]:
     """One process at a time sets the network up on this node."""
     d = settings().runtime_dir
     d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".egress.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(d / ".egress.lock")
 
 
 def _ensure_docker_network(net: EgressNetwork) -> None:
