@@ -7,6 +7,7 @@ the end, so that other modules' use of the session cluster is unaffected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -82,6 +83,18 @@ class Api:
     def spec(self, name: str) -> dict[str, Any]:
         return {"name": name, "role": "tester", "desktop": {"image": self.image}}
 
+    @contextlib.contextmanager
+    def agent(self, name: str, tenant: str = TENANT_A) -> Iterator[dict[str, Any]]:
+        """A top-level agent created through the API, fired at the end."""
+        with self.client(tenant) as c:
+            r = c.post("/v1/agents", json=self.spec(name))
+            assert r.status_code == 201, r.text
+            info: dict[str, Any] = r.json()
+            try:
+                yield info
+            finally:
+                c.delete(f"/v1/agents/{info['id']}")
+
 
 def _containers(path: str) -> list[dict[str, Any]]:
     from orchestrator._docker import client
@@ -119,14 +132,8 @@ def api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="module")
 def agent_a(api: Api) -> Iterator[dict[str, Any]]:
     """A top-level agent of tenant A, created through the API."""
-    with api.client(TENANT_A) as c:
-        r = c.post("/v1/agents", json=api.spec("desk"))
-        assert r.status_code == 201, r.text
-        info: dict[str, Any] = r.json()
-        try:
-            yield info
-        finally:
-            c.delete(f"/v1/agents/{info['id']}")
+    with api.agent("desk") as info:
+        yield info
 
 
 # ---------------------------------------------------------------------- auth

@@ -44,14 +44,8 @@ SLOW = {
 @pytest.fixture(scope="module")
 def desk(api: Api) -> Iterator[dict[str, Any]]:
     """A top-level agent of tenant A, created through the API."""
-    with api.client(TENANT_A) as c:
-        r = c.post("/v1/agents", json=api.spec("desk-more"))
-        assert r.status_code == 201, r.text
-        info: dict[str, Any] = r.json()
-        try:
-            yield info
-        finally:
-            c.delete(f"/v1/agents/{info['id']}")
+    with api.agent("desk-more") as info:
+        yield info
 
 
 @pytest.fixture(scope="module")

@@ -88,14 +88,8 @@ def _exists(container_id: str) -> bool:
 @pytest.fixture
 def fresh_agent(api: Api) -> Iterator[dict[str, Any]]:
     """An agent of tenant A of the test's own (its desktop gets broken)."""
-    with api.client(TENANT_A) as c:
-        r = c.post("/v1/agents", json=api.spec(f"reset-{secrets.token_hex(3)}"))
-        assert r.status_code == 201, r.text
-        info: dict[str, Any] = r.json()
-        try:
-            yield info
-        finally:
-            c.delete(f"/v1/agents/{info['id']}")
+    with api.agent(f"reset-{secrets.token_hex(3)}") as info:
+        yield info
 
 
 def test_a_desktop_broken_from_inside_is_replaced_by_a_reset(

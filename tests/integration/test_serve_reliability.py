@@ -65,14 +65,8 @@ def replicated(api: Api) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def agent(api: Api) -> Iterator[dict[str, Any]]:
-    with api.client(TENANT_A) as c:
-        r = c.post("/v1/agents", json=api.spec("steady"))
-        assert r.status_code == 201, r.text
-        info: dict[str, Any] = r.json()
-        try:
-            yield info
-        finally:
-            c.delete(f"/v1/agents/{info['id']}")
+    with api.agent("steady") as info:
+        yield info
 
 
 def test_killing_a_replica_under_load_loses_under_one_percent(
