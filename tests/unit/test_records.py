@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -30,12 +30,6 @@ from orchestrator.domain import (
 from orchestrator.errors import RecordError
 from orchestrator.records import MAX_LIMIT, RecordStore, SQLiteStore, open_store
 from orchestrator.records._schema import MIGRATIONS, SCHEMA_VERSION, migrate
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path) as s:
-        yield s
 
 
 def agent(tenant: str = "acme", parent: AgentInfo | None = None, name: str = "a") -> AgentInfo:

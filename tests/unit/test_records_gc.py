@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,6 @@ NOW = time.time()
 OLD = NOW - 40 * DAY
 """Older than the 30-day cutoff the tests use."""
 FRESH = NOW - DAY
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path) as s:
-        yield s
 
 
 def _agent(

@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from orchestrator.domain import Event, EventKind, TaskInfo, TaskSpec, TaskState, new_id
 from orchestrator.errors import RecordError
 from orchestrator.records import SQLiteStore
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path) as s:
-        yield s
 
 
 def _task(state: TaskState = TaskState.PENDING, **kw: object) -> TaskInfo:

@@ -4,7 +4,7 @@ under concurrent admissions (threads, and two stores on one file as two processe
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,6 @@ from orchestrator.domain import (
 from orchestrator.errors import QuotaExceededError, RecordError
 from orchestrator.records import SQLiteStore
 from orchestrator.tenants import KEY_PREFIX, ApiKey, Quotas, digest, make_key
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path) as s:
-        yield s
 
 
 def agent(tenant: str = "acme", parent: AgentInfo | None = None, name: str = "a") -> AgentInfo:
