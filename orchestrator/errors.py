@@ -19,8 +19,10 @@ unknown key name, a command that exits non-zero or times out) are *data*: an
     ├── BrainError                  a model gave no usable answer (after retries) or refused
     ├── RecordError                 the record store failed to read or write
     ├── CapacityError               no node has room for another agent's desktop (for now)
+    ├── UnavailableError            the cluster (an actor, the control plane) did not answer
     ├── QuotaExceededError          a tenant is at one of its quotas (agents, desktops, tasks)
     └── AgentError                  an agent cannot do what was asked (unknown, gone, busy)
+        ├── AgentGoneError          the agent's actor died while it was asked
         └── NotFoundError           no such agent or task (for this tenant)
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "AgentError",
+    "AgentGoneError",
     "BrainError",
     "CapacityError",
     "ConfigError",
@@ -45,6 +48,7 @@ __all__ = [
     "QuotaExceededError",
     "RecordError",
     "ShellError",
+    "UnavailableError",
     "UntrustedPathError",
 ]
 
@@ -119,6 +123,15 @@ class AgentError(OrchestratorError):
 
 class NotFoundError(AgentError):
     """No such agent or task (for this tenant)."""
+
+
+class AgentGoneError(AgentError):
+    """The agent's actor died while it was asked (its record says what became of it)."""
+
+
+class UnavailableError(OrchestratorError):
+    """The cluster did not answer: an actor is restarting or unreachable, or the control
+    plane timed out. Retrying later may help."""
 
 
 class CapacityError(OrchestratorError):
