@@ -1,6 +1,22 @@
-"""Every environment variable the runtime reads, in one place.
+"""Every environment variable the project reads, in one place.
 
-All carry the ``ORCHESTRATOR_`` prefix; durations carry their unit in the name.
+Durations carry their unit in the name (``..._S``), sizes theirs (``..._MB``). A value that
+does not parse raises ``ConfigError`` naming the variable. Nothing else in ``orchestrator``,
+``actors`` or ``serve_app`` reads the environment (``tests/unit/test_config.py`` checks).
+
+- ``Settings`` (``settings()``, read once per process): the runtime's ``ORCHESTRATOR_*``
+  variables: directories, desktops' limits, images, egress, model endpoints allowed.
+- ``ModelEnv`` (``model_env()``, read at each use): the operator's model endpoint, key and
+  model, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``ORCHESTRATOR_MODEL``.
+- ``ApiSettings`` (``api_settings()``, read at each use): the HTTP API's
+  ``ORCHESTRATOR_API_*`` variables: keys, concurrency caps, the event streams' keepalive.
+- ``RayEnv`` (``ray_env()``, read at each use): the ``RAY_*`` variables the project reads
+  (``RAY_ADDRESS``, ``RAY_AUTH_MODE``, ...); Ray itself reads many more.
+- ``ENV_API_URL`` and ``ENV_API_KEY``: where the command line (``--url``, ``--api-key``)
+  finds a remote API; the SDK's ``Client`` takes both as arguments, never from the
+  environment.
+
+Only light modules are imported here (pydantic, pydantic-settings): the SDK may import it.
 """
 
 from __future__ import annotations
@@ -10,12 +26,58 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RAY_CLUSTER_ENV", "RAY_LOOPBACK_ENV", "Settings", "check_model_url", "settings"]
+from .errors import ConfigError
+
+__all__ = [
+    "ENV_API_KEY",
+    "ENV_API_URL",
+    "RAY_CLUSTER_ENV",
+    "RAY_LOOPBACK_ENV",
+    "ApiSettings",
+    "ModelEnv",
+    "RayEnv",
+    "Settings",
+    "api_settings",
+    "check_model_url",
+    "env_name",
+    "model_env",
+    "ray_env",
+    "settings",
+]
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable of ``cls``'s ``field`` (``ApiSettings, "max_streams"`` ->
+    ``ORCHESTRATOR_API_MAX_STREAMS``)."""
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _read(cls: type[_S]) -> _S:
+    """``cls()`` from the environment; ``ConfigError`` naming each variable that is wrong."""
+    try:
+        return cls()
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            loc = err["loc"][0] if err["loc"] else ""
+            name = str(loc)
+            if name in cls.model_fields:
+                name = env_name(cls, name)
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid environment: " + "; ".join(problems)) from None
 
 
 def _default_runtime_dir() -> Path:
@@ -104,6 +166,10 @@ class Settings(BaseSettings):
     """How long a new agent may wait for a node with a free ``desktop`` unit before its
     creation or hire fails with ``CapacityError`` (instead of waiting without end)."""
 
+    human_wait_timeout_s: float = Field(default=3600.0, gt=0)
+    """How long a task may wait for a person (an answer, an approval, a resume after a
+    pause) before it fails with the reason; such waits do not count against its deadline."""
+
     model_base_urls: str | None = None
     """Comma-separated model API base URLs a brain's ``base_url`` may name besides
     ``OPENAI_BASE_URL`` (or OpenAI's, when that is unset); unset: none. A brain's
@@ -117,7 +183,7 @@ class Settings(BaseSettings):
         want = _url_parts(url)
         if want is None:
             return False
-        operator = os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        operator = model_env().openai_base_url or OPENAI_URL
         for entry in [operator, *(self.model_base_urls or "").split(",")]:
             allowed = _url_parts(entry, pattern=True)
             if allowed is None:
@@ -152,14 +218,111 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once (``ConfigError`` naming a variable that is wrong)."""
+    return _read(Settings)
+
+
+class ModelEnv(BaseSettings):
+    """The operator's model API, the default of every brain's (``BrainConfig``)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    """``OPENAI_BASE_URL``: the operator's model API (OpenAI, vLLM, Ollama, a gateway);
+    unset: OpenAI's. A brain naming no ``base_url`` uses this one."""
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    """``OPENAI_API_KEY``: the operator's key; it is sent only to ``OPENAI_BASE_URL`` (else
+    OpenAI's endpoint), never to a ``base_url`` a brain names."""
+
+    model: str | None = Field(default=None, validation_alias="ORCHESTRATOR_MODEL")
+    """``ORCHESTRATOR_MODEL``: the model a brain naming none asks for."""
+
+
+def model_env() -> ModelEnv:
+    """The operator's model endpoint, key and model, read now (tests and operators change
+    them without restarting)."""
+    return _read(ModelEnv)
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API's settings, ``ORCHESTRATOR_API_*``; each replica reads them itself."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCHESTRATOR_API_", extra="ignore", env_ignore_empty=True
+    )
+
+    keys: SecretStr | None = None
+    """``ORCHESTRATOR_API_KEYS``: comma-separated ``tenant:key`` (or ``tenant:sha256:<hex>``)
+    entries the API accepts, besides those of ``keys_file``."""
+
+    keys_file: Path | None = None
+    """``ORCHESTRATOR_API_KEYS_FILE``: a file of such entries, one a line."""
+
+    max_concurrent: int = Field(default=64, gt=0)
+    """``ORCHESTRATOR_API_MAX_CONCURRENT``: requests (event streams and ``/healthz`` aside)
+    one replica works on at once; over it, 429 with ``Retry-After``."""
+
+    max_streams: int = Field(default=256, gt=0)
+    """``ORCHESTRATOR_API_MAX_STREAMS``: event streams one replica serves at once."""
+
+    sse_keepalive_s: float = 15.0
+    """``ORCHESTRATOR_API_SSE_KEEPALIVE_S``: seconds between keepalive comments on an idle
+    event stream; 0 or less: the default."""
+
+    @field_validator("sse_keepalive_s")
+    @classmethod
+    def _default_keepalive(cls, value: float) -> float:
+        return value if value > 0 else 15.0
+
+
+def api_settings() -> ApiSettings:
+    """The API's settings, read now (``ConfigError`` naming a variable that is wrong)."""
+    return _read(ApiSettings)
+
+
+ENV_API_URL = "ORCHESTRATOR_API_URL"
+"""The API the command line talks to (``--url``); default: the local cluster of ``orchestrator
+up``, else ``http://127.0.0.1:8000``. Read by click, for the CLI only."""
+
+ENV_API_KEY = "ORCHESTRATOR_API_KEY"
+"""The caller's API key for the command line (``--api-key``); default: the local cluster's,
+for its own URL only. Read by click, for the CLI only."""
+
+
+class RayEnv(BaseSettings):
+    """The Ray variables the project reads (Ray reads them, and many more, itself)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
+    """``RAY_ADDRESS``: the cluster a driver joins when no address is given; unset: the local
+    cluster of ``orchestrator up``, else a cluster of its own."""
+
+    auth_mode: str = Field(default="token", validation_alias="RAY_AUTH_MODE")
+    """``RAY_AUTH_MODE``: Ray's authentication, for a local cluster and its clients alike
+    (default ``token``: the token in ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``)."""
+
+    auth_token: SecretStr | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN")
+    """``RAY_AUTH_TOKEN``: Ray's token itself; when set, ``up`` makes no token file."""
+
+    auth_token_path: Path | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN_PATH")
+    """``RAY_AUTH_TOKEN_PATH``: the file of Ray's token; unset: ``~/.ray/auth_token``."""
+
+    enable_windows_or_osx_cluster: str | None = Field(
+        default=None, validation_alias="RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    )
+    """``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``: ``"0"`` keeps a local Ray on loopback (see
+    ``RAY_LOOPBACK_ENV``, which sets it)."""
+
+
+def ray_env() -> RayEnv:
+    """The Ray variables, read now."""
+    return _read(RayEnv)
 
 
 def check_model_url(url: str) -> None:
     """``ConfigError`` unless ``ORCHESTRATOR_MODEL_BASE_URLS`` lets a brain name ``url``."""
-    from .errors import ConfigError
-
     if not settings().model_url_allowed(url):
         raise ConfigError(
             f"brain.base_url {url!r} is not one of the model APIs this cluster allows "
