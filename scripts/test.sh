@@ -12,6 +12,6 @@ echo "==> ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 echo "==> mypy"
-"$VENV/bin/mypy" orchestrator actors serve_app
+"$VENV/bin/mypy" orchestrator actors serve_app desktop_image/desktop-init
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
