@@ -27,7 +27,7 @@ from orchestrator.domain import (
     TaskInfo,
     TaskState,
 )
-from orchestrator.records import MAX_LIMIT, GcReport, RecordStore, open_store
+from orchestrator.records import MAX_LIMIT, GcReport, RecordStore, StoreStats, open_store
 from orchestrator.tenants import ApiKey, Quotas
 
 from ._names import NAMESPACE, RECORDER_NAME, actor_alive, alive_actor_ids
@@ -271,6 +271,12 @@ class Recorder:
 
     async def list_tasks(self, **filters: Any) -> list[TaskInfo]:
         return await asyncio.to_thread(lambda: self._store.list_tasks(**filters))
+
+    async def stats(self, tenant: str | None = None) -> StoreStats:
+        """How many of ``tenant``'s (or all) agents are in each status and tasks in each
+        state, counted by the store (no page limit)."""
+        counted: StoreStats = await asyncio.to_thread(self._store.stats, tenant)
+        return counted
 
     async def events(self, **filters: Any) -> list[Event]:
         return await asyncio.to_thread(lambda: self._store.events(**filters))

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ._gc import GcReport
 from ._sqlite import SQLiteStore
-from ._store import MAX_LIMIT, RecordStore
+from ._store import MAX_LIMIT, RecordStore, StoreStats
 
-__all__ = ["MAX_LIMIT", "GcReport", "RecordStore", "SQLiteStore", "open_store"]
+__all__ = ["MAX_LIMIT", "GcReport", "RecordStore", "SQLiteStore", "StoreStats", "open_store"]
 
 
 def open_store(data_dir: Path | None = None) -> RecordStore:

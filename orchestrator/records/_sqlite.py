@@ -26,7 +26,7 @@ from . import _tenants as tenants
 from ._blobs import BlobFiles, address_of, check_address
 from ._gc import Collection, GcReport
 from ._schema import migrate
-from ._store import MAX_LIMIT, RecordStore
+from ._store import MAX_LIMIT, RecordStore, StoreStats
 
 __all__ = ["DB_NAME", "SQLiteStore"]
 
@@ -169,6 +169,37 @@ def _insert_event(db: sqlite3.Connection, event: Event, payload: str) -> int:
         [(address, seq) for address in wanted],
     )
     return seq
+
+
+def _tally(kind: type[E], rows: Iterable[Any]) -> dict[E, int]:
+    """``(value, count)`` rows as a count for every member of ``kind`` (0 when absent); a
+    value this version does not know (written by a newer one) is left out."""
+    counts = dict.fromkeys(kind, 0)
+    known = {m.value: m for m in kind}
+    for value, count in rows:
+        if value in known:
+            counts[known[value]] += int(count)
+    return counts
+
+
+def _count_agents(db: sqlite3.Connection, tenant: str | None) -> dict[AgentStatus, int]:
+    where = " WHERE tenant = ?" if tenant is not None else ""
+    params = (tenant,) if tenant is not None else ()
+    sql = f"SELECT status, COUNT(*) FROM agents{where} GROUP BY status"
+    return _tally(AgentStatus, db.execute(sql, params))
+
+
+def _count_tasks(db: sqlite3.Connection, tenant: str | None) -> dict[TaskState, int]:
+    params: tuple[str, ...] = ()
+    if tenant is None:
+        sql = "SELECT state, COUNT(*) FROM tasks GROUP BY state"
+    else:  # a task's tenant is its agent's
+        sql = (
+            "SELECT t.state, COUNT(*) FROM tasks t JOIN agents a ON a.id = t.agent_id"
+            " WHERE a.tenant = ? GROUP BY t.state"
+        )
+        params = (tenant,)
+    return _tally(TaskState, db.execute(sql, params))
 
 
 class _Where:
@@ -403,6 +434,26 @@ class SQLiteStore(RecordStore):
             )
             rows = self._rows("list tasks", sql, [*where.params, limit, offset])
             return [TaskInfo.model_validate_json(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ counts
+
+    def agent_counts(self, tenant: str | None = None) -> dict[AgentStatus, int]:
+        with self._errors("count agents"):
+            return _count_agents(self._reader(), tenant)
+
+    def task_counts(self, tenant: str | None = None) -> dict[TaskState, int]:
+        with self._errors("count tasks"):
+            return _count_tasks(self._reader(), tenant)
+
+    def stats(self, tenant: str | None = None) -> StoreStats:
+        """Both counts from one snapshot of the records (one read transaction)."""
+        with self._errors("count agents and tasks"):
+            db = self._reader()
+            db.execute("BEGIN")
+            try:
+                return StoreStats(agents=_count_agents(db, tenant), tasks=_count_tasks(db, tenant))
+            finally:
+                db.execute("COMMIT")
 
     # ------------------------------------------------------------------ events
 

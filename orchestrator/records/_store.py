@@ -30,14 +30,34 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pydantic import BaseModel, ConfigDict
+
 from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
 from ..tenants import ApiKey, Quotas
 from ._gc import GcReport
 
-__all__ = ["MAX_LIMIT", "RecordStore"]
+__all__ = ["MAX_LIMIT", "RecordStore", "StoreStats"]
 
 MAX_LIMIT = 10_000
 """The most rows one list or page call returns."""
+
+
+class StoreStats(BaseModel):
+    """How many agents are in each status and tasks in each state, counted by the store
+    (every status and state is present, 0 when none is).
+
+    Example:
+        >>> s = StoreStats(agents=dict.fromkeys(AgentStatus, 0), tasks=dict.fromkeys(TaskState, 0))
+        >>> s.tasks[TaskState.RUNNING]
+        0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    agents: dict[AgentStatus, int]
+    """Agents by status."""
+    tasks: dict[TaskState, int]
+    """Tasks by state (a task's tenant is its agent's)."""
 
 
 class RecordStore(abc.ABC):
@@ -132,6 +152,24 @@ class RecordStore(abc.ABC):
             limit: at most this many (1 to ``MAX_LIMIT``).
             offset: skip this many first (for paging).
         """
+
+    # ------------------------------------------------------------------ counts
+
+    @abc.abstractmethod
+    def agent_counts(self, tenant: str | None = None) -> dict[AgentStatus, int]:
+        """How many agents (of ``tenant``, or of all) are in each status: every status is a
+        key, 0 when no agent is in it. Counted by the store, with no page limit."""
+
+    @abc.abstractmethod
+    def task_counts(self, tenant: str | None = None) -> dict[TaskState, int]:
+        """How many tasks (of ``tenant``'s agents, or of all) are in each state: every state
+        is a key, 0 when no task is in it. Counted by the store, with no page limit; with
+        ``tenant`` set, as in ``list_tasks``, a task whose agent is not stored is not
+        counted."""
+
+    def stats(self, tenant: str | None = None) -> StoreStats:
+        """``agent_counts`` and ``task_counts`` together."""
+        return StoreStats(agents=self.agent_counts(tenant), tasks=self.task_counts(tenant))
 
     # ------------------------------------------------------------------ events
 

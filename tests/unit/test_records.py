@@ -63,6 +63,7 @@ def test_public_api_is_pinned() -> None:
         "GcReport",
         "RecordStore",
         "SQLiteStore",
+        "StoreStats",
         "open_store",
     ]
     for name in orchestrator.records.__all__:
