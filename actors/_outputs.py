@@ -9,7 +9,6 @@ filling the records: files past them are skipped and named in the problems retur
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import posixpath
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.records import media_type
 
 if TYPE_CHECKING:
     from orchestrator.desktop import Desktop
 
-__all__ = ["MAX_FILES", "MAX_FILE_BYTES", "MAX_TOTAL_BYTES", "collect_outputs", "media_type"]
+__all__ = ["MAX_FILES", "MAX_FILE_BYTES", "MAX_TOTAL_BYTES", "collect_outputs"]
 
 MAX_FILES = 200
 """Most files kept per task."""
@@ -32,11 +32,6 @@ MAX_TOTAL_BYTES = 256 << 20
 
 KeepFile = Callable[[str, bytes, str], Awaitable[None]]
 """``keep(desktop_path, data, media_type)``: store one file durably."""
-
-
-def media_type(path: str) -> str:
-    guessed, _ = mimetypes.guess_type(path, strict=False)
-    return guessed or "application/octet-stream"
 
 
 def _files_under(root: Path) -> list[Path]:

@@ -49,8 +49,7 @@ def register(main: click.Group) -> None:
         task or anything of a live agent. Prints the rows removed per kind and the bytes."""
         from .config import settings
         from .errors import ConfigError
-        from .records import SQLiteStore
-        from .records._sqlite import DB_NAME
+        from .records import DB_NAME, SQLiteStore
 
         if age is not None:
             older_than_s = parse_age(age)

@@ -14,9 +14,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import RayTaskError
 
-from actors._artifacts import write_artifacts
-from actors._outputs import media_type
 from orchestrator.domain import Event, TaskInfo
+from orchestrator.records import media_type, write_artifacts
 
 __all__ = ["MAX_UPLOAD_BYTES", "FileWritten", "UPLOAD_PATH", "routes"]
 

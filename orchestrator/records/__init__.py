@@ -17,11 +17,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._artifacts import write_artifacts
 from ._gc import GcReport
-from ._sqlite import SQLiteStore
+from ._media import media_type
+from ._sqlite import DB_NAME, SQLiteStore
 from ._store import MAX_LIMIT, RecordStore, StoreStats
 
-__all__ = ["MAX_LIMIT", "GcReport", "RecordStore", "SQLiteStore", "StoreStats", "open_store"]
+__all__ = [
+    "DB_NAME",
+    "MAX_LIMIT",
+    "GcReport",
+    "RecordStore",
+    "SQLiteStore",
+    "StoreStats",
+    "media_type",
+    "open_store",
+    "write_artifacts",
+]
 
 
 def open_store(data_dir: Path | None = None) -> RecordStore:

@@ -8,9 +8,9 @@ import json
 import zipfile
 from pathlib import Path
 
-from actors._artifacts import safe_name, write_artifacts
 from orchestrator.domain import Event, EventKind, TaskInfo, TaskSpec, TaskState
-from orchestrator.records import SQLiteStore
+from orchestrator.records import SQLiteStore, write_artifacts
+from orchestrator.records._artifacts import safe_name
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg"
 

@@ -59,12 +59,15 @@ def ids(records: Iterable[AgentInfo | TaskInfo]) -> list[str]:
 
 def test_public_api_is_pinned() -> None:
     assert orchestrator.records.__all__ == [
+        "DB_NAME",
         "MAX_LIMIT",
         "GcReport",
         "RecordStore",
         "SQLiteStore",
         "StoreStats",
+        "media_type",
         "open_store",
+        "write_artifacts",
     ]
     for name in orchestrator.records.__all__:
         assert getattr(orchestrator.records, name) is not None

@@ -23,9 +23,9 @@ import zipfile
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
-from orchestrator.domain import Event, EventKind, TaskInfo
+from ..domain import Event, EventKind, TaskInfo
 
-__all__ = ["MAX_TASKS", "write_artifacts"]
+__all__ = ["MAX_TASKS", "safe_name", "write_artifacts"]
 
 MAX_TASKS = 10_000
 """Most tasks of one tree put in an archive (a guard against a runaway plan)."""
@@ -74,7 +74,7 @@ async def write_artifacts(
     """Write the zip of ``task``'s artifacts to ``out``; returns the number of entries.
 
     ``get_task(id)``, ``events(task_id, after_seq, limit)`` and ``get_blob(address)`` read
-    the records (``actors.Runtime`` and the recorder in the API).
+    the records (in the API, through the recorder): any reader of a ``RecordStore`` will do.
     """
     z = _Zip(out)
     try:
