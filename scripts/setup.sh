@@ -38,7 +38,8 @@ if ! docker info >/dev/null 2>&1; then
     done
 fi
 
-# 3. Python: a virtualenv with the project (editable) and its dev tools.
+# 3. Python: a virtualenv with the project (editable), the runtime's dependencies (the
+#    `runtime` extra: `pip install .` alone installs the SDK only) and the dev tools.
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating the virtualenv $VENV"
     "$PYTHON" -m venv "$VENV"
@@ -47,7 +48,7 @@ stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     say "installing Python dependencies"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e ".[dev]"
+    "$VENV/bin/pip" install -q -e ".[runtime,dev]"
     touch "$stamp"
 fi
 

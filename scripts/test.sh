@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the project's checks: lint (ruff), types (mypy), then the tests (pytest: unit tests
-# that start nothing, and integration tests on real containers, Ray and HTTP).
+# Runs the project's checks: lint (ruff), types (mypy), the import contracts (lint-imports:
+# layers and private modules, see [tool.importlinter] in pyproject.toml), then the tests
+# (pytest: unit tests that start nothing, and integration tests on real containers, Ray and
+# HTTP).
 # Sets the machine up first (idempotent), so it works on a fresh machine too.
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not integration".
 set -euo pipefail
@@ -13,5 +15,7 @@ echo "==> ruff"
 "$VENV/bin/ruff" format --check .
 echo "==> mypy"
 "$VENV/bin/mypy" orchestrator actors serve_app desktop_image/desktop-init
+echo "==> lint-imports"
+"$VENV/bin/lint-imports" --no-cache
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

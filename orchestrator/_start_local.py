@@ -1,11 +1,20 @@
 """``start_local()``: a local cluster (``orchestrator.local.up``) and a client on it, in one
-call, for a notebook."""
+call, for a notebook.
+
+Exported as ``orchestrator.sdk.start_local``, but it belongs to the top layer, with the
+command line and ``orchestrator.local`` (see ``[tool.importlinter]`` in ``pyproject.toml``):
+the SDK itself needs none of the runtime, and this module reaches it only when called.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._client import Client
+from ._extras import require_runtime
+
+if TYPE_CHECKING:
+    from .sdk import Client
 
 __all__ = ["start_local"]
 
@@ -27,9 +36,13 @@ def start_local(
         >>> agent = api.create_agent("alice", role="sysadmin")    # doctest: +SKIP
 
     The cluster outlives the notebook; ``orchestrator down`` (or
-    ``orchestrator.local.down()``) stops it.
+    ``orchestrator.local.down()``) stops it. Without the runtime installed (``pip install
+    orchestrator`` installs the SDK only) it raises ``ModuleNotFoundError`` naming the extra:
+    ``pip install 'orchestrator[runtime]'``.
     """
-    from ..local import up
+    require_runtime("start_local()")
+    from .local import up
+    from .sdk import Client
 
     cluster = up(
         api_port=api_port,
