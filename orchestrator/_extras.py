@@ -25,8 +25,18 @@ RUNTIME_MODULES = ("ray", "docker", "asyncssh", "Xlib", "mss", "openai", "PIL")
 
 
 def missing_runtime() -> list[str]:
-    """The runtime's modules that cannot be imported here (found without importing them)."""
-    return [name for name in RUNTIME_MODULES if importlib.util.find_spec(name) is None]
+    """The runtime's modules that cannot be imported here (found without importing them).
+
+    A directory of the same name without ``__init__.py`` (Ray's ``/tmp/ray``, say, when the
+    current directory is ``/tmp``) would import as an empty namespace package: it is no
+    installed module, and counts as missing.
+    """
+    missing = []
+    for name in RUNTIME_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            missing.append(name)
+    return missing
 
 
 def require_runtime(what: str) -> None:
