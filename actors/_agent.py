@@ -1,5 +1,5 @@
 """The agent actor: a Ray actor that owns one desktop, hires and fires children, and runs
-tasks (see ``_runner``). Every state change is recorded before it is reported."""
+tasks (see ``_tasks`` and ``_runner``). Every state change is recorded before it is reported."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator import actions as a
-from orchestrator.brains import make_brain
 from orchestrator.config import settings
 from orchestrator.desktop import Desktop, LiveView, check_desktop, process_owner
 from orchestrator.desktop._reaper import reap
@@ -25,18 +24,16 @@ from orchestrator.domain import (
     AgentTree,
     Event,
     EventKind,
-    Subtask,
     TaskInfo,
     TaskSpec,
-    TaskState,
     new_id,
 )
 from orchestrator.errors import AgentError, CapacityError, NotFoundError
 
 from ._files import read_path, write_file
-from ._names import NAMESPACE, RECORDER_NAME, child_path, slug
+from ._names import NAMESPACE, RECORDER_NAME, child_path
 from ._pool import get_pool
-from ._runner import TaskRunner
+from ._tasks import AgentTasks, RecorderRecords
 
 __all__ = ["AgentActor", "agent_options", "failed_agent", "start_agent"]
 
@@ -50,13 +47,6 @@ DESKTOP_WATCH_S = 5.0
 
 PARENT_WATCH_S = 5.0
 """How often an adopted (warm-hired) agent checks that its parent still lives."""
-
-
-def _cause(e: BaseException) -> str:
-    """The original error behind a Ray wrapper, in one line."""
-    cause = getattr(e, "cause", None) or e
-    first = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {first[0] if first else ''}"
 
 
 def failed_agent(info: AgentInfo, error: Exception) -> AgentInfo:
@@ -117,9 +107,8 @@ class AgentActor:
         self.info = info.model_copy(update={"actor": info.path, "actor_id": self._actor_id})
         self.desktop: Desktop | None = None
         self.children: dict[str, _Child] = {}
-        self.tasks: dict[str, TaskInfo] = {}
-        self._running: dict[str, asyncio.Task[TaskInfo]] = {}
         self._recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
+        self._tasks = AgentTasks(self, RecorderRecords(self._recorder))
         self._reaper: asyncio.Task[None] | None = None
         self._parent_watch: asyncio.Task[None] | None = None
         self._desktop_watch: asyncio.Task[None] | None = None
@@ -222,7 +211,7 @@ class AgentActor:
         from inside (e.g. a root command overwrote ``/etc/passwd``). Refused (``AgentError``)
         while one of the agent's tasks runs: cancel it first. Should the new desktop fail to
         start, the error is raised and the watchdog starts one on its next beat."""
-        if self._running:
+        if self._tasks.busy:
             raise AgentError(
                 f"{self.info.path} is running a task: cancel it before resetting its desktop"
             )
@@ -243,10 +232,7 @@ class AgentActor:
 
     async def shutdown(self) -> None:
         """Cancel tasks, fire the whole subtree, stop the desktop."""
-        await asyncio.gather(
-            *(self._stop_task(tid, "cancelled: the agent was stopped") for tid in self._running),
-            return_exceptions=True,
-        )
+        await self._tasks.cancel_all("cancelled: the agent was stopped")
         await asyncio.gather(
             *(self.fire(cid) for cid in list(self.children)), return_exceptions=True
         )
@@ -383,265 +369,41 @@ class AgentActor:
                 )
 
         kids = await asyncio.gather(*(child_tree(c) for c in self.children.values()))
-        tasks = [t for t in self.tasks.values() if not t.state.done]
+        tasks = self._tasks.open_tasks()
         return AgentTree(agent=self.info, tasks=tasks, children=list(kids))
 
-    # ------------------------------------------------------------------ tasks
+    # ------------------------------------------------------------------ tasks (``_tasks``)
 
     async def assign(self, spec: TaskSpec, parent_task_id: str | None = None) -> TaskInfo:
         """Accept a task and start working on it; returns at once with the pending task."""
-        task = TaskInfo(
-            id=new_id("task"), agent_id=self.info.id, parent_task_id=parent_task_id, spec=spec
-        )
-        if parent_task_id is None:  # the tenant's max_running_tasks (subtasks do not count)
-            await self._recorder.admit_task.remote(task)  # QuotaExceededError: not accepted
-        self.tasks[task.id] = task
-        await self._put_task(task, description=spec.description)
-        self._running[task.id] = asyncio.create_task(self._run(task))
-        return task
-
-    async def _put_task(self, task: TaskInfo, **data: Any) -> TaskInfo:
-        """Record ``task`` with the ``task`` event announcing its state (and ``data``) in one
-        write, so that its recorded state and its last state event never disagree; returns
-        the task as recorded (an ended task stays as it ended), kept if it is this agent's."""
-        said = Event(
-            kind=EventKind.TASK,
-            agent_id=task.agent_id,
-            task_id=task.id,
-            data={"state": task.state.value, **data},
-        )
-        stored: TaskInfo = await self._recorder.put_task.remote(task, said)
-        if task.id in self.tasks:
-            self.tasks[task.id] = stored
-        return stored
-
-    async def _end_task(self, task_id: str, state: TaskState, error: str) -> TaskInfo:
-        """End one of this agent's tasks as ``state`` unless the records say it has ended
-        (then that end stands and is returned)."""
-        ended = self.tasks[task_id].model_copy(
-            update={"state": state, "result": None, "error": error, "updated_at": time.time()}
-        )
-        return await self._put_task(ended, result=None, error=error)
-
-    def _forget(self, task_id: str) -> bool:
-        """Drop a task from the running ones; True if the agent has none left."""
-        self._running.pop(task_id, None)
-        return not self._running
-
-    async def _run(self, task: TaskInfo) -> TaskInfo:
-        """Work on the task to its end; however this ends (cancelled before or while the
-        runner works, or a crash outside it), the task's end is recorded."""
-        try:
-            return await self._work(task)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._end_task(task.id, TaskState.CANCELLED, "cancelled"))
-            raise
-        except Exception as e:  # an agent never dies of one task
-            log.exception("task %s crashed", task.id)
-            error = f"internal error: {type(e).__name__}: {e}"
-            return await self._end_task(task.id, TaskState.FAILED, error)
-        finally:
-            if self._forget(task.id):
-                await self._set_status(AgentStatus.IDLE)
-
-    async def _work(self, task: TaskInfo) -> TaskInfo:
-        assert self.desktop is not None
-        brain_cfg = self.info.spec.brain
-        if task.spec.script is not None:
-            brain_cfg = brain_cfg.model_copy(
-                update={"kind": "scripted", "script": task.spec.script}
-            )
-        await self._set_status(AgentStatus.BUSY)
-
-        async def save(t: TaskInfo, data: dict[str, Any]) -> TaskInfo:
-            known = self.tasks.get(t.id)
-            if known is not None and len(known.subtask_ids) > len(t.subtask_ids):
-                t = t.model_copy(update={"subtask_ids": known.subtask_ids})
-            self.tasks[t.id] = t
-            return await self._put_task(t, **data)
-
-        async def record(
-            kind: EventKind,
-            data: dict[str, Any],
-            *,
-            screenshot: bytes | None = None,
-            blob: tuple[bytes, str] | None = None,
-        ) -> None:
-            await self._event(kind, task.id, data, screenshot, blob)
-
-        try:
-            brain = make_brain(brain_cfg)
-        except Exception as e:  # noqa: BLE001 - a bad brain config fails the task, not the agent
-            return await self._end_task(task.id, TaskState.FAILED, f"brain config: {e}")
-        runner = TaskRunner(
-            task=task,
-            role=self.info.spec.role,
-            agent_path=self.info.path,
-            desktop=self.desktop,
-            brain=brain,
-            children=self,
-            record=record,
-            save_task=save,
-        )
-        try:
-            return await runner.run()
-        finally:
-            await brain.close()
-
-    async def run_subtask(
-        self, parent: TaskInfo, subtask: Subtask, spec: TaskSpec, attempt: int
-    ) -> TaskInfo:
-        """Give a subtask to an idle child with its role (a fresh hire on retries); await it."""
-        child = None if attempt > 1 else self._idle_child(subtask.role)
-        if child is None:
-            name = self._free_name(slug(subtask.role))
-            try:
-                info = await self._hire_for(name, subtask)
-            except Exception as e:  # noqa: BLE001 - a failed hire is a failed attempt
-                error = f"could not hire a {subtask.role}: {_cause(e)}"
-                return await self._failed_attempt(self.info.id, parent, spec, error)
-            child = self.children[info.id]
-        return await self._run_on(child, parent, subtask, spec)
-
-    async def _failed_attempt(
-        self, agent_id: str, parent: TaskInfo, spec: TaskSpec, error: str
-    ) -> TaskInfo:
-        """Record an attempt at a subtask that could not even start, as a failed task."""
-        failed = TaskInfo(
-            id=new_id("task"),
-            agent_id=agent_id,
-            parent_task_id=parent.id,
-            spec=spec,
-            state=TaskState.FAILED,
-            error=error,
-        )
-        return await self._put_task(failed, description=spec.description, error=error)
-
-    async def _hire_for(self, name: str, subtask: Subtask) -> AgentInfo:
-        return await self.hire(
-            AgentSpec(
-                name=name,
-                role=subtask.role,
-                brain=self.info.spec.brain.model_copy(update={"script": None}),
-                desktop=self.info.spec.desktop,
-            )
-        )
-
-    async def _run_on(
-        self, child: _Child, parent: TaskInfo, subtask: Subtask, spec: TaskSpec
-    ) -> TaskInfo:
-        child.busy = True
-        try:
-            try:
-                ct: TaskInfo = await child.handle.assign.remote(spec, parent.id)
-            except RayActorError as e:
-                self.children.pop(child.info.id, None)
-                await self._record_dead(child)
-                error = f"specialist {child.info.path} is gone: {_cause(e)}"
-                return await self._failed_attempt(child.info.id, parent, spec, error)
-            self.tasks[parent.id] = self.tasks[parent.id].model_copy(
-                update={"subtask_ids": [*self.tasks[parent.id].subtask_ids, ct.id]}
-            )
-            await self._recorder.put_task.remote(self.tasks[parent.id])
-            await self._event(
-                EventKind.MESSAGE,
-                parent.id,
-                {
-                    "from": self.info.path,
-                    "to": child.info.path,
-                    "subtask": subtask.id,
-                    "task_id": ct.id,
-                    "text": spec.description,
-                },
-            )
-            try:
-                final: TaskInfo = await child.handle.wait_task.remote(ct.id)
-            except asyncio.CancelledError:
-                try:
-                    await asyncio.shield(child.handle.cancel_task.remote(ct.id))
-                except RayActorError:
-                    pass
-                raise
-            except RayActorError as e:
-                self.children.pop(child.info.id, None)
-                await self._record_dead(child)
-                error = f"specialist {child.info.path} died: {e.__class__.__name__}"
-                final = ct.model_copy(
-                    update={"state": TaskState.FAILED, "error": error, "updated_at": time.time()}
-                )
-                final = await self._put_task(final, result=None, error=error)
-            await self._event(
-                EventKind.MESSAGE,
-                parent.id,
-                {
-                    "from": child.info.path,
-                    "to": self.info.path,
-                    "subtask": subtask.id,
-                    "task_id": ct.id,
-                    "state": final.state.value,
-                    "text": final.result or final.error,
-                },
-            )
-            return final
-        finally:
-            child.busy = False
-
-    async def _record_dead(self, child: _Child) -> None:
-        dead = child.info.model_copy(update={"status": AgentStatus.FAILED, "error": "actor died"})
-        await self._recorder.put_agent.remote(dead)
-
-    def _idle_child(self, role: str) -> _Child | None:
-        for c in self.children.values():
-            if not c.busy and c.info.spec.role == role:
-                return c
-        return None
-
-    def _free_name(self, base: str) -> str:
-        names = {c.info.spec.name for c in self.children.values()}
-        if base not in names:
-            return base
-        n = 2
-        while f"{base}-{n}" in names:
-            n += 1
-        return f"{base}-{n}"
+        return await self._tasks.assign(spec, parent_task_id)
 
     async def wait_task(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         """Wait until the task ends (or ``timeout_s`` passes) and return it."""
-        task = self._task(task_id)
-        running = self._running.get(task_id)
-        if running is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(running), timeout_s)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-        return self.tasks.get(task_id, task)
+        return await self._tasks.wait(task_id, timeout_s)
 
     async def get_task(self, task_id: str) -> TaskInfo:
-        return self._task(task_id)
+        return self._tasks.get(task_id)
 
     async def cancel_task(self, task_id: str) -> TaskInfo:
         """Cancel a task and, through it, every subtask in the subtree."""
-        self._task(task_id)
-        await self._stop_task(task_id, "cancelled")
-        return self.tasks[task_id]
+        return await self._tasks.cancel(task_id)
 
-    async def _stop_task(self, task_id: str, why: str) -> None:
-        """Cancel a running task and wait for it; a task cancelled before it even started
-        (its coroutine never ran, so nothing in it recorded the end) is ended here."""
-        running = self._running.get(task_id)
-        if running is not None:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-        if not self.tasks[task_id].state.done:
-            await self._end_task(task_id, TaskState.CANCELLED, why)
-            if self._forget(task_id):
-                await self._set_status(AgentStatus.IDLE)
+    async def answer(self, task_id: str, text: str) -> TaskInfo:
+        """A person's answer to the question a task waits on (``input_required``)."""
+        return await self._tasks.answer(task_id, text)
 
-    def _task(self, task_id: str) -> TaskInfo:
-        try:
-            return self.tasks[task_id]
-        except KeyError:
-            raise NotFoundError(f"{self.info.path} has no task {task_id}") from None
+    async def approve(self, task_id: str, approved: bool) -> TaskInfo:
+        """A person approves (or refuses) the actions a task waits on (``approval_required``)."""
+        return await self._tasks.approve(task_id, approved)
+
+    async def pause(self, task_id: str) -> TaskInfo:
+        """Pause a task before its next step (``paused``); ``resume`` goes on."""
+        return await self._tasks.pause(task_id)
+
+    async def resume(self, task_id: str) -> TaskInfo:
+        """Resume a paused task."""
+        return await self._tasks.resume(task_id)
 
     # ------------------------------------------------------------------ the desktop, directly
 

@@ -19,7 +19,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.records import media_type
 
 if TYPE_CHECKING:
-    from orchestrator.desktop import Desktop
+    from ._task_ports import TaskDesktop
 
 __all__ = ["MAX_FILES", "MAX_FILE_BYTES", "MAX_TOTAL_BYTES", "collect_outputs"]
 
@@ -40,7 +40,7 @@ def _files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-async def collect_outputs(desktop: Desktop, paths: Sequence[str], keep: KeepFile) -> list[str]:
+async def collect_outputs(desktop: TaskDesktop, paths: Sequence[str], keep: KeepFile) -> list[str]:
     """Copy each of ``paths`` off ``desktop`` and ``keep`` every file; returns the problems
     (a missing path, a refused read, a file over a limit) as sentences, empty if none."""
     problems: list[str] = []

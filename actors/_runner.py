@@ -1,11 +1,20 @@
 """How an agent carries out one task: triage, then act on its own desktop or delegate.
 
-- Do: a step loop (observe, decide, act, record) with a step budget; every step's action,
-  result and screenshot are recorded before the next step starts.
-- Delegate: a plan of subtasks (a DAG); each goes to an idle child with the role or to a new
-  hire; independent ones run in parallel; a failed subtask is retried on a fresh specialist
-  up to ``max_attempts``; then the agent may check the results on its own desktop.
-The whole task runs under its deadline; cancelling it cancels the subtasks in the subtree.
+The runner owns the task's record while the task runs: every change of state goes through
+it to the records (``TaskRecords``), and its host, the agent, reads the task from it.
+
+- Do: a loop (observe, decide, act, record) with a step budget; the brain's ``Decision``
+  says what happens next: ``Act`` (every action's result and screenshot are recorded
+  before the next decision), ``Done``, ``Fail``, ``Ask`` a person (``input_required``),
+  ``AwaitApproval`` of a person (``approval_required``) or ``Delegate``. The triage's
+  screenshot is the first step's.
+- Delegate: a plan of subtasks (a DAG); the host (``TaskHost``) runs each on a specialist;
+  independent ones run in parallel; a failed subtask is retried on a fresh specialist up
+  to ``max_attempts``; then the agent may check the results on its own desktop.
+- A person may pause the task (``paused``, between two steps) and resume it.
+The task runs under its deadline, except while it waits for a person: each such wait has
+its own timeout (``human_wait_timeout_s``) and fails the task when it passes. Cancelling
+the task cancels the subtasks in the subtree.
 """
 
 from __future__ import annotations
@@ -15,32 +24,34 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from orchestrator import actions as a
 from orchestrator.brains import Brain, BrainContext, Observation, StepRecord
 from orchestrator.domain import (
+    Act,
+    Ask,
+    AwaitApproval,
+    Decision,
+    Delegate,
+    Done,
+    Event,
     EventKind,
-    Plan,
-    StepDecision,
-    Subtask,
+    Fail,
     TaskInfo,
-    TaskSpec,
     TaskState,
 )
-from orchestrator.errors import BrainError, OrchestratorError
+from orchestrator.errors import AgentError, BrainError, OrchestratorError
 
+from ._delegation import check_plan, run_plan
 from ._outputs import collect_outputs
+from ._task_ports import TaskDesktop, TaskFailed, TaskHost, TaskRecords
 
-if TYPE_CHECKING:
-    from orchestrator.desktop import Desktop
-
-__all__ = ["ChildRunner", "TaskFailed", "TaskRunner"]
+__all__ = ["TaskFailed", "TaskRunner"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
 
 SETTLE_QUIET_S = 0.03
 """After GUI actions, the screen must be unchanged this long before the next observation."""
@@ -50,51 +61,126 @@ SETTLE_TIMEOUT_S = 2.0
 OUTPUTS_TIMEOUT_S = 300.0
 """Longest time spent copying a task's outputs off its desktop."""
 
+HUMAN_WAIT_TIMEOUT_S = 3600.0
+"""Default of the longest wait for a person (``ORCHESTRATOR_HUMAN_WAIT_TIMEOUT_S``)."""
+
 _NO_SCREEN_CHANGE = (a.Shell, a.Wait, a.CursorPosition, a.TakeScreenshot)
 
-
-class TaskFailed(Exception):
-    """The task cannot succeed; the message is the reason shown to users and parents."""
+Decide = Callable[[BrainContext, Observation], Awaitable[Decision]]
 
 
-class ChildRunner(Protocol):
-    """What the runner needs from the agent to delegate: run a subtask on some specialist."""
+@dataclass
+class _Seen:
+    """An observation and the JPEG recorded with the events of the step taken on it."""
 
-    async def run_subtask(
-        self, parent: TaskInfo, subtask: Subtask, spec: TaskSpec, attempt: int
-    ) -> TaskInfo: ...
-
-
-Record = Callable[..., Awaitable[None]]
+    obs: Observation
+    jpeg: bytes
 
 
 @dataclass
 class TaskRunner:
-    """Runs one task for an agent to its end state."""
+    """Runs one task for an agent to its end state, owning the task's record meanwhile.
+
+    Example (``tests/unit/test_runner.py`` runs it on a desktop stand-in)::
+
+        runner = TaskRunner(task, "tester", "acme/u/boss", desktop, brain, host, records)
+        ended = await runner.run()
+    """
 
     task: TaskInfo
     role: str
     agent_path: str
-    desktop: Desktop
+    desktop: TaskDesktop
     brain: Brain
-    children: ChildRunner
-    record: Record
-    """``record(kind, data, *, screenshot=None, blob=None)`` stores an event for this task,
-    durably (``screenshot``: JPEG bytes; ``blob``: ``(data, media_type)`` of a file)."""
-    save_task: Callable[[TaskInfo, dict[str, Any]], Awaitable[TaskInfo]]
-    """``save_task(task, data)`` stores the task together with the ``task`` event announcing
-    its state (``data``: the event's other fields), in one write, and returns it as stored
-    (with subtask ids the agent added; an ended task stays as it ended)."""
+    host: TaskHost
+    records: TaskRecords
+    human_wait_timeout_s: float = HUMAN_WAIT_TIMEOUT_S
+    """How long one wait for a person may last before the task fails."""
     history: list[StepRecord] = field(default_factory=list)
     subtask_results: dict[str, str] = field(default_factory=dict)
+    _write: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _deadline: asyncio.Timeout | None = field(default=None, init=False, repr=False)
+    _person: asyncio.Future[str] | None = field(default=None, init=False, repr=False)
+    _pause_asked: bool = field(default=False, init=False, repr=False)
+
+    # ------------------------------------------------------------------ a person's part
+
+    async def answer(self, text: str) -> TaskInfo:
+        """A person's answer to the question the task waits on (``input_required``)."""
+        self._give(TaskState.INPUT_REQUIRED, text, "an answer")
+        return self.task
+
+    async def approve(self, approved: bool) -> TaskInfo:
+        """A person approves (or refuses) the actions the task waits on."""
+        self._give(TaskState.APPROVAL_REQUIRED, "approved" if approved else "refused", "approval")
+        return self.task
+
+    async def pause(self) -> TaskInfo:
+        """Pause the task before its next step (at once when it is between steps)."""
+        if self.task.state.done:
+            raise AgentError(f"task {self.task.id} has ended ({self.task.state.value})")
+        self._pause_asked = True
+        return self.task
+
+    async def resume(self) -> TaskInfo:
+        """Resume a paused task (or withdraw a pause not yet taken)."""
+        if self.task.state == TaskState.PAUSED:
+            self._give(TaskState.PAUSED, "resumed", "resuming")
+        elif self._pause_asked:
+            self._pause_asked = False
+        else:
+            raise AgentError(f"task {self.task.id} is not paused ({self.task.state.value})")
+        return self.task
+
+    def _give(self, state: TaskState, reply: str, what: str) -> None:
+        person = self._person
+        if self.task.state != state or person is None or person.done():
+            raise AgentError(
+                f"task {self.task.id} is not waiting for {what} ({self.task.state.value})"
+            )
+        person.set_result(reply)
+
+    async def _wait_for_person(self, state: TaskState, what: str, **data: Any) -> str:
+        """Wait in ``state`` for a person's reply; the deadline stands still meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline
+        when = deadline.when() if deadline is not None else None
+        started = loop.time()
+        if deadline is not None:
+            deadline.reschedule(None)
+        self._person = loop.create_future()
+        try:
+            await self._set(state, **data)
+            try:
+                async with asyncio.timeout(self.human_wait_timeout_s):
+                    reply = await self._person
+            except TimeoutError:
+                raise TaskFailed(
+                    f"waited {self.human_wait_timeout_s:g} s for {what}; nobody came"
+                ) from None
+        finally:
+            self._person = None
+            if deadline is not None and when is not None:
+                deadline.reschedule(when + (loop.time() - started))
+        await self._set(TaskState.RUNNING)
+        return reply
+
+    async def _pause_point(self) -> None:
+        """Between two steps: stay paused while a person asked for it."""
+        if self._pause_asked:
+            self._pause_asked = False
+            await self._wait_for_person(TaskState.PAUSED, "a resume after the pause")
+
+    # ------------------------------------------------------------------ the task's life
 
     async def run(self) -> TaskInfo:
+        """Work on the task to its end and return it as recorded."""
         spec = self.task.spec
         self.subtask_results = dict(spec.inputs)
         result: str | None = None
         error: str | None = None
         try:
-            async with asyncio.timeout(spec.deadline_s):
+            async with asyncio.timeout(spec.deadline_s) as self._deadline:
                 await self._set(TaskState.RUNNING)
                 result = await self._triage_and_work()
         except TimeoutError:
@@ -131,7 +217,7 @@ class TaskRunner:
             return
 
         async def keep(path: str, data: bytes, media_type: str) -> None:
-            await self.record(
+            await self._record(
                 EventKind.FILE, {"path": path, "size": len(data)}, blob=(data, media_type)
             )
 
@@ -144,17 +230,51 @@ class TaskRunner:
             log.exception("task %s: keeping outputs failed", self.task.id)
             problems = [f"keeping the outputs failed: {type(e).__name__}: {e}"]
         if problems:
-            await self.record(EventKind.LOG, {"msg": "; ".join(problems)[:4000]})
+            await self._record(EventKind.LOG, {"msg": "; ".join(problems)[:4000]})
+
+    # ------------------------------------------------------------------ the record
 
     async def _set(
-        self, state: TaskState, *, result: str | None = None, error: str | None = None
+        self,
+        state: TaskState,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        **data: Any,
     ) -> None:
-        self.task = self.task.model_copy(
-            update={"state": state, "result": result, "error": error, "updated_at": time.time()}
-        )
-        # One write for the state and its event: a write cut short by the deadline or a
-        # cancel may still land later, and then either both land or neither does.
-        self.task = await self.save_task(self.task, {"result": result, "error": error})
+        """Change the task's state: the record and the event announcing it in one write (a
+        write cut short by the deadline or a cancel may land later: both or neither)."""
+        async with self._write:
+            task = self.task.model_copy(
+                update={"state": state, "result": result, "error": error, "updated_at": time.time()}
+            )
+            said = self._event(
+                EventKind.TASK, {"state": state.value, "result": result, "error": error, **data}
+            )
+            self.task = await self.records.put_task(task, said)
+
+    async def add_subtask(self, child: TaskInfo) -> None:
+        """``ParentTask``: record that ``child`` is one of this task's subtasks."""
+        async with self._write:
+            task = self.task.model_copy(update={"subtask_ids": [*self.task.subtask_ids, child.id]})
+            self.task = await self.records.put_task(task)
+
+    def _event(self, kind: EventKind, data: dict[str, Any]) -> Event:
+        return Event(kind=kind, agent_id=self.task.agent_id, task_id=self.task.id, data=data)
+
+    async def _record(
+        self,
+        kind: EventKind,
+        data: dict[str, Any],
+        *,
+        screenshot: bytes | None = None,
+        blob: tuple[bytes, str] | None = None,
+    ) -> None:
+        if screenshot is not None:
+            blob = (screenshot, "image/jpeg")
+        await self.records.append_event(self._event(kind, data), blob)
+
+    # ------------------------------------------------------------------ deciding
 
     def _context(self) -> BrainContext:
         return BrainContext(
@@ -166,143 +286,34 @@ class TaskRunner:
             history=self.history,
         )
 
-    async def _observe(self) -> tuple[Observation, bytes]:
+    async def _observe(self) -> _Seen:
         shot = await self.desktop.screenshot("jpeg", quality=80)
         obs = Observation(
             screenshot=shot.data, media_type=shot.media_type, width=shot.width, height=shot.height
         )
-        return obs, shot.data
+        return _Seen(obs, shot.data)
 
     async def _triage_and_work(self) -> str:
-        obs, jpeg = await self._observe()
+        seen = await self._observe()
         n = len(self.brain.usage)
-        triage = await self._decide(self.brain.triage, obs, n)
-        await self.record(
+        triage = await self._ask_brain(self.brain.triage, seen.obs, n)
+        await self._record(
             EventKind.MODEL,
             {"call": "triage", **triage.model_dump(), "usage": self._usage_since(n)},
-            screenshot=jpeg,
+            screenshot=seen.jpeg,
         )
         if triage.decision == "delegate":
             n = len(self.brain.usage)
-            plan = await self._decide(self.brain.plan, obs, n)
-            await self.record(
+            plan = await self._ask_brain(self.brain.plan, seen.obs, n)
+            await self._record(
                 EventKind.MODEL,
                 {"call": "plan", **plan.model_dump(mode="json"), "usage": self._usage_since(n)},
             )
-            return await self._delegate(plan)
-        return await self._step_loop(self.brain.step, budget=self.task.spec.step_budget)
+            return await self._delegate(Delegate(plan=plan))
+        # the first step decides on the screen the triage saw: nothing happened since
+        return await self._loop(self.brain.step, first=seen, may_delegate=True)
 
-    async def _step_loop(
-        self,
-        decide: Callable[[BrainContext, Observation], Awaitable[StepDecision]],
-        *,
-        budget: int,
-    ) -> str:
-        for _ in range(budget):
-            obs, jpeg = await self._observe()
-            n = len(self.brain.usage)
-            decision = await self._decide(decide, obs, n)
-            usage = self._usage_since(n)
-            if usage or decision.done or decision.failed:
-                await self.record(
-                    EventKind.MODEL,
-                    {"call": "step", **decision.model_dump(mode="json"), "usage": usage},
-                )
-            if decision.done or decision.failed:
-                if decision.failed:
-                    raise TaskFailed(decision.result or "the agent gave up")
-                return decision.result or ""
-            results: list[a.ActionResult] = []
-            for action in decision.actions:
-                result = await self.desktop.act(action)
-                results.append(result)
-                await self.record(
-                    EventKind.STEP,
-                    {
-                        "action": action.model_dump(mode="json"),
-                        "result": result.model_dump(mode="json"),
-                        "thought": decision.thought,
-                    },
-                    screenshot=jpeg,
-                )
-                if not result.ok:
-                    break  # let the brain see the failure before doing more
-            self.history.append(StepRecord(decision=decision, results=results))
-            if any(not isinstance(x, _NO_SCREEN_CHANGE) for x in decision.actions):
-                # Instead of a fixed sleep: observe again once the screen has been still for
-                # a moment (or has kept changing for too long, e.g. a video).
-                await self.desktop.wait_until_settled(
-                    quiet_s=SETTLE_QUIET_S, timeout_s=SETTLE_TIMEOUT_S, poll_s=0.01
-                )
-        raise TaskFailed(f"step budget of {budget} steps used up before the task was done")
-
-    async def _delegate(self, plan: Plan) -> str:
-        order = _check_plan(plan)
-        await self._set(TaskState.WAITING)
-        done: dict[str, asyncio.Future[str]] = {
-            st.id: asyncio.get_running_loop().create_future() for st in plan.subtasks
-        }
-
-        async def run_one(st: Subtask) -> str:
-            deps = {d: await done[d] for d in st.depends_on}
-            desc = st.description
-            if deps:
-                desc += "\n\nResults of the steps this depends on:\n" + "\n".join(
-                    f"- {k}: {v}" for k, v in deps.items()
-                )
-            spec = TaskSpec(
-                description=desc,
-                step_budget=self.task.spec.step_budget,
-                deadline_s=self.task.spec.deadline_s,
-                max_attempts=self.task.spec.max_attempts,
-                inputs=deps,
-                script=st.script,
-            )
-            last_error = "not run"
-            for attempt in range(1, self.task.spec.max_attempts + 1):
-                child_task = await self.children.run_subtask(self.task, st, spec, attempt)
-                if child_task.state == TaskState.SUCCEEDED:
-                    return child_task.result or ""
-                if child_task.state == TaskState.CANCELLED:
-                    raise TaskFailed(f"subtask {st.id} was cancelled")
-                last_error = child_task.error or "failed"
-                await self.record(
-                    EventKind.LOG,
-                    {
-                        "subtask": st.id,
-                        "attempt": attempt,
-                        "error": last_error,
-                        "next": "retry on a fresh specialist"
-                        if attempt < self.task.spec.max_attempts
-                        else "give up",
-                    },
-                )
-            raise TaskFailed(
-                f"subtask {st.id} ({st.role}) failed after "
-                f"{self.task.spec.max_attempts} attempt(s): {last_error}"
-            )
-
-        async def settle(st: Subtask) -> None:
-            try:
-                done[st.id].set_result(await run_one(st))
-            except BaseException as e:
-                done[st.id].set_exception(e)
-                raise
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for st in order:
-                    tg.create_task(settle(st))
-        except BaseExceptionGroup as group:
-            raise _first_cause(group) from group
-        self.subtask_results = {k: f.result() for k, f in done.items()}
-        await self._set(TaskState.RUNNING)
-        if plan.check is not None or self._wants_check():
-            verdict = await self._step_loop(self._check_decide, budget=self.task.spec.step_budget)
-            return verdict or _summary(self.subtask_results)
-        return _summary(self.subtask_results)
-
-    async def _decide(
+    async def _ask_brain(
         self, call: Callable[[BrainContext, Observation], Awaitable[T]], obs: Observation, n: int
     ) -> T:
         """Ask the brain; when it gives no usable answer, still record the tokens it spent."""
@@ -311,66 +322,115 @@ class TaskRunner:
         except BrainError as e:
             usage = self._usage_since(n)
             if usage:
-                await self.record(
+                await self._record(
                     EventKind.MODEL, {"call": "failed", "error": str(e), "usage": usage}
                 )
             raise
 
-    def _wants_check(self) -> bool:
-        return self.brain.wants_check()
-
     def _usage_since(self, n: int) -> list[dict[str, Any]]:
         return [u.model_dump() for u in self.brain.usage[n:]]
 
-    async def _check_decide(self, ctx: BrainContext, obs: Observation) -> StepDecision:
+    async def _loop(self, decide: Decide, *, first: _Seen | None, may_delegate: bool) -> str:
+        """Observe, decide, act until the brain ends the task or the step budget is used.
+        Questions, refused approvals and pauses use no step of the budget."""
+        budget = self.task.spec.step_budget
+        steps = 0
+        seen = first
+        while True:
+            await self._pause_point()
+            if steps >= budget:
+                raise TaskFailed(f"step budget of {budget} steps used up before the task was done")
+            if seen is None:
+                seen = await self._observe()
+            n = len(self.brain.usage)
+            decision = await self._ask_brain(decide, seen.obs, n)
+            usage = self._usage_since(n)
+            if usage or not isinstance(decision, Act):
+                await self._record(
+                    EventKind.MODEL,
+                    {"call": "step", **decision.model_dump(mode="json"), "usage": usage},
+                )
+            match decision:
+                case Done(result=result):
+                    return result
+                case Fail(reason=reason):
+                    raise TaskFailed(reason)
+                case Delegate():
+                    if not may_delegate:
+                        raise TaskFailed("the brain delegated while checking its subtasks")
+                    return await self._delegate(decision)
+                case Ask(question=question):
+                    reply = await self._wait_for_person(
+                        TaskState.INPUT_REQUIRED, "an answer", question=question
+                    )
+                    self.history.append(StepRecord(decision=decision, results=[], answer=reply))
+                case AwaitApproval(actions=actions, reason=reason):
+                    verdict = await self._wait_for_person(
+                        TaskState.APPROVAL_REQUIRED,
+                        "approval",
+                        reason=reason,
+                        actions=[x.model_dump(mode="json") for x in actions],
+                    )
+                    if verdict == "approved":
+                        steps += 1
+                        await self._act(decision, actions, seen, answer=verdict)
+                    else:
+                        self.history.append(StepRecord(decision, results=[], answer=verdict))
+                case Act(actions=actions):
+                    steps += 1
+                    await self._act(decision, actions, seen)
+            seen = None
+
+    async def _act(
+        self,
+        decision: Decision,
+        actions: list[a.Action],
+        seen: _Seen,
+        *,
+        answer: str | None = None,
+    ) -> None:
+        """Carry out a decision's actions, recording each, up to the first failure."""
+        thought = decision.thought
+        results: list[a.ActionResult] = []
+        for action in actions:
+            result = await self.desktop.act(action)
+            results.append(result)
+            await self._record(
+                EventKind.STEP,
+                {
+                    "action": action.model_dump(mode="json"),
+                    "result": result.model_dump(mode="json"),
+                    "thought": thought,
+                },
+                screenshot=seen.jpeg,
+            )
+            if not result.ok:
+                break  # let the brain see the failure before doing more
+        self.history.append(StepRecord(decision=decision, results=results, answer=answer))
+        if any(not isinstance(x, _NO_SCREEN_CHANGE) for x in actions):
+            # Instead of a fixed sleep: observe again once the screen has been still for
+            # a moment (or has kept changing for too long, e.g. a video).
+            await self.desktop.wait_until_settled(
+                quiet_s=SETTLE_QUIET_S, timeout_s=SETTLE_TIMEOUT_S, poll_s=0.01
+            )
+
+    # ------------------------------------------------------------------ delegating
+
+    async def _delegate(self, decision: Delegate) -> str:
+        plan = decision.plan
+        check_plan(plan)  # a plan that cannot run fails before the task waits on it
+        await self._set(TaskState.WAITING)
+        self.subtask_results = await run_plan(
+            self, self.host, plan, lambda data: self._record(EventKind.LOG, data)
+        )
+        await self._set(TaskState.RUNNING)
+        if plan.check is not None or self.brain.wants_check():
+            verdict = await self._loop(self._check_decide, first=None, may_delegate=False)
+            return verdict or _summary(self.subtask_results)
+        return _summary(self.subtask_results)
+
+    async def _check_decide(self, ctx: BrainContext, obs: Observation) -> Decision:
         return await self.brain.check(ctx, obs, dict(self.subtask_results))
-
-
-def _check_plan(plan: Plan) -> list[Subtask]:
-    """Validate the plan's DAG and return its subtasks in a dependency order."""
-    ids = [st.id for st in plan.subtasks]
-    if len(set(ids)) != len(ids):
-        raise TaskFailed(f"the plan repeats subtask ids: {ids}")
-    by_id = {st.id: st for st in plan.subtasks}
-    for st in plan.subtasks:
-        missing = [d for d in st.depends_on if d not in by_id]
-        if missing:
-            raise TaskFailed(f"subtask {st.id} depends on unknown subtasks {missing}")
-    order: list[Subtask] = []
-    state: dict[str, int] = {}
-
-    def visit(st: Subtask, trail: list[str]) -> None:
-        if state.get(st.id) == 2:
-            return
-        if state.get(st.id) == 1:
-            raise TaskFailed(f"the plan has a dependency cycle: {' -> '.join([*trail, st.id])}")
-        state[st.id] = 1
-        for d in st.depends_on:
-            visit(by_id[d], [*trail, st.id])
-        state[st.id] = 2
-        order.append(st)
-
-    for st in plan.subtasks:
-        visit(st, [])
-    return order
-
-
-def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report for a failed plan: a subtask's own failure before anything else."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(group)
-    for e in leaves:
-        if isinstance(e, TaskFailed):
-            return e
-    return leaves[0]
 
 
 def _summary(results: dict[str, Any]) -> str:

@@ -17,15 +17,23 @@ from .actions import Action
 from .desktop._spec import DesktopSpec
 
 __all__ = [
+    "OPEN_TASK_STATES",
+    "PERSON_WAIT_STATES",
+    "Act",
     "AgentInfo",
     "AgentSpec",
     "AgentStatus",
     "AgentTree",
+    "Ask",
+    "AwaitApproval",
     "BrainConfig",
+    "Decision",
+    "Delegate",
+    "Done",
     "Event",
     "EventKind",
+    "Fail",
     "Plan",
-    "StepDecision",
     "Subtask",
     "TaskInfo",
     "TaskSpec",
@@ -106,6 +114,7 @@ class AgentSpec(_Model):
 
 class AgentStatus(StrEnum):
     STARTING = "starting"
+    """Hired, queued for a desktop (or its desktop is starting)."""
     IDLE = "idle"
     BUSY = "busy"
     STOPPED = "stopped"
@@ -138,17 +147,56 @@ class AgentInfo(_Model):
 
 
 class TaskState(StrEnum):
+    """Where a task stands. Open states (``OPEN_TASK_STATES``) may still change; the three
+    ended ones never do.
+
+    Example:
+        >>> TaskState.INPUT_REQUIRED.open, TaskState.CANCELLED.done
+        (True, True)
+    """
+
     PENDING = "pending"
+    """Accepted, not started yet."""
     RUNNING = "running"
+    """The agent works on it."""
     WAITING = "waiting"
     """Waiting on subtasks."""
+    INPUT_REQUIRED = "input_required"
+    """Waiting for a person's answer to the agent's question."""
+    APPROVAL_REQUIRED = "approval_required"
+    """Waiting for a person to approve (or refuse) the agent's next actions."""
+    PAUSED = "paused"
+    """Paused by a person; it goes on when resumed."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def done(self) -> bool:
-        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+        """True once the task has ended (succeeded, failed or cancelled): final."""
+        return self in _ENDED
+
+    @property
+    def open(self) -> bool:
+        """True while the task may still change state (the opposite of ``done``)."""
+        return not self.done
+
+    @property
+    def waits_for_person(self) -> bool:
+        """True in the states where a person must act (time there is not the agent's)."""
+        return self in PERSON_WAIT_STATES
+
+
+_ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+OPEN_TASK_STATES: tuple[TaskState, ...] = tuple(s for s in TaskState if s not in _ENDED)
+"""Every state of a task that has not ended, in declaration order (for queries and checks)."""
+PERSON_WAIT_STATES: tuple[TaskState, ...] = (
+    TaskState.INPUT_REQUIRED,
+    TaskState.APPROVAL_REQUIRED,
+    TaskState.PAUSED,
+)
+"""The open states in which a task waits for a person: they have their own timeout and do
+not count against the task's deadline or step budget."""
 
 
 class TaskSpec(_Model):
@@ -232,19 +280,83 @@ class Plan(_Model):
     """What to verify on the delegating agent's own desktop once all results are in."""
 
 
-class StepDecision(_Model):
-    """A brain's decision in the step loop: act, or finish."""
+_Thought = Annotated[str, Field(max_length=20_000)] | None
 
+
+class Act(_Model):
+    """Carry out these actions now, in order, then decide again on a fresh screenshot."""
+
+    kind: Literal["act"] = "act"
     actions: list[Action] = Field(default_factory=list)
-    """Actions to carry out now, in order."""
-    done: bool = False
-    """True when the task is finished (successfully unless ``failed``)."""
-    failed: bool = False
-    """True when the brain gives up."""
-    result: str | None = None
-    """The report when done, or the reason when failed."""
-    thought: Annotated[str, Field(max_length=20_000)] | None = None
+    """The actions (none: just look again)."""
+    thought: _Thought = None
     """The brain's reasoning, recorded on the timeline."""
+
+
+class Done(_Model):
+    """The task is finished, successfully."""
+
+    kind: Literal["done"] = "done"
+    result: str = ""
+    """The report."""
+    thought: _Thought = None
+    """The brain's reasoning, recorded on the timeline."""
+
+
+class Fail(_Model):
+    """The brain gives up: the task fails with the reason."""
+
+    kind: Literal["fail"] = "fail"
+    reason: str = "the agent gave up"
+    """Why, shown to users and parents."""
+    thought: _Thought = None
+    """The brain's reasoning, recorded on the timeline."""
+
+
+class Ask(_Model):
+    """Ask a person: the task waits (``input_required``) for an answer, then goes on."""
+
+    kind: Literal["ask"] = "ask"
+    question: Annotated[str, Field(min_length=1, max_length=20_000)]
+    """The question, shown to the person."""
+    thought: _Thought = None
+    """The brain's reasoning, recorded on the timeline."""
+
+
+class AwaitApproval(_Model):
+    """Ask a person to approve ``actions`` first: the task waits (``approval_required``);
+    approved, they are carried out; refused, the brain decides again knowing it."""
+
+    kind: Literal["await_approval"] = "await_approval"
+    actions: Annotated[list[Action], Field(min_length=1)]
+    """The actions awaiting approval."""
+    reason: Annotated[str, Field(max_length=20_000)] = ""
+    """Why they need a person's approval."""
+    thought: _Thought = None
+    """The brain's reasoning, recorded on the timeline."""
+
+
+class Delegate(_Model):
+    """Split the task into subtasks for specialists (children)."""
+
+    kind: Literal["delegate"] = "delegate"
+    plan: Plan
+    """The subtasks and the final check."""
+    thought: _Thought = None
+    """The brain's reasoning, recorded on the timeline."""
+
+
+Decision = Annotated[
+    Act | Done | Fail | Ask | AwaitApproval | Delegate, Field(discriminator="kind")
+]
+"""A brain's decision in the loop: one of ``Act``, ``Done``, ``Fail``, ``Ask``,
+``AwaitApproval`` or ``Delegate``, told apart by ``kind``.
+
+Example:
+    >>> from pydantic import TypeAdapter
+    >>> TypeAdapter(Decision).validate_python({"kind": "fail", "reason": "no network"})
+    Fail(kind='fail', reason='no network', thought=None)
+"""
 
 
 class TokenUsage(_Model):

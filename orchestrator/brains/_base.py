@@ -4,11 +4,13 @@ A task's life, from the brain's side (the runner in ``actors._runner`` drives it
 
 1. ``triage(ctx, obs)``: do the task myself, or delegate it.
 2. ``plan(ctx, obs)`` (delegate only): the subtasks, each naming the expertise it needs.
-3. ``step(ctx, obs)`` (do only), called in a loop: the next actions, or finished (``done``,
-   or ``failed`` with the reason). The runner carries out the actions, then appends a
-   ``StepRecord`` of the decision and the actions' results to ``ctx.history`` before it
-   calls ``step`` again with a fresh screenshot. Decisions that finish the task never enter
-   the history.
+3. ``step(ctx, obs)`` (do only), called in a loop, returns a ``Decision``: ``Act`` (the
+   next actions), ``Done`` (the report), ``Fail`` (the reason), ``Ask`` (a question for a
+   person), ``AwaitApproval`` (actions a person must approve first) or ``Delegate`` (a plan).
+   The runner carries out the actions (or waits for the person), then appends a
+   ``StepRecord`` of the decision, the actions' results and the person's answer to
+   ``ctx.history`` before it calls ``step`` again with a fresh screenshot. Decisions that
+   finish the task never enter the history.
 4. ``check(ctx, obs, results)`` (delegate only, when the plan has a check or
    ``wants_check()``): once the subtasks' results are in, verify them on my own desktop.
    It works like ``step``: actions (then it is called again with the history), or finished.
@@ -16,7 +18,7 @@ A task's life, from the brain's side (the runner in ``actors._runner`` drives it
 A brain object serves one task: the runner makes one with ``make_brain``, uses it for that
 task and then closes it, so a brain may keep per-task state such as the tool-call ids of
 the decisions it made. It recognises its own decisions in ``ctx.history`` by identity (the
-runner stores the very ``StepDecision`` object it was given); a history it did not write
+runner stores the very decision object it was given); a history it did not write
 (say, after a restart) is still rendered for the model, with ids of its own making.
 
 Token use of every model call is appended to ``Brain.usage`` and passed to ``on_usage``.
@@ -39,8 +41,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..actions import ActionResult
-from ..domain import Plan, StepDecision, TokenUsage, Triage
+from ..actions import Action, ActionResult
+from ..domain import Decision, Plan, TokenUsage, Triage
 
 __all__ = ["Brain", "BrainContext", "Observation", "StepRecord", "UsageCallback"]
 
@@ -83,20 +85,30 @@ class StepRecord:
 
     Example:
         >>> from orchestrator.actions import ActionResult, Wait
-        >>> StepRecord(StepDecision(actions=[Wait()]), [ActionResult(ok=True)]).complete
+        >>> from orchestrator.domain import Act
+        >>> StepRecord(Act(actions=[Wait()]), [ActionResult(ok=True)]).complete
         True
     """
 
-    decision: StepDecision
-    """The decision as the brain returned it (the same object)."""
+    decision: Decision
+    """The decision as the brain returned it (the same object): an ``Act``, ``Ask`` or
+    ``AwaitApproval``."""
     results: list[ActionResult]
-    """One result per action carried out, in order. Shorter than ``decision.actions`` when
-    the runner stopped at a failed action: the rest were not carried out."""
+    """One result per action carried out, in order. Shorter than ``actions`` when the runner
+    stopped at a failed action (the rest were not carried out), or the person refused."""
+    answer: str | None = None
+    """A person's answer: to an ``Ask`` the text, to an ``AwaitApproval`` ``approved`` or
+    ``refused``."""
+
+    @property
+    def actions(self) -> list[Action]:
+        """The decision's actions (none for an ``Ask``)."""
+        return list(getattr(self.decision, "actions", []))
 
     @property
     def complete(self) -> bool:
         """True when every action of the decision was carried out."""
-        return len(self.results) >= len(self.decision.actions)
+        return len(self.results) >= len(self.actions)
 
 
 @dataclass
@@ -145,15 +157,14 @@ class Brain(ABC):
         """Split a delegated task into subtasks for specialists."""
 
     @abstractmethod
-    async def step(self, ctx: BrainContext, obs: Observation) -> StepDecision:
-        """The next actions on my desktop, or the end of the task (done or failed)."""
+    async def step(self, ctx: BrainContext, obs: Observation) -> Decision:
+        """The next decision on my task: act, ask, await approval, delegate, or end it."""
 
     @abstractmethod
-    async def check(
-        self, ctx: BrainContext, obs: Observation, results: dict[str, str]
-    ) -> StepDecision:
+    async def check(self, ctx: BrainContext, obs: Observation, results: dict[str, str]) -> Decision:
         """Verify the subtasks' ``results`` (by subtask id) on my own desktop: actions to
-        take (then I am called again, with the history), or done/failed with the report."""
+        take (then I am called again, with the history), or ``Done``/``Fail`` with the
+        report (a ``Delegate`` here fails the task)."""
 
     def wants_check(self) -> bool:
         """True when ``check`` should run after the subtasks even if the plan has none."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..actions import Action
-from ..domain import StepDecision
+from ..domain import Act, Decision, Done, Fail
 from ..errors import BrainError
 from ._base import BrainContext, Observation, StepRecord
 from ._client import ModelClient
@@ -59,7 +59,7 @@ class _Call:
 
 @dataclass
 class _Turn:
-    decision: StepDecision
+    decision: Act
     content: str | None
     calls: list[_Call]
     obs: Observation | None
@@ -96,8 +96,8 @@ class ChatActor:
 
     async def decide(
         self, ctx: BrainContext, obs: Observation, *, instructions: str, task: str
-    ) -> StepDecision:
-        """The next step: actions, or done/failed."""
+    ) -> Decision:
+        """The next step: ``Act``, ``Done`` or ``Fail``."""
         messages = self._messages(ctx, obs, instructions, task)
         tools = chat_tools()
         problem = "no reply"
@@ -167,10 +167,12 @@ class ChatActor:
             thought = content[:_MAX_THOUGHT] if content else None
             if not actions:
                 _, kind, text = finals[0]
-                return StepDecision(done=True, failed=kind == FAIL, result=text, thought=thought)
+                if kind == FAIL:
+                    return Fail(reason=text, thought=thought)
+                return Done(result=text, thought=thought)
             for call, kind, _ in finals:
                 call.note = IGNORED_FINAL.format(name=kind)
-            decision = StepDecision(actions=actions, thought=thought)
+            decision = Act(actions=actions, thought=thought)
             self._turns.append(_Turn(decision=decision, content=content, calls=calls, obs=obs))
             # the next request sends its own screen and those of the latest turns only
             for old in self._turns[: len(self._turns) - (self._max_screenshots - 1)]:
@@ -213,7 +215,7 @@ class ChatActor:
                 content = record.decision.thought
                 calls = [
                     _Call(id=f"call_h{i}_{j}", name=a.type, arguments=action_arguments(a), action=j)
-                    for j, a in enumerate(record.decision.actions)
+                    for j, a in enumerate(record.actions)
                 ]
             else:
                 content, calls = turn.content, turn.calls

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import openai
 
-from ..domain import BrainConfig, Plan, StepDecision, Triage
+from ..domain import BrainConfig, Decision, Plan, Triage
 from ._base import Brain, BrainContext, Observation, UsageCallback
 from ._chat import ChatActor
 from ._client import ModelClient
@@ -95,7 +95,7 @@ class OpenAIBrain(Brain):
         self._check = plan.check
         return plan
 
-    async def step(self, ctx: BrainContext, obs: Observation) -> StepDecision:
+    async def step(self, ctx: BrainContext, obs: Observation) -> Decision:
         return await self._actor.decide(
             ctx,
             obs,
@@ -103,9 +103,7 @@ class OpenAIBrain(Brain):
             task=task_text(ctx),
         )
 
-    async def check(
-        self, ctx: BrainContext, obs: Observation, results: dict[str, str]
-    ) -> StepDecision:
+    async def check(self, ctx: BrainContext, obs: Observation, results: dict[str, str]) -> Decision:
         return await self._actor.decide(
             ctx,
             obs,

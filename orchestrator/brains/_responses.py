@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..actions import Action
-from ..domain import StepDecision
+from ..domain import Act, Decision, Done, Fail
 from ..errors import BrainError
 from ..protocols import openai_call_actions
 from ._base import BrainContext, Observation, StepRecord
@@ -111,13 +111,13 @@ class ResponsesActor:
         self._client = client
         self._max_retries = max_retries
         self._previous: str | None = None
-        self._last: StepDecision | None = None
+        self._last: Act | None = None
         self._calls: list[_Call] = []
 
     async def decide(
         self, ctx: BrainContext, obs: Observation, *, instructions: str, task: str
-    ) -> StepDecision:
-        """The next step: actions, or done/failed."""
+    ) -> Decision:
+        """The next step: ``Act``, ``Done`` or ``Fail``."""
         last = ctx.history[-1] if ctx.history else None
         if self._previous is not None and last is not None and last.decision is self._last:
             items = self._answers(last, obs)
@@ -164,11 +164,8 @@ class ResponsesActor:
                     f"{_get(c, 'code') or 'unspecified'}: {_get(c, 'message') or '(no message)'}"
                     for c in checks
                 )
-                return StepDecision(
-                    done=True,
-                    failed=True,
-                    result=f"{SAFETY_CHECK_PREFIX} (not acknowledged): {shown}",
-                    thought=thought,
+                return Fail(
+                    reason=f"{SAFETY_CHECK_PREFIX} (not acknowledged): {shown}", thought=thought
                 )
             actions: list[Action] = []
             made: list[_Call] = []
@@ -205,14 +202,14 @@ class ResponsesActor:
                 continue
             if failure is not None and not actions:
                 self._previous = self._last = None
-                return StepDecision(done=True, failed=True, result=failure, thought=thought)
+                return Fail(reason=failure, thought=thought)
             if actions:
-                decision = StepDecision(actions=actions, thought=thought)
+                decision = Act(actions=actions, thought=thought)
                 self._previous, self._last, self._calls = _get(response, "id"), decision, made
                 return decision
             if texts.strip():
                 self._previous = self._last = None
-                return StepDecision(done=True, result=texts.strip(), thought=thought)
+                return Done(result=texts.strip(), thought=thought)
             problem = "the reply had neither a call nor text"
             incomplete = _get(_get(response, "incomplete_details"), "reason")
             if incomplete:
@@ -293,7 +290,7 @@ def _summary(history: list[StepRecord]) -> str:
     for i, record in enumerate(history, 1):
         done = ", ".join(
             f"{a.type}: {'ok' if r.ok else 'failed: ' + str(r.error)}"
-            for a, r in zip(record.decision.actions, record.results, strict=False)
+            for a, r in zip(record.actions, record.results, strict=False)
         )
         lines.append(f"{i}. {done or 'nothing carried out'}")
     return "\n\nSteps already taken on this task:\n" + "\n".join(lines)

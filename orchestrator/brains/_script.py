@@ -33,7 +33,11 @@ Steps:
 - ``{check: {command, user, timeout_s, cwd, expect, message}}``: a shell command that must
   exit 0 (and print ``expect``, when given), else the task fails with ``message`` (default:
   the command) and the command's output;
-- ``{batch: [action, ...]}``: several actions in one decision.
+- ``{batch: [action, ...]}``: several actions in one decision;
+- ``{ask: "question"}``: ask a person and wait (``input_required``); the answer is the
+  step's output (``{{ outputs[-1] }}``);
+- ``{approve: "why", actions: [action, ...]}``: wait (``approval_required``) until a person
+  approves the actions, then carry them out; refused, the task fails.
 
 A shell action that exits non-zero or times out fails the task too (as ``set -e`` would;
 append ``|| true`` to allow it), and so does any action the desktop could not carry out.
@@ -61,7 +65,16 @@ from pydantic import (
 from ..actions import Action
 from ._template import check_template
 
-__all__ = ["BatchStep", "CheckStep", "Script", "ScriptCheck", "ScriptSubtask", "Step"]
+__all__ = [
+    "ApproveStep",
+    "AskStep",
+    "BatchStep",
+    "CheckStep",
+    "Script",
+    "ScriptCheck",
+    "ScriptSubtask",
+    "Step",
+]
 
 TEMPLATED_FIELDS = ("command", "text", "cwd")
 """Fields of actions whose strings may hold placeholders."""
@@ -115,33 +128,54 @@ class BatchStep(_Model):
     batch: Annotated[list[ActionStep], Field(min_length=1, max_length=64)]
 
 
+class AskStep(_Model):
+    """A step that asks a person a question and waits for the answer."""
+
+    ask: Annotated[_Template, Field(min_length=1, max_length=20_000)]
+    """The question (a template)."""
+
+
+class ApproveStep(_Model):
+    """A step of actions a person must approve before they are carried out."""
+
+    approve: Annotated[str, Field(max_length=20_000)]
+    """Why they need approval, shown to the person."""
+    actions: Annotated[list[ActionStep], Field(min_length=1, max_length=64)]
+    """The actions, carried out in one decision once approved."""
+
+
+_KINDS = {"check": CheckStep, "batch": BatchStep, "ask": AskStep, "approve": ApproveStep}
+
+
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        for key in ("check", "batch"):
+        for key in _KINDS:
             if key in value:
                 return key
         return "action" if "type" in value else None
-    if isinstance(value, CheckStep):
-        return "check"
-    if isinstance(value, BatchStep):
-        return "batch"
+    for key, model in _KINDS.items():
+        if isinstance(value, model):
+            return key
     return "action" if isinstance(value, BaseModel) else None
 
 
 Step = Annotated[
     Annotated[ActionStep, Tag("action")]
     | Annotated[CheckStep, Tag("check")]
-    | Annotated[BatchStep, Tag("batch")],
+    | Annotated[BatchStep, Tag("batch")]
+    | Annotated[AskStep, Tag("ask")]
+    | Annotated[ApproveStep, Tag("approve")],
     Discriminator(
         _step_kind,
         custom_error_type="script_step",
         custom_error_message=(
-            "a step is an action ({type: ..., ...}), a {check: {command: ...}} or a "
-            "{batch: [actions]}"
+            "a step is an action ({type: ..., ...}), a {check: {command: ...}}, a "
+            "{batch: [actions]}, an {ask: question} or an {approve: why, actions: [actions]}"
         ),
     ),
 ]
-"""One step of a script: an action, a check or a batch of actions."""
+"""One step of a script: an action, a check, a batch of actions, a question or actions
+awaiting approval."""
 
 
 class ScriptSubtask(_Model):

@@ -2,8 +2,10 @@
 
 Each step of the script is one decision; the brain reads what the previous step's actions
 did from ``ctx.history`` before it returns the next one, so a failed check (or shell
-command, or action) makes the *next* call return ``failed`` with the reason. When the steps
-are used up, the decision is ``done`` with the ``result`` template filled in.
+command, or action) makes the *next* call return ``Fail`` with the reason. When the steps
+are used up, the decision is ``Done`` with the ``result`` template filled in. An ``ask``
+step returns ``Ask`` (the person's answer becomes its output), an ``approve`` step
+``AwaitApproval`` (a refusal fails the task).
 
 Example:
     >>> import asyncio
@@ -24,10 +26,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..actions import Action, CommandResult, Shell, parse_action
-from ..domain import Plan, StepDecision, Subtask, Triage
+from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Plan, Subtask, Triage
 from ..errors import BrainError, ConfigError
 from ._base import Brain, BrainContext, Observation, UsageCallback
-from ._script import BatchStep, CheckStep, Script, Step
+from ._script import ApproveStep, AskStep, BatchStep, CheckStep, Script, Step
 from ._template import TemplateError, render
 from ._tools import describe_validation_error
 
@@ -63,7 +65,7 @@ class _Sequence:
     steps: list[Step]
     name: str
     pos: int = 0
-    pending: StepDecision | None = None
+    pending: Decision | None = None
     pending_step: Step | None = None
     expect: str | None = None
     report_last_output: bool = False
@@ -114,12 +116,10 @@ class ScriptedBrain(Brain):
     def wants_check(self) -> bool:
         return bool(self.script.check) or self.script.result is not None
 
-    async def step(self, ctx: BrainContext, obs: Observation) -> StepDecision:
+    async def step(self, ctx: BrainContext, obs: Observation) -> Decision:
         return self._advance(self._steps, ctx, dict(ctx.subtask_results))
 
-    async def check(
-        self, ctx: BrainContext, obs: Observation, results: dict[str, str]
-    ) -> StepDecision:
+    async def check(self, ctx: BrainContext, obs: Observation, results: dict[str, str]) -> Decision:
         return self._advance(self._check, ctx, {**ctx.subtask_results, **results})
 
     # ------------------------------------------------------------------ internals
@@ -129,7 +129,7 @@ class ScriptedBrain(Brain):
         seq: _Sequence,
         ctx: BrainContext,
         results: dict[str, str],
-    ) -> StepDecision:
+    ) -> Decision:
         scope = {
             "outputs": self._outputs,
             "results": results,
@@ -139,29 +139,37 @@ class ScriptedBrain(Brain):
         if seq.pending is not None:
             failure = self._absorb(seq, ctx)
             if failure is not None:
-                return StepDecision(done=True, failed=True, result=failure)
+                return Fail(reason=failure)
         if seq.pos >= len(seq.steps):
             if self.script.result is None:
                 report = None
                 if seq.report_last_output:
                     report = self._outputs[-1] if self._outputs else "done"
-                return StepDecision(done=True, result=report, thought="script finished")
+                return Done(result=report or "", thought="script finished")
             try:
                 report = render(self.script.result, scope)
             except TemplateError as e:
-                return StepDecision(done=True, failed=True, result=f"result template: {e}")
-            return StepDecision(done=True, result=report, thought="script finished")
+                return Fail(reason=f"result template: {e}")
+            return Done(result=report, thought="script finished")
         step = seq.steps[seq.pos]
         seq.pos += 1
         label = f"{seq.name} {seq.pos}"
+        thought = f"script: {label} of {len(seq.steps)}"
+        decision: Decision
         try:
-            actions, seq.expect = _actions(step, scope)
+            if isinstance(step, AskStep):
+                decision = Ask(question=render(step.ask, scope), thought=thought)
+            else:
+                actions, seq.expect = _actions(step, scope)
+                if isinstance(step, ApproveStep):
+                    decision = AwaitApproval(actions=actions, reason=step.approve, thought=thought)
+                else:
+                    decision = Act(actions=actions, thought=thought)
         except TemplateError as e:
-            return StepDecision(done=True, failed=True, result=f"{label}: {e}")
+            return Fail(reason=f"{label}: {e}")
         except ValidationError as e:
             reason = f"{label}: filled in, the action is invalid: {describe_validation_error(e)}"
-            return StepDecision(done=True, failed=True, result=reason)
-        decision = StepDecision(actions=actions, thought=f"script: {label} of {len(seq.steps)}")
+            return Fail(reason=reason)
         seq.pending, seq.pending_step = decision, step
         return decision
 
@@ -173,7 +181,14 @@ class ScriptedBrain(Brain):
         record = next((r for r in reversed(ctx.history) if r.decision is decision), None)
         if record is None or decision is None:
             raise BrainError(f"the history does not show what {label} of the script did")
-        for i, action in enumerate(decision.actions):
+        if isinstance(decision, Ask):
+            self._outputs.append(record.answer or "")
+            return None
+        if isinstance(decision, AwaitApproval) and record.answer != "approved":
+            return (
+                f"{label}: a person refused to approve it ({decision.reason or 'no reason given'})"
+            )
+        for i, action in enumerate(record.actions):
             if i >= len(record.results):
                 return f"{label}: {action.type} was not carried out"
             result = record.results[i]
@@ -222,4 +237,8 @@ def _actions(step: Step, scope: Mapping[str, Any]) -> tuple[list[Action], str | 
         return [shell], render(c.expect, scope) if c.expect is not None else None
     if isinstance(step, BatchStep):
         return [_fill(a, scope) for a in step.batch], None
+    if isinstance(step, ApproveStep):
+        return [_fill(a, scope) for a in step.actions], None
+    if isinstance(step, AskStep):
+        raise TypeError("an ask step has no actions")
     return [_fill(step, scope)], None

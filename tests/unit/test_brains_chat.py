@@ -12,7 +12,7 @@ import pytest
 from orchestrator import actions as a
 from orchestrator.actions import ActionResult, CommandResult
 from orchestrator.brains import BrainContext, Observation, OpenAIBrain, StepRecord
-from orchestrator.domain import BrainConfig, StepDecision, TokenUsage
+from orchestrator.domain import Act, BrainConfig, Done, Fail, TokenUsage
 from orchestrator.errors import BrainError
 from tests.fakes.openai_server import (
     CHAT,
@@ -131,7 +131,7 @@ async def test_tool_calls_become_typed_actions(fake: FakeOpenAIServer) -> None:
     )
     decision = await make_brain(fake).step(context(), shot(1))
 
-    assert decision == StepDecision(
+    assert decision == Act(
         actions=[
             a.Shell(command="apt-get install -y nginx", user="root"),
             a.Click(x=10, y=20, button="right", keys=[]),
@@ -140,7 +140,7 @@ async def test_tool_calls_become_typed_actions(fake: FakeOpenAIServer) -> None:
         ],
         thought="Installing, then opening the menu.",
     )
-    assert not decision.done and not decision.failed
+    assert isinstance(decision, Act)
 
 
 async def test_history_is_sent_as_tool_calls_answered_by_results(fake: FakeOpenAIServer) -> None:
@@ -163,7 +163,7 @@ async def test_history_is_sent_as_tool_calls_answered_by_results(fake: FakeOpenA
     ctx.history.append(StepRecord(second, [ActionResult.failure("no window has focus")]))
     final = await brain.step(ctx, shot(3))
 
-    assert final == StepDecision(done=True, result="nginx 1.22 serves its page")
+    assert final == Done(result="nginx 1.22 serves its page")
     body = fake.bodies(CHAT)[2]
     roles = [m["role"] for m in body["messages"]]
     assert roles == [
@@ -247,7 +247,7 @@ async def test_calls_after_a_failed_action_are_answered_as_not_carried_out(
 
     final = await brain.step(ctx, shot(2))
 
-    assert final.failed and final.done and final.result == "the button is gone"
+    assert final == Fail(reason="the button is gone")
     tools = [m for m in fake.bodies(CHAT)[1]["messages"] if m["role"] == "tool"]
     assert "off the screen" in tools[0]["content"]
     assert tools[1] == {
@@ -312,8 +312,7 @@ async def test_text_then_a_tool_call_after_the_nudge_works(fake: FakeOpenAIServe
         chat_tool_calls(tool_call("done", {"result": "page shows 'Welcome to nginx!'"})),
     )
     decision = await make_brain(fake).step(context(), shot(1))
-    assert decision.done and not decision.failed
-    assert decision.result == "page shows 'Welcome to nginx!'"
+    assert decision == Done(result="page shows 'Welcome to nginx!'")
 
 
 async def test_done_sent_with_actions_is_ignored_and_answered(fake: FakeOpenAIServer) -> None:
@@ -327,9 +326,9 @@ async def test_done_sent_with_actions_is_ignored_and_answered(fake: FakeOpenAISe
     brain = make_brain(fake)
     ctx = context()
     decision = await brain.step(ctx, shot(1))
-    assert decision.actions == [a.TypeText(text="x")] and not decision.done
+    assert decision == Act(actions=[a.TypeText(text="x")])
     ctx.history.append(StepRecord(decision, [ok()]))
-    assert (await brain.step(ctx, shot(2))).result == "typed x"
+    assert await brain.step(ctx, shot(2)) == Done(result="typed x")
     tools = [m for m in fake.bodies(CHAT)[1]["messages"] if m["role"] == "tool"]
     assert tools[1]["tool_call_id"] == "d1" and tools[1]["content"].startswith("ignored")
 
@@ -362,7 +361,7 @@ async def test_check_verifies_subtask_results_with_the_plans_check(
     final = await brain.check(ctx, shot(2), results)
 
     assert decision.actions == [a.Shell(command="curl -s localhost")]
-    assert final == StepDecision(done=True, result="verified")
+    assert final == Done(result="verified")
     text = fake.bodies(CHAT)[1]["messages"][1]["content"][0]["text"]
     assert "web: nginx installed, port 80" in text
     assert "curl localhost shows the welcome page" in text
@@ -373,7 +372,7 @@ async def test_a_history_this_brain_did_not_write_is_rendered_consistently(
 ) -> None:
     fake.add(chat_tool_calls(tool_call("done", {"result": "ok"})))
     ctx = context()
-    earlier = StepDecision(
+    earlier = Act(
         actions=[a.Wait(duration_s=2.0), a.Move(x=1, y=2, keys=[])], thought="wait"
     )
     ctx.history.append(StepRecord(earlier, [ok()]))

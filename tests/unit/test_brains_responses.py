@@ -18,7 +18,7 @@ from orchestrator.brains import (
     OpenAIBrain,
     StepRecord,
 )
-from orchestrator.domain import BrainConfig, StepDecision, TokenUsage
+from orchestrator.domain import Act, BrainConfig, Done, Fail, TokenUsage
 from orchestrator.errors import BrainError
 from tests.fakes.openai_server import (
     RESPONSES,
@@ -127,7 +127,7 @@ async def test_the_loop_chains_responses_and_answers_calls_with_screenshots(
     ctx.history.append(StepRecord(second, [ok(), ok(), ok()]))
     final = await brain.step(ctx, shot(3))
 
-    assert first == StepDecision(
+    assert first == Act(
         actions=[a.Click(x=40, y=700, keys=[])], thought="The Files icon is in the dock."
     )
     assert second.actions == [
@@ -135,7 +135,7 @@ async def test_the_loop_chains_responses_and_answers_calls_with_screenshots(
         a.TypeText(text="/tmp"),
         a.Scroll(x=10, y=10, scroll_y=3, keys=[]),
     ]
-    assert final.done and not final.failed and final.result == "Files is open at /tmp."
+    assert final == Done(result="Files is open at /tmp.")
     _, b2, b3 = fake.bodies(RESPONSES)
     assert b2["previous_response_id"] == "resp_1"
     assert b2["input"] == [
@@ -167,10 +167,9 @@ async def test_pending_safety_checks_are_surfaced_not_acknowledged(
     )  # fmt: skip
     decision = await make_brain(fake).step(context(), shot(1))
 
-    assert decision.done and decision.failed and decision.actions == []
-    assert decision.result is not None
-    assert decision.result.startswith(SAFETY_CHECK_PREFIX)
-    assert "malicious_instructions: The page asks to wire money." in decision.result
+    assert isinstance(decision, Fail)
+    assert decision.reason.startswith(SAFETY_CHECK_PREFIX)
+    assert "malicious_instructions: The page asks to wire money." in decision.reason
     assert len(fake.requests) == 1  # nothing was sent back, let alone acknowledged
 
 
@@ -247,7 +246,7 @@ async def test_unconvertible_actions_exhaust_retries(fake: FakeOpenAIServer) -> 
 async def test_fail_function_gives_up(fake: FakeOpenAIServer) -> None:
     fake.add(responses_reply(function_call_item("fail", {"reason": "no Files app installed"})))
     decision = await make_brain(fake).step(context(), shot(1))
-    assert decision.failed and decision.result == "no Files app installed"
+    assert decision == Fail(reason="no Files app installed")
 
 
 async def test_refusal_and_failed_response_raise(fake: FakeOpenAIServer) -> None:
@@ -264,7 +263,7 @@ async def test_refusal_and_failed_response_raise(fake: FakeOpenAIServer) -> None
 async def test_check_after_delegation_uses_the_computer_loop(fake: FakeOpenAIServer) -> None:
     fake.add(responses_reply(message_item("All verified.")))
     decision = await make_brain(fake).check(context(), shot(1), {"files": "opened /tmp"})
-    assert decision == StepDecision(done=True, result="All verified.")
+    assert decision == Done(result="All verified.")
     text = fake.bodies(RESPONSES)[0]["input"][0]["content"][0]["text"]
     assert "files: opened /tmp" in text
 

@@ -17,7 +17,7 @@ from orchestrator.brains import (
     StepRecord,
     make_brain,
 )
-from orchestrator.domain import BrainConfig, StepDecision
+from orchestrator.domain import Act, BrainConfig, Decision, Done, Fail
 from orchestrator.errors import BrainError, ConfigError
 
 OBS = Observation(screenshot=b"png", media_type="image/png", width=1024, height=768)
@@ -44,13 +44,13 @@ def ran(exit_code: int | None = 0, stdout: str = "", stderr: str = "", **kw: Any
 
 async def run(
     brain: ScriptedBrain, results: list[list[ActionResult]], ctx: BrainContext | None = None
-) -> tuple[list[StepDecision], StepDecision]:
+) -> tuple[list[Decision], Decision]:
     """Drive the step loop like the runner, answering each decision with the next results."""
     ctx = ctx or context()
     decisions = []
     for answer in results:
         decision = await brain.step(ctx, OBS)
-        assert not decision.done, decision
+        assert isinstance(decision, Act), decision
         decisions.append(decision)
         ctx.history.append(StepRecord(decision, answer))
     return decisions, await brain.step(ctx, OBS)
@@ -79,8 +79,8 @@ async def test_steps_checks_and_the_result_template() -> None:
         [a.Shell(command="nginx -v", user="root")],
     ]
     assert decisions[0].thought == "script: step 1 of 2"
-    assert final == StepDecision(
-        done=True, result="nginx installed: nginx version: nginx/1.22.1", thought="script finished"
+    assert final == Done(
+        result="nginx installed: nginx version: nginx/1.22.1", thought="script finished"
     )
 
 
@@ -88,8 +88,8 @@ async def test_a_failing_check_fails_the_next_step_with_its_output() -> None:
     _, final = await run(
         ScriptedBrain(NGINX), [[ran(0)], [ran(127, "", "bash: nginx: command not found")]]
     )
-    assert final.done and final.failed
-    assert final.result == (
+    assert isinstance(final, Fail)
+    assert final.reason == (
         "step 2: check `nginx -v` failed: it exited with status 127: bash: nginx: command not found"
     )
 
@@ -101,8 +101,8 @@ async def test_a_check_whose_output_lacks_the_expected_text_fails_with_its_messa
         ]
     }
     _, final = await run(ScriptedBrain(script), [[ran(0, "db-1\n")]])
-    assert final.failed
-    assert final.result == "step 1: wrong host failed: its output lacks 'web': db-1"
+    assert isinstance(final, Fail)
+    assert final.reason == "step 1: wrong host failed: its output lacks 'web': db-1"
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,8 @@ async def test_a_failed_shell_step_fails_the_task(answer: list[ActionResult], re
         "steps": [{"type": "shell", "command": "apt-get install -y nginxx"}, {"type": "wait"}]
     }
     decisions, final = await run(ScriptedBrain(script), [answer])
-    assert len(decisions) == 1 and final.failed and final.result is not None
-    assert final.result.startswith("step 1: ") and reason in final.result
+    assert len(decisions) == 1 and isinstance(final, Fail)
+    assert final.reason.startswith("step 1: ") and reason in final.reason
 
 
 async def test_a_batch_is_one_decision_and_gui_failures_fail_the_task() -> None:
@@ -139,7 +139,7 @@ async def test_a_batch_is_one_decision_and_gui_failures_fail_the_task() -> None:
     assert second.actions == [a.KeyPress(keys=["ctrl", "s"])]
     ctx.history.append(StepRecord(second, [ActionResult.failure("unknown key 'ctrl'")]))
     final = await brain.step(ctx, OBS)
-    assert final.failed and final.result == "step 2: keypress failed: unknown key 'ctrl'"
+    assert isinstance(final, Fail) and final.reason == "step 2: keypress failed: unknown key 'ctrl'"
 
 
 async def test_placeholders_fill_commands_from_outputs_results_and_the_task() -> None:
@@ -163,23 +163,26 @@ async def test_placeholders_fill_commands_from_outputs_results_and_the_task() ->
         "echo 'web host' postgres:5432",
         "docker ps --format '{{.Names}}' # install nginx",
     ]
+    assert isinstance(final, Done)
     assert final.result == "postgres:5432 / sysadmin / web host postgres:5432"
 
 
 async def test_a_template_naming_a_missing_value_fails_the_task() -> None:
     script = {"steps": [{"type": "shell", "command": "echo {{ outputs[3] }}"}]}
     final = await ScriptedBrain(script).step(context(), OBS)
-    assert final.failed and final.result == "step 1: outputs[3] does not exist (0 item(s))"
+    assert isinstance(final, Fail) and final.reason == "step 1: outputs[3] does not exist (0 item(s))"
     brain = ScriptedBrain({"steps": [], "result": "{{ results.nope }}"})
     final = await brain.step(context(subtask_results={"db": "x"}), OBS)
-    assert final.failed and final.result == "result template: results has no 'nope' (known: db)"
+    assert isinstance(final, Fail) and final.reason == "result template: results has no 'nope' (known: db)"
 
 
 async def test_default_result_is_the_last_output() -> None:
     script = {"steps": [{"type": "shell", "command": "uname -r"}]}
     _, final = await run(ScriptedBrain(script), [[ran(0, "6.1.0\n")]])
-    assert final.result == "6.1.0"
-    assert (await ScriptedBrain({"steps": []}).step(context(), OBS)).result == "done"
+    assert final == Done(result="6.1.0", thought="script finished")
+    assert await ScriptedBrain({"steps": []}).step(context(), OBS) == Done(
+        result="done", thought="script finished"
+    )
 
 
 async def test_delegation_plan_carries_each_specialists_script() -> None:
@@ -220,8 +223,8 @@ async def test_delegation_plan_carries_each_specialists_script() -> None:
     assert decision.actions == [a.Shell(command="curl -s localhost")]
     ctx.history.append(StepRecord(decision, [ran(0, "<h1>Hello</h1>")]))
     final = await brain.check(ctx, OBS, results)
-    assert final == StepDecision(
-        done=True, result="site: <h1>Hello</h1> (nginx 1.22)", thought="script finished"
+    assert final == Done(
+        result="site: <h1>Hello</h1> (nginx 1.22)", thought="script finished"
     )
 
 
@@ -235,7 +238,7 @@ async def test_delegation_check_fails_when_results_are_not_on_the_page() -> None
     decision = await brain.check(ctx, OBS, {"page": "Hello"})
     ctx.history.append(StepRecord(decision, [ran(0, "It works!")]))
     final = await brain.check(ctx, OBS, {"page": "Hello"})
-    assert final.failed and "lacks 'Hello'" in (final.result or "")
+    assert isinstance(final, Fail) and "lacks 'Hello'" in final.reason
 
 
 async def test_delegation_without_check_or_result_wants_no_check() -> None:
