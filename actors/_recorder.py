@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,14 @@ GC_INTERVAL_S = 3600.0
 STARTING_GRACE_S = 120.0
 """An agent recorded as starting may not have its actor yet: leave it alone this long."""
 
+SWEEP_PAGE = MAX_LIMIT
+"""Records a sweep reads at a time; it reads page after page until it has seen them all."""
+
 _LIVE = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
-_OPEN = (TaskState.PENDING, TaskState.RUNNING, TaskState.WAITING)
+_ENDED = tuple(s for s in AgentStatus if s not in _LIVE)
+_OPEN = tuple(s for s in TaskState if not s.done)
+"""Every state of a task that has not ended: pending, running, waiting on subtasks or on a
+person. Derived from the enum, so a state added there is swept too."""
 
 
 @ray.remote
@@ -126,39 +133,57 @@ class Recorder:
 
         ``by_id=False``: agents whose recorded actor Ray has as alive are taken at its word
         (one call for all) and only the others are checked one by one."""
-        agents = await asyncio.to_thread(lambda: self._store.list_agents(status=_LIVE))
         alive = set() if by_id else await asyncio.to_thread(alive_actor_ids)
         dead: list[str] = []
-        for info in agents:
-            if (
-                info.status == AgentStatus.STARTING
-                and time.time() - info.created_at < STARTING_GRACE_S
-            ):
-                continue
-            if info.actor_id in alive or await asyncio.to_thread(actor_alive, info):
-                continue
-            dead.append(info.id)
-            await self.close_agent(info.id, AgentStatus.FAILED, "actor died")
-        return dead
+        offset = 0  # past the live agents of the pages before (closed ones leave the list)
+        while True:
+            agents = await asyncio.to_thread(
+                self._store.list_agents, status=_LIVE, limit=SWEEP_PAGE, offset=offset
+            )
+            for info in agents:
+                if (
+                    info.status == AgentStatus.STARTING
+                    and time.time() - info.created_at < STARTING_GRACE_S
+                ) or (info.actor_id in alive or await asyncio.to_thread(actor_alive, info)):
+                    offset += 1
+                    continue
+                dead.append(info.id)
+                await self.close_agent(info.id, AgentStatus.FAILED, "actor died")
+            if len(agents) < SWEEP_PAGE:
+                return dead
 
     async def fail_orphaned_tasks(self) -> list[str]:
         """Fail the open tasks of agents recorded as ended (stopped or failed: fired, or
         found dead), each with its event; return their ids. Nothing of a gone agent stays
         open, whatever wrote its last state."""
-        tasks = await asyncio.to_thread(
-            lambda: self._store.list_tasks(state=_OPEN, limit=MAX_LIMIT)
-        )
-        failed: list[str] = []
-        ended: dict[str, AgentInfo | None] = {}
-        for t in tasks:
-            if t.agent_id not in ended:
-                agent = await asyncio.to_thread(self._store.get_agent, t.agent_id)
-                ended[t.agent_id] = agent if agent and agent.status not in _LIVE else None
-            agent = ended[t.agent_id]
-            if agent is not None:
-                await self._fail_task(t, _ended(agent))
-                failed.append(t.id)
-        return failed
+        agents: dict[str, AgentInfo | None] = {}
+
+        async def why(task: TaskInfo) -> str:
+            if task.agent_id not in agents:
+                agents[task.agent_id] = await asyncio.to_thread(
+                    self._store.get_agent, task.agent_id
+                )
+            agent = agents[task.agent_id]
+            return _ended(agent) if agent is not None else "its agent is gone"
+
+        return await self._fail_open_tasks(why, agent_status=_ENDED)
+
+    async def _fail_open_tasks(
+        self, why: Callable[[TaskInfo], Awaitable[str]], **filters: Any
+    ) -> list[str]:
+        """Fail every open task ``list_tasks(**filters)`` lists, page after page (a failed
+        task leaves the list, so the next page is the next tasks); return their ids."""
+        failed: dict[str, None] = {}
+        while True:
+            page = await asyncio.to_thread(
+                self._store.list_tasks, state=_OPEN, limit=SWEEP_PAGE, **filters
+            )
+            fresh = [t for t in page if t.id not in failed]
+            for t in fresh:
+                await self._fail_task(t, await why(t))
+                failed[t.id] = None
+            if len(page) < SWEEP_PAGE or not fresh:  # all seen (or none would change)
+                return list(failed)
 
     async def _fail_task(self, task: TaskInfo, error: str) -> None:
         """Record an open task as failed with ``error``, with its event, in one write."""
@@ -193,11 +218,11 @@ class Recorder:
                     data={"status": status.value, "error": error},
                 ),
             )
-        tasks = await asyncio.to_thread(
-            self._store.list_tasks, agent_id=info.id, state=_OPEN, limit=MAX_LIMIT
-        )
-        for t in tasks:
-            await self._fail_task(t, why)
+
+        async def because(_: TaskInfo) -> str:
+            return why
+
+        await self._fail_open_tasks(because, agent_id=info.id)
 
     def _ensure_janitor(self) -> None:
         # Started from the first call rather than __init__ (which has no running loop), so

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..domain import AgentStatus, TaskState
 from ._blobs import BlobFiles, check_address
 
 __all__ = ["BLOB_GRACE_S", "Collection", "GcReport", "restore_trash"]
@@ -39,8 +40,9 @@ __all__ = ["BLOB_GRACE_S", "Collection", "GcReport", "restore_trash"]
 BLOB_GRACE_S = 600.0
 """A blob no event names is kept this long after it was last stored."""
 
-_DONE = ("succeeded", "failed", "cancelled")
-_LIVE = ("starting", "idle", "busy")
+_DONE = tuple(s.value for s in TaskState if s.done)
+"""A task's final states (SQL literals, as a tuple's repr); every other state is open."""
+_LIVE = tuple(s.value for s in (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY))
 _TRASH = ".gc"
 
 

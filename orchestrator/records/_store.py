@@ -96,6 +96,7 @@ class RecordStore(abc.ABC):
         top_level: bool = False,
         status: AgentStatus | Iterable[AgentStatus] | None = None,
         limit: int = MAX_LIMIT,
+        offset: int = 0,
     ) -> list[AgentInfo]:
         """Agents, oldest first, filtered by every argument given.
 
@@ -105,6 +106,7 @@ class RecordStore(abc.ABC):
             top_level: only agents nobody hired (``parent_id is None``).
             status: only agents in this status (or any of these).
             limit: at most this many (1 to ``MAX_LIMIT``).
+            offset: skip this many first (for paging).
         """
 
     # ------------------------------------------------------------------ tasks
@@ -136,19 +138,21 @@ class RecordStore(abc.ABC):
         state: TaskState | Iterable[TaskState] | None = None,
         *,
         parent_task_id: str | None = None,
+        agent_status: AgentStatus | Iterable[AgentStatus] | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[TaskInfo]:
         """Tasks, newest first, filtered by every argument given.
 
-        A task's tenant is its agent's: with ``tenant`` set, a task whose agent is not
-        stored is not listed (it belongs to no known tenant).
+        A task's tenant and agent status are its agent's: with ``tenant`` or
+        ``agent_status`` set, a task whose agent is not stored is not listed.
 
         Args:
             agent_id: only tasks given to this agent.
             tenant: only tasks of this tenant's agents.
             state: only tasks in this state (or any of these).
             parent_task_id: only the subtasks of this task.
+            agent_status: only tasks whose agent is in this status (or any of these).
             limit: at most this many (1 to ``MAX_LIMIT``).
             offset: skip this many first (for paging).
         """

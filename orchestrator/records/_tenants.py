@@ -31,7 +31,9 @@ __all__ = [
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _LIVE = tuple(s.value for s in (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY))
-_OPEN = tuple(s.value for s in (TaskState.PENDING, TaskState.RUNNING, TaskState.WAITING))
+_OPEN = tuple(s.value for s in TaskState if not s.done)
+"""Every state of a task that has not ended (waiting for a person too): what the
+``max_running_tasks`` quota counts."""
 _KEY_COLUMNS = "id, tenant, name, created_at, revoked_at"
 
 

@@ -119,7 +119,12 @@ def test_list_agents_filters(store: SQLiteStore) -> None:
     both = [AgentStatus.IDLE, AgentStatus.STARTING]
     assert ids(store.list_agents(tenant="acme", status=both)) == [boss.id, helper.id]
     assert ids(store.list_agents(limit=1)) == [boss.id]
+    assert ids(store.list_agents(limit=1, offset=1)) == [helper.id]
+    assert ids(store.list_agents(limit=5, offset=2)) == [other.id]
+    assert store.list_agents(offset=3) == []
     assert store.list_agents(tenant="initech") == []
+    with pytest.raises(RecordError, match="offset"):
+        store.list_agents(offset=-1)
 
 
 # ---------------------------------------------------------------------- tasks
@@ -162,6 +167,13 @@ def test_list_tasks_filters_and_pages_newest_first(store: SQLiteStore) -> None:
     assert ids(store.list_tasks(limit=2)) == [orphan.id, sub.id]
     assert ids(store.list_tasks(limit=2, offset=2)) == [t3.id, t2.id]
     assert ids(store.list_tasks(limit=2, offset=4)) == [t1.id]
+    # by the status of the task's agent (the janitor's "open tasks of ended agents")
+    store.put_agent(globex.model_copy(update={"status": AgentStatus.STOPPED}))
+    assert ids(store.list_tasks(agent_status=AgentStatus.STOPPED)) == [sub.id, t3.id]
+    ended = [AgentStatus.STOPPED, AgentStatus.FAILED]
+    assert ids(store.list_tasks(agent_status=ended, state=TaskState.RUNNING)) == [t3.id]
+    assert ids(store.list_tasks(agent_status=AgentStatus.STARTING)) == [t2.id, t1.id]
+    assert ids(store.list_tasks(tenant="acme", agent_status=AgentStatus.STOPPED)) == []
 
 
 # ---------------------------------------------------------------------- events

@@ -17,7 +17,7 @@ from orchestrator.domain import (
     new_id,
 )
 from orchestrator.records import MAX_LIMIT, SQLiteStore, StoreStats
-from orchestrator.records._sqlite import _upsert_task
+from orchestrator.records._rows import upsert_task
 
 
 def agent(tenant: str, status: AgentStatus = AgentStatus.IDLE) -> AgentInfo:
@@ -88,7 +88,7 @@ def test_counts_have_no_page_cap(store: SQLiteStore) -> None:
     many = MAX_LIMIT + 7
     with store._transaction("store many tasks") as db:  # one transaction: one fsync
         for i in range(many):
-            _upsert_task(db, task(busy, TaskState.FAILED if i % 2 else TaskState.RUNNING))
+            upsert_task(db, task(busy, TaskState.FAILED if i % 2 else TaskState.RUNNING))
     assert len(store.list_tasks(limit=MAX_LIMIT)) == MAX_LIMIT  # a page stops there
     counts = store.task_counts("acme")
     assert counts[TaskState.RUNNING] == (many + 1) // 2
@@ -115,7 +115,7 @@ def test_counts_of_a_read_only_store(store: SQLiteStore) -> None:
 def test_the_recorder_serves_the_stores_counts(tmp_path: Path) -> None:
     from actors._recorder import Recorder
 
-    recorder = Recorder.__ray_actor_class__(str(tmp_path))  # the class itself, no Ray
+    recorder = Recorder.__ray_actor_class__(str(tmp_path))  # type: ignore[attr-defined]
     recorder._store.put_agent(agent("acme", AgentStatus.BUSY))  # (its writes start the janitor)
     stats = asyncio.run(recorder.stats("acme"))
     assert isinstance(stats, StoreStats)
