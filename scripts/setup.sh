@@ -4,7 +4,9 @@
 # with the project and its dev tools, and the desktop image (built from Debian packages
 # when no registry can be reached). Safe to run again: each step is skipped when done.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# The checkout itself, even when this script is reached through a link (tests/integration/
+# test_readme.py runs it from a directory of links): the editable install must point here.
+cd "$(dirname "$(readlink -f "$0")")/.."
 ROOT=$(pwd)
 VENV=${ORCHESTRATOR_VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
