@@ -77,3 +77,18 @@ def test_start_local_without_the_runtime_names_the_extra() -> None:
     assert message.startswith("start_local() needs the runtime"), message
     assert "no ray, docker" in message and RUNTIME_HINT in message
     assert "pip install 'orchestrator[runtime]'" in message
+
+
+def test_the_desktop_package_is_lazy_and_exports_what_it_lists() -> None:
+    """``orchestrator.desktop`` loads its modules only when a name is asked for (the SDK reaches
+    it through ``DesktopSpec``), and every name in its ``__all__`` resolves."""
+    code = (
+        "import sys, orchestrator.desktop as d\n"
+        "print(sorted(m for m in sys.modules if m.startswith('orchestrator.desktop.')))\n"
+        "print(all(getattr(d, name) is not None for name in d.__all__))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded, resolved = done.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]" and resolved == "True", done.stdout
