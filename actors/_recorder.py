@@ -21,6 +21,7 @@ import ray
 
 from orchestrator.desktop import reap
 from orchestrator.domain import (
+    OPEN_TASK_STATES,
     AgentInfo,
     AgentStatus,
     Event,
@@ -55,9 +56,9 @@ SWEEP_PAGE = MAX_LIMIT
 
 _LIVE = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
 _ENDED = tuple(s for s in AgentStatus if s not in _LIVE)
-_OPEN = tuple(s for s in TaskState if not s.done)
+_OPEN = OPEN_TASK_STATES
 """Every state of a task that has not ended: pending, running, waiting on subtasks or on a
-person. Derived from the enum, so a state added there is swept too."""
+person (the domain's list, so a state added there is swept too)."""
 
 
 @ray.remote

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ..domain import AgentInfo, AgentStatus, TaskInfo, TaskState
+from ..domain import OPEN_TASK_STATES, AgentInfo, AgentStatus, TaskInfo
 from ..errors import QuotaExceededError, RecordError
 from ..tenants import ApiKey, Quotas
 
@@ -31,7 +31,7 @@ __all__ = [
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _LIVE = tuple(s.value for s in (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY))
-_OPEN = tuple(s.value for s in TaskState if not s.done)
+_OPEN = tuple(s.value for s in OPEN_TASK_STATES)
 """Every state of a task that has not ended (waiting for a person too): what the
 ``max_running_tasks`` quota counts."""
 _KEY_COLUMNS = "id, tenant, name, created_at, revoked_at"

@@ -155,6 +155,19 @@ def test_max_running_tasks_counts_open_tasks_given_from_outside(store: SQLiteSto
     store.admit_task(task(other))  # another tenant is unaffected
 
 
+@pytest.mark.parametrize(
+    "state", [TaskState.INPUT_REQUIRED, TaskState.APPROVAL_REQUIRED, TaskState.PAUSED]
+)
+def test_a_task_waiting_for_a_person_keeps_its_slot(store: SQLiteStore, state: TaskState) -> None:
+    """It is open (it goes on once the person acts): it counts against max_running_tasks."""
+    boss = agent(name="boss")
+    store.put_agent(boss)
+    store.set_quotas("acme", Quotas(max_running_tasks=1))
+    store.put_task(task(boss).model_copy(update={"state": state}))
+    with pytest.raises(QuotaExceededError, match=r"has 1 tasks pending or running"):
+        store.admit_task(task(boss))
+
+
 @pytest.mark.parametrize("stores", [1, 2], ids=["one-store", "two-stores-one-file"])
 def test_concurrent_admissions_cannot_both_take_the_last_slot(tmp_path: Path, stores: int) -> None:
     opened = [SQLiteStore(tmp_path) for _ in range(stores)]
