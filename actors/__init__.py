@@ -4,8 +4,19 @@
 """
 
 from ._agent import AgentActor
+from ._agent_ref import RayAgentRef, ours
 from ._names import NAMESPACE
 from ._recorder import Recorder
+from ._recorder_ref import RecorderRef
 from ._runtime import Runtime, init_ray
 
-__all__ = ["NAMESPACE", "AgentActor", "Recorder", "Runtime", "init_ray"]
+__all__ = [
+    "NAMESPACE",
+    "AgentActor",
+    "RayAgentRef",
+    "Recorder",
+    "RecorderRef",
+    "Runtime",
+    "init_ray",
+    "ours",
+]

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from orchestrator.domain import AgentInfo, AgentTree, Event, EventKind, TaskInfo
 from orchestrator.workflow import Workflow
@@ -55,7 +54,7 @@ async def _follow(rt: Runtime, user: AgentInfo, say: Say, stop: asyncio.Event, t
 
     async def path_of(agent_id: str) -> str | None:
         if agent_id not in paths:
-            info: AgentInfo | None = await rt.recorder.get_agent.remote(agent_id)
+            info = await rt.records.get_agent(agent_id)
             path = info.path if info else None
             mine = path is not None and (path == user.path or path.startswith(user.path + "/"))
             paths[agent_id] = path if mine else None
@@ -96,8 +95,8 @@ async def _wait(stop: asyncio.Event, timeout_s: float) -> None:
 async def _screenshots(rt: Runtime, tree: AgentTree, out_dir: Path, say: Say) -> None:
     async def one(node: AgentTree) -> None:
         try:
-            handle = await rt.handle(node.agent.id)
-            png: bytes = await handle.screenshot.remote("png")
+            ref = await rt.agent_ref(node.agent.id)
+            png = await ref.screenshot("png", 85)
         except Exception as e:  # noqa: BLE001 - a gone agent has no screen to show
             say(f"  (no screenshot of {node.agent.path}: {e})")
             return
@@ -130,8 +129,7 @@ async def run_workflow(
     try:
         task = await rt.assign(user.id, wf.task)
         done = await rt.wait(task.id)
-        handle = await rt.handle(user.id)
-        tree: AgentTree = await handle.tree.remote()
+        tree = await (await rt.agent_ref(user.id)).tree()
         stop.set()
         await follower
         say("")
@@ -151,7 +149,7 @@ async def run_workflow(
 async def _print_subtasks(rt: Runtime, task: TaskInfo, say: Say, depth: int = 1) -> None:
     for sid in task.subtask_ids:
         sub = await rt.task(sid)
-        agent: Any = await rt.agent(sub.agent_id)
+        agent = await rt.agent(sub.agent_id)
         outcome = _short(sub.result or sub.error or "")
         say(f"{'  ' * depth}- {agent.path}: {sub.state.value}: {outcome}")
         await _print_subtasks(rt, sub, say, depth + 1)

@@ -253,8 +253,7 @@ async def records_fetch() -> list[tuple[str, str]]:
     is on the recorder's node, else from the recorder)."""
     from actors import Runtime
 
-    rows: list[tuple[str, str]] = await Runtime.shared().recorder.active_api_keys.remote()
-    return rows
+    return await Runtime.shared().records.active_api_keys()
 
 
 _keys: KeyStore | None = None

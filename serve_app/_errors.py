@@ -29,12 +29,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
+from ray.exceptions import RayError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors import ours
 from orchestrator.errors import (
     AgentError,
+    AgentGoneError,
     CapacityError,
     ConfigError,
     DesktopError,
@@ -43,12 +45,15 @@ from orchestrator.errors import (
     OrchestratorError,
     QuotaExceededError,
     RecordError,
+    UnavailableError,
 )
 
 from ._auth import Unauthorized, check_key, needs_key
 
 __all__ = [
+    "CAPACITY_RETRY_AFTER_S",
     "MAX_BODY_BYTES",
+    "RETRY_AFTER_S",
     "BodyLimit",
     "body_error_message",
     "error_body",
@@ -60,9 +65,13 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
 """Largest request body accepted (1 MiB)."""
 
-RETRY_AFTER_S = "5"
-CAPACITY_RETRY_AFTER_S = "10"
-"""A full cluster frees a desktop when an agent is fired: not within a second or two."""
+RETRY_AFTER_S = 1
+"""Seconds a client waits before it retries a refusal that passes by itself: over a
+concurrency cap (429: the app's, its streams' and Serve's own queue), or the records, the
+cluster or a desktop unavailable (503). The one value every such ``Retry-After`` says."""
+CAPACITY_RETRY_AFTER_S = 10
+"""A full cluster (503 ``no_capacity``) frees a desktop when an agent is fired: not within a
+second or two."""
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -153,28 +162,19 @@ def _unauthorized(exc: Exception) -> JSONResponse:
     return _error(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The exception raised inside an actor, behind Ray's wrappers (one per actor it passed
-    through: the recorder's error, re-raised by an agent, is wrapped twice)."""
-    while isinstance(exc, RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if not isinstance(cause, BaseException) or cause is exc:
-            break
-        exc = cause
-    return exc
-
-
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 
 
 def _runtime_error(exc: BaseException) -> JSONResponse:
-    cause = _cause(exc)
+    cause = ours(exc)  # what an actor raised, behind Ray's wrappers; Ray's own in our terms
     msg = _first_line(cause)
-    retry = {"Retry-After": RETRY_AFTER_S}
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if isinstance(cause, NotFoundError):
         return _error(404, "not_found", msg)
+    if isinstance(cause, AgentGoneError):
+        return _error(409, "agent_gone", msg)
     if isinstance(cause, AgentError):
         return _error(409, "conflict", msg)
     if isinstance(cause, ConfigError):
@@ -184,7 +184,7 @@ def _runtime_error(exc: BaseException) -> JSONResponse:
     if isinstance(cause, QuotaExceededError):
         return _error(429, "quota_exceeded", msg)
     if isinstance(cause, CapacityError):
-        return _error(503, "no_capacity", msg, {"Retry-After": CAPACITY_RETRY_AFTER_S})
+        return _error(503, "no_capacity", msg, {"Retry-After": str(CAPACITY_RETRY_AFTER_S)})
     # The engine's and the store's own messages name host paths and addresses: logged
     # for the operator, never sent to a tenant.
     if isinstance(cause, DockerError):
@@ -195,12 +195,8 @@ def _runtime_error(exc: BaseException) -> JSONResponse:
     if isinstance(cause, RecordError):
         log.warning("records error: %s", msg)
         return _error(503, "records_unavailable", "the records are unavailable", retry)
-    if isinstance(cause, ActorDiedError):
-        return _error(409, "agent_gone", "the agent's actor has died")
-    if isinstance(cause, RayActorError):
-        return _error(503, "unavailable", "the agent's actor is unavailable", retry)
-    if isinstance(cause, RayError):
-        return _error(503, "unavailable", "the Ray cluster is unavailable", retry)
+    if isinstance(cause, UnavailableError):
+        return _error(503, "unavailable", msg, retry)
     if isinstance(cause, OrchestratorError):
         log.warning("unmapped runtime error %s: %s", type(cause).__name__, msg)
         return _error(500, "internal", msg)

@@ -6,18 +6,19 @@ import asyncio
 import logging
 import posixpath
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO, Annotated, Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import IO, Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from ray.exceptions import RayTaskError
 
 from orchestrator.domain import Event, TaskInfo
 from orchestrator.records import media_type, write_artifacts
 
-__all__ = ["MAX_UPLOAD_BYTES", "FileWritten", "UPLOAD_PATH", "routes"]
+from ._front import Rt, Tenant
+
+__all__ = ["MAX_UPLOAD_BYTES", "UPLOAD_PATH", "FileWritten", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,14 @@ async def _on_desktop(path: str, call: Awaitable[T]) -> T:
     """Await an agent's file call; the desktop's refusals in the API's terms."""
     try:
         return await call
-    except RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, FileNotFoundError):
-            raise HTTPException(404, f"no such file or directory on the desktop: {path}") from None
-        if isinstance(cause, PermissionError):
-            raise HTTPException(403, f"the desktop refused access to {path}: {cause}") from None
-        if isinstance(cause, ValueError | IsADirectoryError | NotADirectoryError):
-            raise HTTPException(422, f"query field 'path': {cause}") from None
-        if isinstance(cause, OSError):
-            raise HTTPException(409, f"{path} on the desktop: {cause}") from None
-        raise
+    except FileNotFoundError:
+        raise HTTPException(404, f"no such file or directory on the desktop: {path}") from None
+    except PermissionError as e:
+        raise HTTPException(403, f"the desktop refused access to {path}: {e}") from None
+    except (ValueError, IsADirectoryError, NotADirectoryError) as e:
+        raise HTTPException(422, f"query field 'path': {e}") from None
+    except OSError as e:
+        raise HTTPException(409, f"{path} on the desktop: {e}") from None
 
 
 async def _stream(spool: IO[bytes]) -> AsyncIterator[bytes]:
@@ -82,102 +80,95 @@ async def _stream(spool: IO[bytes]) -> AsyncIterator[bytes]:
         spool.close()
 
 
-def routes(runtime: Callable[[], Any], tenant_dep: Any) -> APIRouter:
-    """The routes, on ``runtime()`` (an ``actors.Runtime``) with the API's tenant dependency."""
-    r = APIRouter(prefix="/v1")
-    Tenant = Annotated[str, tenant_dep]
+router = APIRouter(prefix="/v1")
 
-    @r.get(
-        "/agents/{agent_id}/files",
-        tags=["desktop"],
-        response_class=Response,
-        responses={
-            200: {"content": {"application/octet-stream": {}, "application/gzip": {}}},
-            403: {"description": "the desktop refused the read"},
+
+@router.get(
+    "/agents/{agent_id}/files",
+    tags=["desktop"],
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}, "application/gzip": {}}},
+        403: {"description": "the desktop refused the read"},
+    },
+)
+async def download(
+    rt: Rt, tenant: Tenant, agent_id: str, path: DesktopPath, user: User = "agent"
+) -> Response:
+    """A file from the agent's desktop; a directory comes as a gzipped tarball
+    (``X-Orchestrator-Kind: directory``)."""
+    ref = await rt.agent_ref(agent_id, tenant)
+    is_dir, data = await _on_desktop(path, ref.read_path(path, user))
+    name = _filename(path)
+    if is_dir:
+        ctype, name, kind = "application/gzip", f"{name}.tar.gz", "directory"
+    else:
+        ctype, kind = media_type(path), "file"
+    return Response(
+        content=data,
+        media_type=ctype,
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Orchestrator-Kind": kind,
+            "Cache-Control": "no-store",
         },
     )
-    async def download(
-        tenant: Tenant, agent_id: str, path: DesktopPath, user: User = "agent"
-    ) -> Response:
-        """A file from the agent's desktop; a directory comes as a gzipped tarball
-        (``X-Orchestrator-Kind: directory``)."""
-        handle = await runtime().handle(agent_id, tenant)
-        is_dir, data = await _on_desktop(path, handle.read_path.remote(path, user))
-        name = _filename(path)
-        if is_dir:
-            ctype, name, kind = "application/gzip", f"{name}.tar.gz", "directory"
-        else:
-            ctype, kind = media_type(path), "file"
-        return Response(
-            content=data,
-            media_type=ctype,
-            headers={
-                "Content-Disposition": f'attachment; filename="{name}"',
-                "X-Orchestrator-Kind": kind,
-                "Cache-Control": "no-store",
-            },
-        )
 
-    @r.put(
-        "/agents/{agent_id}/files",
-        status_code=201,
-        tags=["desktop"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                },
-            }
+
+@router.put(
+    "/agents/{agent_id}/files",
+    status_code=201,
+    tags=["desktop"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+    responses={403: {"description": "the desktop refused the write"}},
+)
+async def upload(
+    rt: Rt, tenant: Tenant, agent_id: str, path: DesktopPath, request: Request, user: User = "agent"
+) -> FileWritten:
+    """Write the request body (raw bytes, up to 64 MiB) to ``path`` on the desktop:
+    missing parents are created, an existing file is replaced."""
+    ref = await rt.agent_ref(agent_id, tenant)
+    data = await request.body()
+    size = await _on_desktop(path, ref.write_file(path, data, user))
+    return FileWritten(path=path, size=size)
+
+
+@router.get(
+    "/tasks/{task_id}/artifacts",
+    tags=["tasks"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def artifacts(rt: Rt, tenant: Tenant, task_id: str) -> StreamingResponse:
+    """A zip of the task's result, its subtasks, its events, every step's screenshot and
+    the files it kept (``outputs``); see ``manifest.json`` inside."""
+    task = await rt.task(task_id, tenant)
+
+    async def get_task(tid: str) -> TaskInfo:
+        return await rt.task(tid)
+
+    async def events(tid: str, after: int, limit: int) -> list[Event]:
+        return await rt.events(task_id=tid, after_seq=after, limit=limit)
+
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - streamed
+    try:
+        await write_artifacts(task, get_task, events, rt.blob, spool)
+        await asyncio.to_thread(spool.seek, 0)
+    except BaseException:
+        spool.close()
+        raise
+    return StreamingResponse(
+        _stream(spool),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{task.id}-artifacts.zip"',
+            "Cache-Control": "no-store",
         },
-        responses={403: {"description": "the desktop refused the write"}},
     )
-    async def upload(
-        tenant: Tenant, agent_id: str, path: DesktopPath, request: Request, user: User = "agent"
-    ) -> FileWritten:
-        """Write the request body (raw bytes, up to 64 MiB) to ``path`` on the desktop:
-        missing parents are created, an existing file is replaced."""
-        handle = await runtime().handle(agent_id, tenant)
-        data = await request.body()
-        size: int = await _on_desktop(path, handle.write_file.remote(path, data, user))
-        return FileWritten(path=path, size=size)
-
-    @r.get(
-        "/tasks/{task_id}/artifacts",
-        tags=["tasks"],
-        response_class=StreamingResponse,
-        responses={200: {"content": {"application/zip": {}}}},
-    )
-    async def artifacts(tenant: Tenant, task_id: str) -> StreamingResponse:
-        """A zip of the task's result, its subtasks, its events, every step's screenshot and
-        the files it kept (``outputs``); see ``manifest.json`` inside."""
-        rt = runtime()
-        task = await rt.task(task_id, tenant)
-
-        async def get_task(tid: str) -> TaskInfo:
-            return await rt.task(tid)  # type: ignore[no-any-return]
-
-        async def events(tid: str, after: int, limit: int) -> list[Event]:
-            return await rt.events(task_id=tid, after_seq=after, limit=limit)  # type: ignore[no-any-return]
-
-        async def blob(address: str) -> bytes:
-            data: bytes = await rt.recorder.get_blob.remote(address)
-            return data
-
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - streamed
-        try:
-            await write_artifacts(task, get_task, events, blob, spool)
-            await asyncio.to_thread(spool.seek, 0)
-        except BaseException:
-            spool.close()
-            raise
-        return StreamingResponse(
-            _stream(spool),
-            media_type="application/zip",
-            headers={
-                "Content-Disposition": f'attachment; filename="{task.id}-artifacts.zip"',
-                "Cache-Control": "no-store",
-            },
-        )
-
-    return r

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.errors import ConfigError
 
-from ._errors import error_body
+from ._errors import RETRY_AFTER_S, error_body
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT",
@@ -39,7 +39,6 @@ ENV_MAX_CONCURRENT = "ORCHESTRATOR_API_MAX_CONCURRENT"
 ENV_MAX_STREAMS = "ORCHESTRATOR_API_MAX_STREAMS"
 DEFAULT_MAX_CONCURRENT = 64
 DEFAULT_MAX_STREAMS = 256
-RETRY_AFTER_S = 1
 
 STREAM_PATH = re.compile(r"/v1/tasks/[^/]+/events/stream")
 _EXEMPT = frozenset({"/healthz"})

@@ -36,17 +36,17 @@ async def test_a_hire_while_delegating_is_held_to_the_desktop_quota(agents) -> N
 
 async def test_a_replica_off_the_recorders_node_reads_the_keys_from_the_recorder(agents) -> None:
     """What a replica on another node does (no local file): ask the recorder actor."""
-    from actors._runtime import RecorderRef
+    from actors import RecorderRef
     from orchestrator.domain import new_id
     from orchestrator.tenants import ApiKey, digest, make_key
 
     remote = RecorderRef(local_reads=False)
     key = make_key()
     record = ApiKey(id=new_id("key"), tenant=agents.tenant, name="remote")
-    assert await remote.add_api_key.remote(record, digest(key)) == record
-    assert (agents.tenant, digest(key)) in await remote.active_api_keys.remote()
-    revoked = await remote.revoke_api_key.remote(record.id)
+    assert await remote.add_api_key(record, digest(key)) == record
+    assert (agents.tenant, digest(key)) in await remote.active_api_keys()
+    revoked = await remote.revoke_api_key(record.id)
     assert revoked is not None and revoked.revoked_at is not None
-    assert (agents.tenant, digest(key)) not in await remote.active_api_keys.remote()
-    listed = await remote.api_keys.remote(agents.tenant)
+    assert (agents.tenant, digest(key)) not in await remote.active_api_keys()
+    listed = await remote.api_keys(agents.tenant)
     assert [k.id for k in listed] == [record.id]

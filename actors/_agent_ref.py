@@ -1,0 +1,134 @@
+"""Ray's errors in our terms (the one place that translates them), and the typed reference to
+a running agent actor that the HTTP layer talks to (``orchestrator.front.AgentRef``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
+
+from ray.exceptions import (
+    ActorDiedError,
+    GetTimeoutError,
+    RayActorError,
+    RayError,
+    RayTaskError,
+)
+
+from orchestrator import actions as a
+from orchestrator.domain import AgentInfo, AgentSpec, AgentTree, TaskInfo
+from orchestrator.errors import AgentGoneError, UnavailableError
+
+__all__ = ["RayAgentRef", "ours", "ray_call"]
+
+T = TypeVar("T")
+
+User = Literal["agent", "root"]
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The exception raised inside an actor, behind Ray's wrappers (one per actor it passed
+    through: the recorder's error, re-raised by an agent, is wrapped twice)."""
+    while isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException) or cause is exc:
+            break
+        exc = cause
+    return exc
+
+
+def ours(exc: BaseException) -> BaseException:
+    """``exc`` in the runtime's terms: the error an actor raised (our ``OrchestratorError``,
+    or a desktop's ``OSError``/``ValueError`` on a file), ``AgentGoneError`` for a dead
+    actor, ``UnavailableError`` for an actor or a cluster that does not answer. Anything
+    else (a bug) is returned as it is."""
+    cause = _cause(exc)
+    if isinstance(cause, ActorDiedError):
+        return AgentGoneError("the agent's actor has died")
+    if isinstance(cause, RayActorError):
+        return UnavailableError("the agent's actor is unavailable")
+    if isinstance(cause, GetTimeoutError):
+        return UnavailableError("the Ray cluster did not answer in time")
+    if isinstance(cause, RayError):
+        return UnavailableError("the Ray cluster is unavailable")
+    return cause  # ours (OrchestratorError, a desktop's OSError or ValueError), or a bug
+
+
+async def ray_call(call: Awaitable[T]) -> T:
+    """Await an actor call; Ray's errors raised as ours (see ``ours``)."""
+    try:
+        return await call
+    except RayError as e:
+        translated = ours(e)
+        if translated is e:
+            raise
+        raise translated from None
+
+
+class RayAgentRef:
+    """A running agent actor with typed methods (``orchestrator.front.AgentRef`` on Ray).
+
+    Example:
+        >>> ref = await runtime.agent_ref(agent_id, tenant)         # doctest: +SKIP
+        >>> png = await ref.screenshot("png", 85)                     # doctest: +SKIP
+    """
+
+    def __init__(self, info: AgentInfo, handle: Any) -> None:
+        self._info = info
+        self.handle = handle
+        """The actor's Ray handle (for the runtime itself; fronts use the methods)."""
+
+    @property
+    def info(self) -> AgentInfo:
+        return self._info
+
+    async def tree(self) -> AgentTree:
+        tree: AgentTree = await ray_call(self.handle.tree.remote())
+        return tree
+
+    async def hire(self, spec: AgentSpec) -> AgentInfo:
+        info: AgentInfo = await ray_call(self.handle.hire.remote(spec))
+        return info
+
+    async def fire(self, child_id: str) -> None:
+        """Fire one of this agent's children (its subtree goes too)."""
+        await ray_call(self.handle.fire.remote(child_id))
+
+    async def assign(self, spec: Any) -> TaskInfo:
+        task: TaskInfo = await ray_call(self.handle.assign.remote(spec))
+        return task
+
+    async def wait_task(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
+        task: TaskInfo = await ray_call(self.handle.wait_task.remote(task_id, timeout_s))
+        return task
+
+    async def cancel_task(self, task_id: str) -> TaskInfo:
+        task: TaskInfo = await ray_call(self.handle.cancel_task.remote(task_id))
+        return task
+
+    async def screenshot(self, format: Literal["png", "jpeg"], quality: int) -> bytes:
+        data: bytes = await ray_call(self.handle.screenshot.remote(format, quality))
+        return data
+
+    async def act(self, action: a.Action) -> a.ActionResult:
+        result: a.ActionResult = await ray_call(self.handle.act.remote(action))
+        return result
+
+    async def shell(self, command: str, timeout_s: float, user: User) -> a.CommandResult:
+        result: a.CommandResult = await ray_call(self.handle.shell.remote(command, timeout_s, user))
+        return result
+
+    async def live_view(self) -> str:
+        view = await ray_call(self.handle.live_view.remote())
+        return str(view.url)
+
+    async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:
+        found: tuple[bool, bytes] = await ray_call(self.handle.read_path.remote(path, user))
+        return found
+
+    async def write_file(self, path: str, data: bytes, user: User) -> int:
+        size: int = await ray_call(self.handle.write_file.remote(path, data, user))
+        return size
+
+    async def reset_desktop(self) -> AgentInfo:
+        info: AgentInfo = await ray_call(self.handle.reset_desktop.remote())
+        return info

@@ -1,0 +1,158 @@
+"""The runtime as the HTTP layer sees it: two typed interfaces, no Ray.
+
+``Runtime`` is what a front (the API's routes, a test) calls: agents and tasks of a tenant,
+their records, counts by state. ``AgentRef`` is one running agent: its desktop, its children,
+its tasks. ``actors.Runtime`` implements both on Ray (and turns Ray's errors into ours in one
+place); ``tests/fakes/runtime.py`` implements them in process on a real record store, for
+route tests that start no cluster.
+
+Every method raises the errors of ``orchestrator.errors``: ``NotFoundError`` for an unknown id
+or another tenant's, ``AgentError`` when the agent cannot do it now, ``AgentGoneError`` when
+its actor died, ``QuotaExceededError``, ``RecordError`` and ``UnavailableError`` when the
+records or the cluster do not answer. The desktop's own refusals of a file read or write are
+the ``OSError`` (``FileNotFoundError``, ``PermissionError``, ...) or ``ValueError`` it raised.
+
+Example:
+    >>> from orchestrator.domain import AgentStatus
+    >>> async def busy(rt: Runtime, tenant: str) -> int:
+    ...     return (await rt.stats(tenant)).agents[AgentStatus.BUSY]
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from . import actions as a
+from .domain import (
+    AgentInfo,
+    AgentSpec,
+    AgentTree,
+    Event,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+)
+from .records import StoreStats
+
+__all__ = ["AgentRef", "Runtime", "User"]
+
+User = Literal["agent", "root"]
+"""Who a command or a file access on a desktop runs as."""
+
+
+class AgentRef(Protocol):
+    """One running agent (found with ``Runtime.agent_ref``)."""
+
+    @property
+    def info(self) -> AgentInfo:
+        """The agent's record as it was when the reference was made."""
+        ...
+
+    async def tree(self) -> AgentTree:
+        """This agent, its open tasks and its children's trees."""
+        ...
+
+    async def hire(self, spec: AgentSpec) -> AgentInfo:
+        """Hire a child (its own desktop); returns once it is ready."""
+        ...
+
+    async def screenshot(self, format: Literal["png", "jpeg"], quality: int) -> bytes:
+        """The desktop's screen, encoded."""
+        ...
+
+    async def act(self, action: a.Action) -> a.ActionResult:
+        """Carry out one action (a failed action is a result, not an error)."""
+        ...
+
+    async def shell(self, command: str, timeout_s: float, user: User) -> a.CommandResult:
+        """Run a command (a failing command is a result, not an error)."""
+        ...
+
+    async def live_view(self) -> str:
+        """A noVNC URL to watch the desktop (it holds the VNC password)."""
+        ...
+
+    async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:
+        """``(is_directory, data)``: a file's bytes, or a directory as a gzipped tarball."""
+        ...
+
+    async def write_file(self, path: str, data: bytes, user: User) -> int:
+        """Write a file on the desktop (parents created); returns its size."""
+        ...
+
+    async def reset_desktop(self) -> AgentInfo:
+        """Replace the desktop with a new one of the agent's spec (``AgentError`` while a
+        task runs)."""
+        ...
+
+
+class Runtime(Protocol):
+    """The agent hierarchy of a cluster, as a front sees it. ``tenant``: the caller's; an
+    agent or a task of another tenant is ``NotFoundError`` like an unknown id."""
+
+    async def create_agent(self, tenant: str, spec: AgentSpec) -> AgentInfo:
+        """Create a top-level agent with its desktop; returns once it is ready."""
+        ...
+
+    async def agent(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
+        """The agent as recorded (one whose actor is gone is recorded failed first)."""
+        ...
+
+    async def agent_ref(self, agent_id: str, tenant: str | None = None) -> AgentRef:
+        """The running agent (``NotFoundError`` when it is not running)."""
+        ...
+
+    async def list_agents(self, tenant: str | None = None) -> list[AgentInfo]:
+        """The tenant's agents, oldest first."""
+        ...
+
+    async def fire(self, agent_id: str, tenant: str | None = None) -> None:
+        """Fire an agent, top-level or not: its subtree and their desktops go too."""
+        ...
+
+    async def assign(self, agent_id: str, spec: TaskSpec, tenant: str | None = None) -> TaskInfo:
+        """Give the agent a task; returns at once with the pending task."""
+        ...
+
+    async def task(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        """The task as recorded."""
+        ...
+
+    async def list_tasks(
+        self,
+        tenant: str,
+        *,
+        agent_id: str | None = None,
+        state: TaskState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskInfo]:
+        """The tenant's tasks, newest first."""
+        ...
+
+    async def events(
+        self,
+        *,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events with ``seq > after_seq``, oldest first (check the task's tenant first)."""
+        ...
+
+    async def cancel(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        """Cancel the task (and its subtasks); returns it as it is then."""
+        ...
+
+    async def pin(self, task_id: str, pinned: bool, tenant: str | None = None) -> None:
+        """Pin the task's run against garbage collection, or unpin it."""
+        ...
+
+    async def stats(self, tenant: str) -> StoreStats:
+        """The tenant's agents by status and tasks by state, counted by the records."""
+        ...
+
+    async def blob(self, address: str) -> bytes:
+        """A stored screenshot or file by its content address."""
+        ...

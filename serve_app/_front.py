@@ -1,0 +1,32 @@
+"""What the routes are handed: the runtime (a FastAPI dependency) and the caller's tenant.
+
+``runtime`` is the dependency every route takes (``Rt``): on a Serve replica the cluster's
+``actors.Runtime``; a test overrides it (``app.dependency_overrides[runtime]``) with an
+in-process implementation of ``orchestrator.front.Runtime``.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
+from typing import Annotated
+
+from fastapi import Depends
+
+from orchestrator.front import Runtime
+
+from ._auth import tenant_of
+
+__all__ = ["Rt", "Tenant", "runtime"]
+
+
+def runtime() -> Runtime:
+    """The runtime of the cluster this process is connected to (``actors.Runtime`` on this
+    process's recorder reference: no lookup per request, a replaced recorder is found)."""
+    from actors import Runtime as RayRuntime
+
+    return RayRuntime.shared()
+
+
+Rt = Annotated[Runtime, Depends(runtime)]
+"""The runtime a route calls (overridable in tests)."""
+
+Tenant = Annotated[str, Depends(tenant_of)]
+"""The tenant of the request's API key (401 without a valid one)."""
