@@ -5,7 +5,8 @@ test) never becomes a driver of the local cluster, nor has to leave the Ray it i
 - ``deploy --address A --port P --keys-file F``: create the recorder (writing to
   ``ORCHESTRATOR_DATA_DIR``) and run the API on Serve at 127.0.0.1:P.
 - ``teardown --address A``: shut Serve down and fire every live top-level agent (their
-  subtrees and desktops go with them), concurrently.
+  subtrees and desktops go with them), a page of them at a time, concurrently within a
+  page, until none is left (``fire_live_agents``).
 
 Only the key file's path is passed, never a key.
 """
@@ -18,16 +19,51 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from orchestrator.domain import AgentInfo, AgentStatus
+from orchestrator.records import MAX_LIMIT
 
 log = logging.getLogger("orchestrator.local")
 
 TEARDOWN_AGENT_TIMEOUT_S = 60.0
 
+LIVE = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
+"""Statuses of an agent ``down`` fires."""
+
+
+async def fire_live_agents(
+    list_live: Callable[[int], Awaitable[list[AgentInfo]]],
+    fire: Callable[[str], Awaitable[None]],
+    *,
+    page: int = MAX_LIMIT,
+) -> int:
+    """Fire every live top-level agent; how many were fired (or tried).
+
+    ``list_live(n)`` lists at most ``n`` live top-level agents, oldest first (the records
+    cap a list at ``MAX_LIMIT``); ``fire(id)`` fires one, logging rather than raising. The
+    agents of a page are fired concurrently and the list is asked again (a fired agent is no
+    longer live) until it holds none not tried yet, so a cluster with more live agents than
+    one page has all of them fired. An agent whose firing failed stays live and is not tried
+    again: the next list asks for that many more, to see past it (the head's stop takes it).
+    """
+    tried: set[str] = set()
+    limit = page
+    while True:
+        listed = [a.id for a in await list_live(limit)]
+        batch = [agent_id for agent_id in listed if agent_id not in tried]
+        if batch:
+            tried.update(batch)
+            await asyncio.gather(*(fire(agent_id) for agent_id in batch))
+        elif len(listed) < limit or limit >= MAX_LIMIT:
+            return len(tried)
+        limit = min(MAX_LIMIT, page + len(listed) - len(batch))
+
 
 def _connect(address: str) -> Any:
     """``actors.Runtime.connect`` to the cluster (its recorder writing to the data dir)."""
-    from orchestrator.local import driver_env
+    from orchestrator._local_head import driver_env
 
     os.environ.update(driver_env())  # as the parent set it: keep 127.0.0.1 as it is
     from actors import Runtime
@@ -37,7 +73,7 @@ def _connect(address: str) -> Any:
 
 
 def deploy(address: str, port: int, keys_file: str) -> None:
-    from orchestrator.local import HOST
+    from orchestrator._local_head import HOST
     from serve_app import deploy as deploy_api
 
     t0 = time.monotonic()
@@ -49,8 +85,6 @@ def deploy(address: str, port: int, keys_file: str) -> None:
 def teardown(address: str) -> None:
     from ray import serve
 
-    from orchestrator.domain import AgentStatus
-
     t0 = time.monotonic()
     rt = _connect(address)
     try:
@@ -59,19 +93,21 @@ def teardown(address: str) -> None:
         log.warning("serve shutdown failed: %s", e)
     log.info("serve shut down in %.1f s", time.monotonic() - t0)
 
+    async def list_live(limit: int) -> list[AgentInfo]:
+        agents: list[AgentInfo] = await rt.recorder.list_agents.remote(
+            top_level=True, status=list(LIVE), limit=limit
+        )
+        return agents
+
+    async def fire(agent_id: str) -> None:
+        try:
+            await asyncio.wait_for(rt.fire(agent_id), TEARDOWN_AGENT_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - the head's stop takes it anyway
+            log.warning("firing %s failed: %s", agent_id, e)
+
     async def fire_all() -> None:
-        agents = await rt.list_agents()
-        live = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
-        top = [a for a in agents if a.parent_id is None and a.status in live]
-
-        async def fire(agent_id: str) -> None:
-            try:
-                await asyncio.wait_for(rt.fire(agent_id), TEARDOWN_AGENT_TIMEOUT_S)
-            except Exception as e:  # noqa: BLE001 - the head's stop takes it anyway
-                log.warning("firing %s failed: %s", agent_id, e)
-
-        await asyncio.gather(*(fire(a.id) for a in top))
-        log.info("fired %d top-level agent(s)", len(top))
+        fired = await fire_live_agents(list_live, fire)
+        log.info("fired %d top-level agent(s)", fired)
 
     asyncio.run(fire_all())
     log.info("teardown done in %.1f s", time.monotonic() - t0)

@@ -5,25 +5,40 @@ unknown key name, a command that exits non-zero or times out) are *data*: an
 ``ActionResult`` or ``CommandResult`` the model can read.
 
     OrchestratorError
-    ├── ConfigError                 bad configuration or input to the runtime itself
-    ├── DockerError                 the Docker engine failed or refused
-    │   ├── DockerUnavailableError  no engine answers (the message says how to start one)
-    │   ├── ImageNotFoundError      the desktop image is missing (says how to build it)
-    │   └── ImageBuildError         building the base or desktop image failed
-    ├── DesktopError                a desktop container misbehaved
-    │   ├── DesktopNotReadyError    it did not become ready before its deadline
-    │   ├── DesktopGoneError        its container stopped or was removed under us
-    │   ├── DisplayError            the X display could not be reached
-    │   ├── ShellError              the SSH connection failed (not a failing command)
-    │   └── UntrustedPathError      a desktop's directory held a link or look-alike: refused
-    ├── BrainError                  a model gave no usable answer (after retries) or refused
-    ├── RecordError                 the record store failed to read or write
-    ├── CapacityError               no node has room for another agent's desktop (for now)
-    ├── UnavailableError            the cluster (an actor, the control plane) did not answer
-    ├── QuotaExceededError          a tenant is at one of its quotas (agents, desktops, tasks)
-    └── AgentError                  an agent cannot do what was asked (unknown, gone, busy)
-        ├── AgentGoneError          the agent's actor died while it was asked
-        └── NotFoundError           no such agent or task (for this tenant)
+    ├── ConfigError                  bad configuration or input to the runtime itself
+    ├── DockerError                  the Docker engine failed or refused
+    │   ├── DockerUnavailableError   no engine answers (the message says how to start one)
+    │   ├── ImageNotFoundError (also ConfigError)  the image is missing (says how to build it)
+    │   ├── DockerRefusedError (also ConfigError)  the engine refused the request as invalid
+    │   ├── ImageBuildError          building the base or desktop image failed
+    │   └── desktop._network.EgressFirewallError  the egress network or firewall failed
+    ├── DesktopError                 a desktop container misbehaved
+    │   ├── DesktopNotReadyError     it did not become ready before its deadline
+    │   ├── DesktopGoneError         its container stopped or was removed under us
+    │   ├── DisplayError             the X display could not be reached
+    │   ├── ShellError               the SSH connection failed (not a failing command)
+    │   └── UntrustedPathError       a desktop's directory held a link or look-alike: refused
+    ├── BrainError                   a model gave no usable answer (after retries) or refused
+    ├── RecordError                  the record store failed to read or write
+    ├── AgentError                   an agent cannot do what was asked (unknown, gone, busy)
+    │   ├── NotFoundError            no such agent or task (for this tenant)
+    │   └── AgentGoneError           the agent's actor died while it was asked
+    ├── UnavailableError             the cluster did not answer (retrying later may help)
+    ├── CapacityError                no node has room for another agent's desktop (for now)
+    ├── QuotaExceededError           a tenant is at one of its quotas (agents, desktops, tasks)
+    ├── LocalClusterError            the local cluster (``orchestrator up``) failed
+    └── sdk.ApiError                 the HTTP API answered an error (the SDK's; .status, .code)
+        ├── sdk.AuthError            401: no or an invalid API key
+        ├── sdk.ConflictError (also AgentError)  409: the agent cannot do this now
+        ├── sdk.ForbiddenError (also PermissionError)  403: a desktop refused a file
+        ├── sdk.InvalidRequestError (also ConfigError)  413, 422: the request is invalid
+        ├── sdk.NotFoundError (also NotFoundError)  404: no such agent or task
+        ├── sdk.QuotaExceededError (also QuotaExceededError)  429: the tenant is at a quota
+        └── sdk.UnavailableError     429, 503 or no answer, still after the retries
+
+A class with more than one base is drawn under its first and names the others ("also"); a
+class defined outside this module is named by where it is exported (``orchestrator.sdk``) or
+defined. ``tests/unit/test_errors_tree.py`` draws the tree from the classes and compares.
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ __all__ = [
     "DockerUnavailableError",
     "ImageBuildError",
     "ImageNotFoundError",
+    "LocalClusterError",
     "NotFoundError",
     "OrchestratorError",
     "QuotaExceededError",
@@ -143,3 +159,8 @@ class QuotaExceededError(OrchestratorError):
     """A tenant is at one of its quotas (live agents, desktops, running tasks): the message
     names the limit and the current count. Waiting does not help by itself: the tenant fires
     an agent or lets a task end (or the operator raises the quota)."""
+
+
+class LocalClusterError(OrchestratorError):
+    """The local cluster (``orchestrator up``, ``orchestrator.local``) failed to start or to
+    stop; the message ends with the tail of its log."""

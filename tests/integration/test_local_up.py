@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import local
+from orchestrator import _local_head, local
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
         yield e
     finally:
         local.down(e.data_dir, timeout_s=90)  # whatever happened: a no-op after `down`
-        shutil.rmtree(local._ray_temp_dir(e.data_dir.resolve()), ignore_errors=True)
+        shutil.rmtree(_local_head.ray_temp_dir(e.data_dir.resolve()), ignore_errors=True)
 
 
 def _containers(path: str) -> list[dict[str, Any]]:
@@ -128,7 +128,7 @@ def test_up_start_local_and_down(env: Env, desktop_image: str) -> None:
         assert stat.S_IMODE((env.data_dir / name).stat().st_mode) == 0o600, name
     assert cluster.api_key not in (env.data_dir / local.LOG_FILE).read_text()
     head = cluster.head_pid
-    members = local._session_members(head)
+    members = _local_head.session_members(head)
     assert len(members) > 3  # the head, its GCS, raylet, workers ...
 
     # The CLI finds the cluster without --url / --api-key.
@@ -189,11 +189,11 @@ print(json.dumps({{"path": agent.path, "result": result, "names": names}}))
     desks = _containers(path)
     assert len(desks) == 1
     owner_pid = _pid_of(desks[0]["Labels"]["orchestrator.owner"])
-    assert owner_pid in local._session_members(head)  # a worker of this cluster
+    assert owner_pid in _local_head.session_members(head)  # a worker of this cluster
 
     # Check 11: every port the cluster opened (the head, GCS, raylet, dashboard, Serve's
     # proxy and replica, the workers of the recorder and the agent) is on loopback.
-    listening = _listeners(local._session_members(head))
+    listening = _listeners(_local_head.session_members(head))
     assert any(port == str(env.api_port) for _, _, port in listening), listening
     exposed = [x for x in listening if x[1] not in LOOPBACK]
     assert exposed == [], f"listening beyond loopback: {exposed}"
@@ -202,8 +202,8 @@ print(json.dumps({{"path": agent.path, "result": result, "names": names}}))
     t2 = time.monotonic()
     assert "stopped" in env.cli("down", timeout_s=150).stdout
     t_down = time.monotonic() - t2
-    assert local._session_members(head) == []
-    assert not any(p in local._session_members(head) for p in members)
+    assert _local_head.session_members(head) == []
+    assert not any(p in _local_head.session_members(head) for p in members)
     assert _containers(path) == []
     assert not (env.data_dir / local.STATE_FILE).exists()
     assert (env.data_dir / local.CLIENT_KEY_FILE).read_text().strip() == cluster.api_key

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import pytest
 
-from orchestrator import _cli_api, local
+from orchestrator import _cli_api, _local_files, _local_head, local
 from orchestrator.desktop._owner import process_owner
 from serve_app import KeyStore
 
@@ -76,7 +76,7 @@ def _state(tmp_path: Path, pid: int) -> dict[str, object]:
 def test_current_reads_a_live_state_and_hides_the_key(tmp_path: Path) -> None:
     assert local.current(tmp_path) is None
     _, key = local.ensure_keys(tmp_path)
-    local._write_state(tmp_path, _state(tmp_path, os.getpid()))
+    _local_files.write_state(tmp_path, _state(tmp_path, os.getpid()))
     assert _mode(tmp_path / local.STATE_FILE) == 0o600
     cluster = local.current(tmp_path)
     assert cluster is not None
@@ -91,11 +91,11 @@ def test_current_ignores_a_dead_or_reused_head(tmp_path: Path) -> None:
     local.ensure_keys(tmp_path)
     proc = subprocess.Popen(["true"])
     proc.wait()
-    local._write_state(tmp_path, _state(tmp_path, proc.pid))
+    _local_files.write_state(tmp_path, _state(tmp_path, proc.pid))
     assert local.current(tmp_path) is None  # the pid is gone
     state = _state(tmp_path, os.getpid())
     state["head_owner"] = str(state["head_owner"]).rsplit(":", 1)[0] + ":1"
-    local._write_state(tmp_path, state)
+    _local_files.write_state(tmp_path, state)
     assert local.current(tmp_path) is None  # the pid is another process now
     (tmp_path / local.STATE_FILE).write_text("{not json")
     assert local.current(tmp_path) is None
@@ -110,7 +110,7 @@ def _session_with_children() -> subprocess.Popen[bytes]:
     script = "sleep 60 & (trap '' TERM; sleep 60) & wait"
     proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
     deadline = time.monotonic() + 10
-    while len(local._session_members(proc.pid)) < 3:
+    while len(_local_head.session_members(proc.pid)) < 3:
         assert time.monotonic() < deadline, "the session's children did not start"
         time.sleep(0.02)  # polling interval of a deadline-bound wait
     return proc
@@ -120,13 +120,13 @@ def test_stop_head_ends_its_whole_session_only(tmp_path: Path) -> None:
     bystander = _session_with_children()
     proc = _session_with_children()
     try:
-        local._heads[proc.pid] = proc
+        _local_head.heads[proc.pid] = proc
         t0 = time.monotonic()
-        local._stop_head(_state(tmp_path, proc.pid), time.monotonic() + 1.0)
-        assert local._session_members(proc.pid) == []
+        _local_head.stop_head(_state(tmp_path, proc.pid), time.monotonic() + 1.0)
+        assert _local_head.session_members(proc.pid) == []
         assert time.monotonic() - t0 < 10
-        assert proc.pid not in local._heads  # its exit status was collected
-        assert len(local._session_members(bystander.pid)) == 3  # another session: untouched
+        assert proc.pid not in _local_head.heads  # its exit status was collected
+        assert len(_local_head.session_members(bystander.pid)) == 3  # another session: untouched
     finally:
         os.killpg(bystander.pid, signal.SIGKILL)
         bystander.wait()
@@ -137,8 +137,8 @@ def test_stop_head_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
     try:
         state = _state(tmp_path, other.pid)
         state["head_owner"] = str(state["head_owner"]).rsplit(":", 1)[0] + ":1"  # not it
-        local._stop_head(state, time.monotonic() + 1.0)
-        assert len(local._session_members(other.pid)) == 3
+        _local_head.stop_head(state, time.monotonic() + 1.0)
+        assert len(_local_head.session_members(other.pid)) == 3
     finally:
         os.killpg(other.pid, signal.SIGKILL)
         other.wait()
@@ -166,8 +166,8 @@ def test_cli_defaults_to_the_local_cluster(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_state_file_is_json(tmp_path: Path) -> None:
-    local._write_state(tmp_path, {"a": 1})
+    _local_files.write_state(tmp_path, {"a": 1})
     assert json.loads((tmp_path / local.STATE_FILE).read_text()) == {"a": 1}
-    local._remove_state(tmp_path)
-    local._remove_state(tmp_path)  # twice is fine
+    _local_files.remove_state(tmp_path)
+    _local_files.remove_state(tmp_path)  # twice is fine
     assert not (tmp_path / local.STATE_FILE).exists()
