@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ._terminal import echo
+from .config import ENV_API_KEY, ENV_API_URL
 
 __all__ = ["register"]
 
@@ -23,16 +24,16 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 _url = click.option(
     "--url",
-    envvar="ORCHESTRATOR_API_URL",
+    envvar=ENV_API_URL,
     default=None,
-    help="The API (env ORCHESTRATOR_API_URL) [default: the local cluster of `orchestrator up`, "
+    help=f"The API (env {ENV_API_URL}) [default: the local cluster of `orchestrator up`, "
     f"else {DEFAULT_URL}].",
 )
 _key = click.option(
     "--api-key",
-    envvar="ORCHESTRATOR_API_KEY",
+    envvar=ENV_API_KEY,
     default=None,
-    help="Your API key (env ORCHESTRATOR_API_KEY) [default: the local cluster's key, for its URL].",
+    help=f"Your API key (env {ENV_API_KEY}) [default: the local cluster's key, for its URL].",
 )
 
 
@@ -48,7 +49,7 @@ def _resolve(url: str | None, api_key: str | None) -> tuple[str, str]:
     if api_key is None:
         if cluster is None or url.rstrip("/") != cluster.api_url:
             raise click.UsageError(
-                "no API key: pass --api-key or set ORCHESTRATOR_API_KEY "
+                f"no API key: pass --api-key or set {ENV_API_KEY} "
                 "(or start a local cluster with `orchestrator up`)"
             )
         api_key = cluster.api_key

@@ -91,8 +91,9 @@ def _run(address: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     import os
 
     from . import local
+    from .config import ray_env
 
-    if address is None and "RAY_ADDRESS" not in os.environ:
+    if address is None and ray_env().address is None:
         cluster = local.current()
         if cluster is None:
             raise ConfigError(

@@ -123,6 +123,7 @@ def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: st
     import os
 
     from . import local
+    from .config import ray_env
     from .domain import AgentSpec, BrainConfig, TaskSpec
     from .workflow import Workflow, load_workflow
 
@@ -140,7 +141,7 @@ def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: st
 
         make_brain(wf.agent.brain)  # fail here, not in an actor, when no model is configured
 
-    cluster = local.current() if address is None and "RAY_ADDRESS" not in os.environ else None
+    cluster = local.current() if address is None and ray_env().address is None else None
     if cluster is not None:
         click.echo(f"running on the local cluster at {cluster.ray_address}", err=True)
         address = cluster.ray_address

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -35,6 +34,7 @@ from typing import Any
 
 from fastapi import Request
 
+from orchestrator.config import ApiSettings, api_settings, env_name
 from orchestrator.errors import ConfigError, RecordError
 
 __all__ = [
@@ -56,8 +56,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENV_KEYS = "ORCHESTRATOR_API_KEYS"
-ENV_KEYS_FILE = "ORCHESTRATOR_API_KEYS_FILE"
+ENV_KEYS = env_name(ApiSettings, "keys")
+ENV_KEYS_FILE = env_name(ApiSettings, "keys_file")
 
 _TENANT = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -141,10 +141,11 @@ class KeyStore:
         """Keys from ``ORCHESTRATOR_API_KEYS`` plus the file ``keys_file`` (default
         ``ORCHESTRATOR_API_KEYS_FILE``)."""
         store = cls()
-        inline = os.environ.get(ENV_KEYS, "")
+        env = api_settings()
+        inline = env.keys.get_secret_value() if env.keys else ""
         if inline.strip():
             store._merge(cls.parse(inline, separators=",", where=ENV_KEYS))
-        path = keys_file or os.environ.get(ENV_KEYS_FILE)
+        path = keys_file or (str(env.keys_file) if env.keys_file else None)
         if path:
             try:
                 text = Path(path).read_text(encoding="utf-8")

@@ -9,13 +9,12 @@ counted here (streams are long-lived and have their own cap, ``ORCHESTRATOR_API_
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator.errors import ConfigError
+from orchestrator.config import ApiSettings, api_settings, env_name
 
 from ._errors import RETRY_AFTER_S, error_body
 
@@ -35,27 +34,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENV_MAX_CONCURRENT = "ORCHESTRATOR_API_MAX_CONCURRENT"
-ENV_MAX_STREAMS = "ORCHESTRATOR_API_MAX_STREAMS"
-DEFAULT_MAX_CONCURRENT = 64
-DEFAULT_MAX_STREAMS = 256
+ENV_MAX_CONCURRENT = env_name(ApiSettings, "max_concurrent")
+ENV_MAX_STREAMS = env_name(ApiSettings, "max_streams")
+DEFAULT_MAX_CONCURRENT: int = ApiSettings.model_fields["max_concurrent"].default
+DEFAULT_MAX_STREAMS: int = ApiSettings.model_fields["max_streams"].default
+_FIELDS = {ENV_MAX_CONCURRENT: "max_concurrent", ENV_MAX_STREAMS: "max_streams"}
 
 STREAM_PATH = re.compile(r"/v1/tasks/[^/]+/events/stream")
 _EXEMPT = frozenset({"/healthz"})
 
 
 def env_limit(name: str, default: int) -> int:
-    """A positive integer from the environment (``ConfigError`` when it is not one)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive integer, not {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value}")
-    return value
+    """The cap ``name`` (``ENV_MAX_CONCURRENT`` or ``ENV_MAX_STREAMS``) as the environment sets
+    it (``orchestrator.config.ApiSettings``), else ``default``; ``ConfigError`` naming the
+    variable when it is not a positive integer."""
+    field = _FIELDS[name]
+    found = api_settings()
+    return int(getattr(found, field)) if field in found.model_fields_set else default
 
 
 def overloaded(message: str) -> JSONResponse:

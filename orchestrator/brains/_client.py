@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -23,7 +22,7 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
-from ..config import OPENAI_URL, check_model_url
+from ..config import OPENAI_URL, ModelEnv, check_model_url, env_name, model_env
 from ..domain import BrainConfig, TokenUsage
 from ..errors import BrainError, ConfigError
 
@@ -31,9 +30,9 @@ __all__ = ["ModelClient"]
 
 log = logging.getLogger(__name__)
 
-ENV_API_KEY = "OPENAI_API_KEY"
-ENV_BASE_URL = "OPENAI_BASE_URL"
-ENV_MODEL = "ORCHESTRATOR_MODEL"
+ENV_API_KEY = env_name(ModelEnv, "openai_api_key")
+ENV_BASE_URL = env_name(ModelEnv, "openai_base_url")
+ENV_MODEL = env_name(ModelEnv, "model")
 
 _LOCAL_KEY = "unused"
 """Sent to servers that need no key (vLLM, Ollama on a base URL), since the client wants one."""
@@ -43,19 +42,20 @@ def _same_url(a: str, b: str) -> bool:
     return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
 
 
-def _endpoint(config: BrainConfig) -> tuple[str | None, str | None]:
+def _endpoint(config: BrainConfig, env: ModelEnv) -> tuple[str | None, str | None]:
     """The base URL and key of a brain's model API.
 
     The environment's key (``OPENAI_API_KEY``) is the operator's: it goes only to the
     environment's endpoint (``OPENAI_BASE_URL``, else OpenAI's). A brain that names another
     ``base_url`` (any tenant can) gets its own ``api_key`` or none: never the operator's.
     """
-    env_url = os.environ.get(ENV_BASE_URL) or None
+    env_url = env.openai_base_url
     own_key = config.api_key.get_secret_value() if config.api_key else None
     if config.base_url and not _same_url(config.base_url, env_url or OPENAI_URL):
         check_model_url(config.base_url)
         return config.base_url, own_key
-    return config.base_url or env_url, own_key or os.environ.get(ENV_API_KEY) or None
+    env_key = env.openai_api_key.get_secret_value() if env.openai_api_key else None
+    return config.base_url or env_url, own_key or env_key or None
 
 
 def _is_completion(reply: Any) -> bool:
@@ -83,7 +83,8 @@ class ModelClient:
         client: openai.AsyncOpenAI | None = None,
         on_usage: Callable[[TokenUsage], None] | None = None,
     ) -> None:
-        model = config.model or os.environ.get(ENV_MODEL)
+        env = model_env()
+        model = config.model or env.model
         if not model:
             raise ConfigError(f"no model named: set the brain's `model` or {ENV_MODEL}")
         self.model: str = model
@@ -92,7 +93,7 @@ class ModelClient:
         self._on_usage = on_usage
         self._owns_client = client is None
         if client is None:
-            base_url, key = _endpoint(config)
+            base_url, key = _endpoint(config, env)
             if key is None and base_url is None:
                 raise ConfigError(
                     f"no API key for the OpenAI API: set the brain's `api_key` or {ENV_API_KEY}, "
