@@ -16,24 +16,24 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from .. import actions as a
 from ..config import settings
-from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError
+from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError, UntrustedPathError
 from ..image import default_image
 from . import _container, _hostfs
 from ._admission import start_slot
 from ._display import allocate_display, point_display, release_display
 from ._limits import check_desktop
-from ._liveview import LiveViewProxy
+from ._liveview import LiveView, LiveViewProxy
 from ._owner import process_owner
 from ._reaper import reap_in_background
-from ._screen import Frame, Scaling, encode
+from ._screen import Frame, ImageFormat, Scaling, Screenshot, encode
 from ._spec import DesktopSpec
-from ._ssh import ShellSession, generate_client_key
+from ._ssh import ShellSession
+from ._ssh_connection import generate_client_key
 from ._x11 import X11Session
 
 __all__ = ["Desktop", "LiveView", "Screenshot"]
@@ -42,37 +42,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ImageFormat = Literal["png", "jpeg"]
-
-
-@dataclass(frozen=True)
-class Screenshot:
-    """An encoded screenshot and the geometry it was taken at."""
-
-    data: bytes
-    """The encoded image."""
-    format: ImageFormat
-    """``png`` or ``jpeg``."""
-    width: int
-    """Width of the image (the scaled size when a scaling was asked for)."""
-    height: int
-    """Height of the image."""
-    scaling: Scaling | None
-    """Maps the image's coordinates back to the screen's, when the image was scaled."""
-
-    @property
-    def media_type(self) -> str:
-        return f"image/{self.format}"
-
-
-@dataclass(frozen=True)
-class LiveView:
-    """Where a person can watch (and steer) the desktop in a browser: loopback only."""
-
-    url: str
-    """The noVNC page, with the desktop's VNC password in it: treat it as a secret."""
-    password: str
-    """The desktop's random VNC password."""
+_SHELL_FAILURES = (ShellError, UntrustedPathError, OSError)
+"""What a command or transfer raises when the container is gone: a lost connection, or a
+reconnect that finds no container owning the socket (then ``DesktopGoneError`` instead)."""
 
 
 class Desktop:
@@ -344,8 +316,27 @@ class Desktop:
         if isinstance(action, a.Wait):
             await asyncio.sleep(action.duration_s)  # waiting is the action itself
             return a.ActionResult(ok=True, duration_ms=action.duration_s * 1000)
+        if isinstance(action, a.HoldKey):
+            return await self._hold_key(action)
         result: a.ActionResult = await self._on_x(X11Session.perform, action, scaling)
         return result
+
+    async def _hold_key(self, action: a.HoldKey) -> a.ActionResult:
+        """Press, hold, release: the hold is awaited off the X thread, so screenshots and
+        the live view go on meanwhile; the keys are released whatever happens."""
+        t0 = time.monotonic()
+        pressed: tuple[a.ActionResult, tuple[int, ...]] = await self._on_x(
+            X11Session.press, action.key
+        )
+        result, keycodes = pressed
+        try:
+            if result.ok:
+                await asyncio.sleep(action.duration_s)  # holding the key is the action
+        finally:
+            if keycodes:
+                released: a.ActionResult = await self._on_x(X11Session.release, keycodes)
+                result = released if result.ok else result
+        return result.model_copy(update={"duration_ms": (time.monotonic() - t0) * 1000})
 
     async def wait_until_settled(
         self, *, quiet_s: float = 0.15, timeout_s: float = 3.0, poll_s: float = 0.03
@@ -387,7 +378,7 @@ class Desktop:
             return await self._shell_session().run(
                 cmd, timeout=timeout, cwd=cwd, env=env, user=user
             )
-        except ShellError as e:
+        except _SHELL_FAILURES as e:
             await self._raise_if_gone(e)
             raise
 
@@ -395,7 +386,11 @@ class Desktop:
         self, local: Path | str, remote: str, *, user: Literal["agent", "root"] = "agent"
     ) -> None:
         """Copy a local file or directory onto the desktop (owned by ``user``)."""
-        await self._shell_session().upload(Path(local), remote, user=user)
+        try:
+            await self._shell_session().upload(Path(local), remote, user=user)
+        except _SHELL_FAILURES as e:
+            await self._raise_if_gone(e)
+            raise
 
     async def download(
         self,
@@ -407,7 +402,13 @@ class Desktop:
     ) -> None:
         """Copy a file or directory from the desktop to ``local`` (read as ``user``); with
         ``max_bytes``, ``OSError`` (EFBIG) as soon as more would come, nothing written."""
-        await self._shell_session().download(remote, Path(local), user=user, max_bytes=max_bytes)
+        try:
+            await self._shell_session().download(
+                remote, Path(local), user=user, max_bytes=max_bytes
+            )
+        except _SHELL_FAILURES as e:
+            await self._raise_if_gone(e)
+            raise
 
     # ------------------------------------------------------------------ live view
 

@@ -30,9 +30,10 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-__all__ = ["LOOPBACK", "LiveViewProxy"]
+__all__ = ["LOOPBACK", "LiveView", "LiveViewProxy"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,16 @@ _FORBIDDEN = (
 
 UpstreamOpener = Callable[[], socket.socket]
 """Opens a connected socket to the noVNC server (blocking; run on a thread)."""
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """Where a person can watch (and steer) the desktop in a browser: loopback only."""
+
+    url: str
+    """The noVNC page, with the desktop's VNC password in it: treat it as a secret."""
+    password: str
+    """The desktop's random VNC password."""
 
 
 class LiveViewProxy:

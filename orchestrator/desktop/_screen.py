@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-__all__ = ["Frame", "ImageFormat", "Scaling", "encode"]
+__all__ = ["Frame", "ImageFormat", "Scaling", "Screenshot", "encode"]
 
 ImageFormat = Literal["png", "jpeg"]
 
@@ -150,6 +150,26 @@ class Scaling:
                     return cls(screen_width, screen_height, w, h)
                 break  # the demo stops at the first aspect match
         return cls.identity(screen_width, screen_height)
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """An encoded screenshot and the geometry it was taken at."""
+
+    data: bytes
+    """The encoded image."""
+    format: ImageFormat
+    """``png`` or ``jpeg``."""
+    width: int
+    """Width of the image (the scaled size when a scaling was asked for)."""
+    height: int
+    """Height of the image."""
+    scaling: Scaling | None
+    """Maps the image's coordinates back to the screen's, when the image was scaled."""
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.format}"
 
 
 def encode(

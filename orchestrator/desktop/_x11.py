@@ -5,7 +5,11 @@ thread. Each action is a burst of XTest requests ended by one round trip, so the
 has processed the whole action when ``perform`` returns (about 0.2-0.5 ms over a unix
 socket). Screenshots use MIT-SHM through a file descriptor passed over the X socket, which
 works across a container boundary (no shared IPC namespace needed); mss falls back to
-``GetImage`` on its own when the server refuses shared memory.
+``GetImage`` on its own when the server refuses shared memory. The keyboard (keymap,
+keycodes lent to missing characters, typing) is ``_xkeyboard.Keyboard``.
+
+A key hold is split for the ``Desktop``: ``press`` and ``release`` are two short calls, and
+the time in between is awaited off the X thread, so screenshots go on while a key is down.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -31,8 +34,9 @@ from Xlib.ext import xtest
 
 from .. import actions as a
 from ..errors import DisplayError
-from ._keys import KeycodePool, UnknownKeyError, parse_combo, parse_keys, text_keysyms
+from ._keys import UnknownKeyError, parse_combo, parse_keys
 from ._screen import Frame, Scaling
+from ._xkeyboard import Keyboard, Refused
 
 __all__ = ["X11Session"]
 
@@ -40,22 +44,6 @@ log = logging.getLogger(__name__)
 
 _BUTTONS: dict[str, int] = {"left": 1, "middle": 2, "right": 3, "back": 8, "forward": 9}
 _WHEEL_UP, _WHEEL_DOWN, _WHEEL_LEFT, _WHEEL_RIGHT = 4, 5, 6, 7
-
-REMAP_GUARD_S = 0.05
-"""A spare keycode is remapped to another character only this long after the last press of
-its previous character, at the least."""
-REMAP_QUIET_S = 0.08
-"""... and once the screen has changed since those presses and then stayed still this long:
-the application has read them (it drew them) before it can see the new mapping."""
-REMAP_MAX_WAIT_S = 1.5
-"""The longest wait for that (an application that draws nothing, or never stops drawing).
-
-Remapping only happens when one text needs more distinct characters missing from the keymap
-than there are spare keycodes (about 19 on a stock Xvfb keymap), so most typing never waits.
-It guards against the race where an application reads a key press after its keycode was
-remapped again (libX11 fetches a changed keymap lazily, when it next looks a key up)."""
-
-Snapshot = Callable[[], bytes | bytearray]
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     Xlib.error.ConnectionClosedError,
@@ -88,10 +76,6 @@ def _open_display(name: str) -> Xlib.display.Display:
     return display
 
 
-class _Refused(Exception):
-    """The action cannot be done as asked; the message is for the model."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Space:
     """The caller's coordinate space: the screen, or a scaled screenshot of it."""
@@ -103,268 +87,11 @@ class _Space:
     def to_screen(self, x: int, y: int, where: str = "") -> tuple[int, int]:
         for name, value, limit in (("x", x, self.width), ("y", y, self.height)):
             if not 0 <= value < limit:
-                raise _Refused(f"{where}{name}={value} is outside the screen (0..{limit - 1})")
+                raise Refused(f"{where}{name}={value} is outside the screen (0..{limit - 1})")
         return self.scaling.to_screen(x, y) if self.scaling else (x, y)
 
     def to_caller(self, x: int, y: int) -> tuple[int, int]:
         return self.scaling.to_model(x, y) if self.scaling else (x, y)
-
-
-class _Keyboard:
-    """The keymap as XTest needs it: keysym -> keycode, plus spare keycodes for the rest."""
-
-    def __init__(self, display: Xlib.display.Display, snapshot: Snapshot) -> None:
-        self._d = display
-        self._snapshot = snapshot
-        info = display.display.info
-        self._first, self._last = int(info.min_keycode), int(info.max_keycode)
-        self._pool = KeycodePool(())
-        self._lookup: dict[int, tuple[int, int]] = {}  # keysym -> (keycode, level 0|1)
-        self._modifiers: set[int] = set()
-        self._shift: int | None = None
-        self._lock: int | None = None
-        self._expected: deque[tuple[int, int]] = deque(maxlen=256)  # our own MappingNotify
-        self._last_lent_press = 0.0
-        self._load()
-
-    # ------------------------------------------------------------------ keymap view
-
-    def _load(self) -> None:
-        rows = [
-            tuple(r)
-            for r in self._d.get_keyboard_mapping(self._first, self._last - self._first + 1)
-        ]
-        mods = self._d.get_modifier_mapping()
-        self._modifiers = {int(kc) for row in mods for kc in row if kc}
-        self._shift = next((int(kc) for kc in mods[X.ShiftMapIndex] if kc), None)
-        self._lock = next((int(kc) for kc in mods[X.LockMapIndex] if kc), None)
-
-        def row(kc: int) -> tuple[int, ...]:
-            return rows[kc - self._first]
-
-        empty = {self._first + i for i, r in enumerate(rows) if not any(r)}
-        lent = self._pool.lent()
-        stale = [kc for ks, kc in lent.items() if row(kc)[:2] != (ks, ks)]
-        taken = [kc for kc in self._pool.keycodes - set(lent.values()) if kc not in empty]
-        self._pool.forget([*stale, *taken])
-        self._pool.add_free(empty)
-
-        pool_codes = self._pool.keycodes
-        levels = (0, 1) if self._shift is not None else (0,)
-        lookup: dict[int, tuple[int, int]] = {}
-        for kc in range(self._first, self._last + 1):
-            if kc in pool_codes:
-                continue
-            r = row(kc)
-            for level in levels:
-                if level < len(r) and r[level] and r[level] not in lookup:
-                    lookup[r[level]] = (kc, level)
-        self._lookup = lookup
-
-    def refresh(self) -> None:
-        """Catch up with keymap changes made by other clients (MappingNotify)."""
-        stale = False
-        while self._d.pending_events():
-            ev = self._d.next_event()
-            if ev.type != X.MappingNotify:
-                continue
-            key = (int(ev.first_keycode), int(ev.count))
-            if ev.request == X.MappingKeyboard and key in self._expected:
-                self._expected.remove(key)
-            else:
-                stale = True
-        if stale:
-            self._load()
-
-    @property
-    def spare_keycodes(self) -> int:
-        """How many keycodes can be lent to characters missing from the keymap."""
-        return self._pool.capacity
-
-    # ------------------------------------------------------------------ keysyms -> keycodes
-
-    def _map_missing(
-        self, keysyms: Sequence[int], start: int, reference: bytes | bytearray | None = None
-    ) -> int:
-        """Lend keycodes to the missing keysyms of the longest run from ``start`` the pool
-        holds; return the end of that run. ``reference`` is the screen before the keys that
-        may be evicted were typed."""
-        missing: list[int] = []
-        lent_used: set[int] = set()
-        end = start
-        capacity = self._pool.capacity
-        while end < len(keysyms):
-            ks = keysyms[end]
-            if ks not in self._lookup:
-                if ks in self._pool:
-                    lent_used.add(ks)
-                elif ks not in missing:
-                    if len(missing) + len(lent_used) >= capacity:
-                        break
-                    missing.append(ks)
-            end += 1
-        if end == start:
-            raise _Refused(
-                f"cannot press keysym {keysyms[start]:#x}: it is not in the keymap and the "
-                "keymap has no spare keycode to map it to"
-            )
-        if missing:
-            loans = self._pool.assign(missing, time.monotonic(), keep=lent_used)
-            last_uses = [t for _, _, t in loans if t is not None]
-            if last_uses:
-                self._d.sync()  # the presses of the evicted characters reached the server
-                self._wait_until_read(max(last_uses), reference)
-            self._remap(sorted((kc, ks) for kc, ks, _ in loans))
-        return end
-
-    def _wait_until_read(self, last_use: float, reference: bytes | bytearray | None) -> None:
-        """Wait until the application has most likely read presses made up to ``last_use``:
-        the screen changed since ``reference`` (when given) and then stayed still."""
-        start = time.monotonic()
-        earliest, latest = last_use + REMAP_GUARD_S, start + REMAP_MAX_WAIT_S
-        previous = self._snapshot()
-        changed = reference is None or previous != reference
-        still_since = start
-        while True:
-            now = time.monotonic()
-            if now >= latest:
-                log.debug("remapping after %.2f s without the screen settling", now - start)
-                return
-            if changed and now >= earliest and now - still_since >= REMAP_QUIET_S:
-                return
-            time.sleep(0.01)
-            current = self._snapshot()
-            if current != previous:
-                previous, still_since = current, time.monotonic()
-                changed = changed or current != reference
-
-    def _remap(self, pairs: list[tuple[int, int]]) -> None:
-        """Map each keycode to its keysym at both shift levels, in one request.
-
-        Every ChangeKeyboardMapping makes each client reload its keymap (openbox spends about
-        50 ms of CPU on it), so the request covers the whole range from the first keycode to
-        the last and re-sends the keycodes in between as they are, read under a server grab
-        so that no other client's change can slip in between and be undone.
-        """
-        if not pairs:
-            return
-        wanted = dict(pairs)
-        first, last = min(wanted), max(wanted)
-        count = last - first + 1
-        self._d.grab_server()
-        try:
-            current = [tuple(r) for r in self._d.get_keyboard_mapping(first, count)]
-            width = max(2, *(len(r) for r in current))
-            rows: list[tuple[int, ...]] = []
-            for kc, row in enumerate(current, start=first):
-                row = (wanted[kc], wanted[kc]) if kc in wanted else row
-                rows.append(row + (X.NoSymbol,) * (width - len(row)))
-            self._d.change_keyboard_mapping(first, rows)
-        finally:
-            self._d.ungrab_server()
-            self._d.flush()  # release the grab now: screenshots use another connection
-        self._expected.append((first, count))
-
-    def _code(self, keysym: int) -> tuple[int, bool]:
-        """(keycode, needs shift) of a keysym already in the keymap or lent a keycode."""
-        hit = self._lookup.get(keysym)
-        if hit is not None:
-            kc, level = hit
-            return kc, level == 1 and kc not in self._modifiers
-        now = time.monotonic()
-        lent = self._pool.keycode(keysym, now)
-        if lent is None:  # pragma: no cover - _map_missing runs first
-            raise RuntimeError(f"keysym {keysym:#x} has no keycode")
-        self._last_lent_press = now
-        return lent, False
-
-    def chord_codes(self, keysyms: Sequence[int]) -> list[int]:
-        """The keycodes to press, in order, for a chord (shift added where a key needs it)."""
-        self.refresh()
-        if keysyms and self._map_missing(keysyms, 0) < len(keysyms):
-            raise _Refused("too many keys of this chord are missing from the keymap")
-        codes: list[int] = []
-        for ks in keysyms:
-            kc, shift = self._code(ks)
-            if shift and self._shift is not None and self._shift not in codes:
-                codes.append(self._shift)
-            if kc not in codes:
-                codes.append(kc)
-        return codes
-
-    # ------------------------------------------------------------------ input
-
-    def _fake(self, event_type: int, keycode: int) -> None:
-        xtest.fake_input(self._d, event_type, keycode)
-
-    @contextmanager
-    def held(self, keysyms: Sequence[int]) -> Iterator[None]:
-        """Hold a chord down for the body; released in reverse order whatever happens."""
-        codes = self.chord_codes(keysyms)
-        pressed: list[int] = []
-        try:
-            for kc in codes:
-                self._fake(X.KeyPress, kc)
-                pressed.append(kc)
-            yield
-        finally:
-            for kc in reversed(pressed):
-                self._fake(X.KeyRelease, kc)
-
-    def type_text(self, text: str) -> None:
-        """Type text as keystrokes, with held modifiers and caps lock out of the way."""
-        try:
-            keysyms = text_keysyms(text)
-        except ValueError as e:
-            raise _Refused(str(e)) from e
-        if not keysyms:
-            return
-        self.refresh()
-        down = self._d.query_keymap()
-        held = [kc for kc in sorted(self._modifiers) if down[kc // 8] >> (kc % 8) & 1]
-        caps = bool(self._d.screen().root.query_pointer().mask & X.LockMask)
-        for kc in held:
-            self._fake(X.KeyRelease, kc)
-        if caps and self._lock is not None:
-            self._tap(self._lock)
-        try:
-            distinct_missing = {ks for ks in keysyms if ks not in self._lookup}
-            will_remap = len(distinct_missing - set(self._pool.lent())) > self._pool.free
-            before: bytes | bytearray | None = None  # the screen before the previous run
-            i = 0
-            while i < len(keysyms):
-                end = self._map_missing(keysyms, i, before)
-                if will_remap:
-                    before = self._snapshot()
-                for ks in keysyms[i:end]:
-                    kc, shift = self._code(ks)
-                    if shift and self._shift is not None:
-                        self._fake(X.KeyPress, self._shift)
-                        self._tap(kc)
-                        self._fake(X.KeyRelease, self._shift)
-                    else:
-                        self._tap(kc)
-                i = end
-        finally:
-            if caps and self._lock is not None:
-                self._tap(self._lock)
-            for kc in held:
-                self._fake(X.KeyPress, kc)
-
-    def _tap(self, keycode: int) -> None:
-        self._fake(X.KeyPress, keycode)
-        self._fake(X.KeyRelease, keycode)
-
-    def restore(self) -> None:
-        """Unmap the keycodes lent to characters (on close), once their last press is
-        ``REMAP_GUARD_S`` old."""
-        pairs = sorted((kc, 0) for kc in self._pool.lent().values())
-        if pairs:
-            self._d.sync()
-            pause = self._last_lent_press + REMAP_GUARD_S - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            self._remap(pairs)
 
 
 class X11Session:
@@ -404,7 +131,7 @@ class X11Session:
             self._size = (int(screen.width_in_pixels), int(screen.height_in_pixels))
             self._monitor = {"left": 0, "top": 0, "width": self._size[0], "height": self._size[1]}
             self._mss = mss.MSS(display=display)
-            self._keyboard = _Keyboard(self._d, self._snapshot)
+            self._keyboard = Keyboard(self._d, self._snapshot)
         except BaseException as e:
             self.close()
             if isinstance(e, _CONNECTION_ERRORS):
@@ -490,16 +217,36 @@ class X11Session:
         """Carry out one GUI action; coordinates are in ``scaling``'s space when given.
 
         Tool failures (a point off the screen, an unknown key) come back as a failed result;
-        a lost X connection raises ``DisplayError``.
+        a lost X connection raises ``DisplayError``. A ``HoldKey`` holds this thread for its
+        duration (the ``Desktop`` uses ``press`` and ``release`` instead).
         """
+        return self._attempt(lambda space: self._do(action, space), scaling)
+
+    def press(self, key: str) -> tuple[a.ActionResult, tuple[int, ...]]:
+        """Press ``key`` (a key or a ``+``-joined combo) and leave it down: the start of a
+        hold. Returns the result and the keycodes now down, for ``release`` (none when
+        nothing was pressed)."""
+        down: list[int] = []
+        result = self._attempt(lambda _: down.extend(self._keyboard.press(parse_combo(key))))
+        return result, tuple(down)
+
+    def release(self, keycodes: Sequence[int]) -> a.ActionResult:
+        """Release keycodes that ``press`` left down, in reverse order: the end of a hold."""
+        return self._attempt(lambda _: self._keyboard.release(keycodes))
+
+    def _attempt(
+        self, act: Callable[[_Space], object], scaling: Scaling | None = None
+    ) -> a.ActionResult:
+        """Run ``act`` as one action: a tool failure is a failed result, a lost connection a
+        ``DisplayError``; the result holds the cursor after the server processed it all."""
         self._check_open()
         t0 = time.perf_counter()
         try:
             space = self._space(scaling)
             self._errors.clear()
-            self._do(action, space)
+            act(space)
             x, y = self.cursor()  # a round trip: the server has processed the whole action
-        except (_Refused, UnknownKeyError) as e:
+        except (Refused, UnknownKeyError) as e:
             return a.ActionResult(ok=False, error=str(e), duration_ms=_ms_since(t0))
         except _CONNECTION_ERRORS as e:
             raise DisplayError(f"lost the X connection to {self.display_name}: {e}") from e
@@ -517,7 +264,7 @@ class X11Session:
         if scaling is None:
             return _Space(None, w, h)
         if (scaling.screen_width, scaling.screen_height) != self._size:
-            raise _Refused(
+            raise Refused(
                 f"the scaling is for a {scaling.screen_width}x{scaling.screen_height} screen "
                 f"but the screen is {w}x{h}; take a new screenshot"
             )
@@ -572,7 +319,7 @@ class X11Session:
             case a.KeyPress():
                 with self._keys_held(action.keys):
                     pass
-            case a.HoldKey():
+            case a.HoldKey():  # the Desktop holds with press and release, off this thread
                 with self._keyboard.held(parse_combo(action.key)):
                     self._d.sync()
                     time.sleep(action.duration_s)  # holding the key is the action
@@ -581,9 +328,9 @@ class X11Session:
             case a.TakeScreenshot() | a.CursorPosition():
                 pass
             case a.Shell():
-                raise _Refused("shell commands are run by the desktop over SSH, not by the X layer")
+                raise Refused("shell commands are run by the desktop over SSH, not by the X layer")
             case _:  # pragma: no cover - the Action union is exhaustive
-                raise _Refused(f"unsupported action {getattr(action, 'type', action)!r}")
+                raise Refused(f"unsupported action {getattr(action, 'type', action)!r}")
 
     @contextmanager
     def _keys_held(self, keys: Sequence[str]) -> Iterator[None]:
@@ -598,7 +345,7 @@ class X11Session:
         if x is None and y is None:
             return None
         if x is None or y is None:
-            raise _Refused("give both x and y, or neither to act at the current position")
+            raise Refused("give both x and y, or neither to act at the current position")
         return space.to_screen(x, y)
 
     def _move(self, x: int, y: int) -> None:

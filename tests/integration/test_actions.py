@@ -12,7 +12,9 @@ socket (``desk.display``) like any other X client of the desktop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -534,6 +536,27 @@ async def test_hold_key_holds_for_the_duration(desktop: Desktop, recorder: Recor
     assert (press["type"], release["type"]) == ("key_press", "key_release")
     assert press["keysym"] == release["keysym"] == 0xFFE1
     assert release["time"] - press["time"] >= 290  # X server milliseconds
+
+
+async def test_screenshots_go_on_while_a_key_is_held(desktop: Desktop, recorder: Recorder) -> None:
+    """A hold is awaited off the one X thread: a screenshot taken while the key is down comes
+    back long before the hold ends, and a cancelled hold still releases its key."""
+    hold = asyncio.create_task(desktop.act(a.HoldKey(key="shift", duration_s=30)))
+    try:
+        async with asyncio.timeout(10):
+            (press,) = await recorder.wait_for(1, "key_press")
+            assert press["keysym"] == 0xFFE1 and not recorder.of("key_release")
+        async with asyncio.timeout(3):  # the X thread held for the hold: 30 s
+            shot = await desktop.screenshot()
+            frame = await desktop.grab()
+        assert (shot.width, shot.height) == (frame.width, frame.height) == (W, H)
+        assert not hold.done() and not recorder.of("key_release")  # still held
+    finally:
+        hold.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hold
+    (release,) = await recorder.wait_for(1, "key_release")
+    assert release["keysym"] == 0xFFE1
 
 
 async def test_unknown_keys_fail_without_pressing_anything(

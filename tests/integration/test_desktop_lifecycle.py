@@ -122,6 +122,30 @@ async def test_killed_desktop_is_noticed(desktop_image: str) -> None:
         await d.stop()
 
 
+async def test_commands_and_transfers_on_a_removed_desktop_raise_desktop_gone(
+    desktop_image: str, tmp_path: Path
+) -> None:
+    d = await Desktop.start(DesktopSpec(image=desktop_image))
+    try:
+        assert d.container_id is not None
+        local = tmp_path / "note.txt"
+        local.write_text("kept\n")
+        await d.upload(local, "note.txt")
+        await d.download("note.txt", tmp_path / "back.txt")
+        assert (tmp_path / "back.txt").read_text() == "kept\n"
+        await asyncio.to_thread(client().containers.get(d.container_id).remove, force=True)
+        async with asyncio.timeout(30):  # a reconnect is given up after a few seconds
+            with pytest.raises(DesktopGoneError):
+                await d.upload(local, "again.txt")
+            with pytest.raises(DesktopGoneError):
+                await d.download("note.txt", tmp_path / "again.txt")
+            with pytest.raises(DesktopGoneError):
+                await d.run("true", timeout=5)
+        assert not (tmp_path / "again.txt").exists()
+    finally:
+        await d.stop()
+
+
 async def test_stop_removes_container_socket_dir_and_display_link(desktop_image: str) -> None:
     d = await Desktop.start(DesktopSpec(image=desktop_image))
     cid, sockdir, n = d.container_id, d.sockdir.root, d.display_number

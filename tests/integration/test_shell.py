@@ -23,13 +23,9 @@ import pytest
 from orchestrator import Desktop, DesktopSpec
 from orchestrator import actions as a
 from orchestrator._docker import client
-from orchestrator.desktop._ssh import (
-    KILL_AFTER_S,
-    ShellSession,
-    User,
-    authorized_key_line,
-    generate_client_key,
-)
+from orchestrator.desktop._shell_programs import KILL_AFTER_S, User
+from orchestrator.desktop._ssh import ShellSession
+from orchestrator.desktop._ssh_connection import authorized_key_line, generate_client_key
 from orchestrator.errors import ShellError
 from tests.integration.conftest import eventually
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from orchestrator import Desktop
-from orchestrator.desktop._ssh import KILL_AFTER_S, User
+from orchestrator.desktop._shell_programs import KILL_AFTER_S, User
 from tests.integration.conftest import eventually
 from tests.integration.test_shell import count_processes, kill_processes, processes_gone
 

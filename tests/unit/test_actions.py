@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator import actions as a
-from orchestrator.desktop._ssh import build_command
+from orchestrator.desktop._shell_programs import build_command
 
 
 def _error(data: dict[str, Any]) -> tuple[tuple[Any, ...], str]:

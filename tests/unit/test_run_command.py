@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.desktop._ssh import KILL_AFTER_S, RUN_COMMAND, build_command
+from orchestrator.desktop._shell_programs import KILL_AFTER_S, RUN_COMMAND, build_command
 
 SCRIPT = Path(__file__).resolve().parents[2] / "desktop_image" / "run-command"
 
