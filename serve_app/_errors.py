@@ -7,13 +7,16 @@ Every error answers ``{"error": {"code": "...", "message": "..."}}``:
 403    ``forbidden``           a desktop refused a file read or write (its permissions)
 404    ``not_found``           unknown id, or another tenant's id (never 403)
 409    ``conflict``            the agent cannot do it (duplicate name, busy, gone)
+409    ``agent_gone``          the agent's actor died while it was asked
 413    ``body_too_large``      the body is over ``MAX_BODY_BYTES``
 422    ``invalid_request``     the body or a parameter fails validation (says which)
 429    ``quota_exceeded``      the tenant is at a quota (the limit and the count); no
                                Retry-After: it frees when the tenant fires an agent or a
                                task ends, not after a time the server could name
-429    ``too_many_requests``   over a concurrency limit (with Retry-After)
+429    ``too_many_requests``   over a concurrency limit (``Retry-After: RETRY_AFTER_S``)
 503    ``unavailable``         Ray, the recorder, Docker or a desktop is unavailable
+                               (``Retry-After: RETRY_AFTER_S``; ``no_capacity``:
+                               ``CAPACITY_RETRY_AFTER_S``)
 =====  ======================  ================================================
 """
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.domain import AgentStatus, TaskState
 from tests.integration.test_serve_api import (
     ECHO,
     TENANT_A,
@@ -299,14 +300,11 @@ def test_stats_count_the_tenants_agents_and_tasks(api: Api, desk: dict[str, Any]
         stats = a.get("/v1/stats").json()
         agents = a.get("/v1/agents").json()
         tasks = a.get("/v1/tasks", params={"limit": 1000}).json()
+        # every status and every state is counted, 0 when none is in it
         assert stats["agents"] == {
-            s: sum(x["status"] == s for x in agents)
-            for s in ("starting", "idle", "busy", "stopped", "failed")
+            s.value: sum(x["status"] == s for x in agents) for s in AgentStatus
         }
-        assert stats["tasks"] == {
-            s: sum(t["state"] == s for t in tasks)
-            for s in ("pending", "running", "waiting", *FINAL)
-        }
+        assert stats["tasks"] == {s.value: sum(t["state"] == s for t in tasks) for s in TaskState}
         assert stats["agents"]["idle"] >= 1 and stats["tasks"]["succeeded"] >= 1
         other = b.get("/v1/stats").json()
         assert other["tasks"]["succeeded"] == sum(

@@ -61,7 +61,7 @@ async def _agrees(agents: Any, task_id: str, timeout_s: float = SETTLE_S) -> Tas
 
 async def _stream_ends(agents: Any, task_id: str) -> list[str]:
     """The task's SSE stream, as the API serves it, read to its end."""
-    from serve_app._app import _event_stream
+    from serve_app._stream import _event_stream
 
     chunks: list[str] = []
 
