@@ -113,9 +113,9 @@ def test_the_recorder_collects_at_start_and_gc_spares_pinned_runs(cluster: Clust
         assert store.blob_path(old_blob) is None
         assert store.get_task(pinned.id) is not None
         assert store.get_blob(pinned_blob) == b"a pinned screenshot"
-    from orchestrator import local
+    from orchestrator._local_head import ray_temp_dir
 
-    logs = local._ray_temp_dir(cluster.data_dir.resolve()) / "session_latest" / "logs"  # noqa: SLF001
+    logs = ray_temp_dir(cluster.data_dir.resolve()) / "session_latest" / "logs"
     lines = [
         line
         for f in logs.glob("worker-*")
