@@ -116,7 +116,8 @@ class TaskRunner:
         return self.task
 
     async def pause(self) -> TaskInfo:
-        """Pause the task before its next step (at once when it is between steps)."""
+        """Pause the task: it turns ``paused`` before its next step of its own loop (while
+        it waits on subtasks, before it checks them) and stays so until ``resume``."""
         if self.task.state.done:
             raise AgentError(f"task {self.task.id} has ended ({self.task.state.value})")
         self._pause_asked = True
