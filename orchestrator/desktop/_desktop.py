@@ -323,20 +323,28 @@ class Desktop:
 
     async def _hold_key(self, action: a.HoldKey) -> a.ActionResult:
         """Press, hold, release: the hold is awaited off the X thread, so screenshots and
-        the live view go on meanwhile; the keys are released whatever happens."""
+        the live view go on meanwhile. A cancellation cuts the hold short but neither the
+        press nor the release (shielded): the keys are released whatever happens."""
         t0 = time.monotonic()
-        pressed: tuple[a.ActionResult, tuple[int, ...]] = await self._on_x(
-            X11Session.press, action.key
-        )
-        result, keycodes = pressed
+        press = asyncio.ensure_future(self._on_x(X11Session.press, action.key))
         try:
-            if result.ok:
+            pressed, _ = await asyncio.shield(press)
+            if pressed.ok:
                 await asyncio.sleep(action.duration_s)  # holding the key is the action
         finally:
-            if keycodes:
-                released: a.ActionResult = await self._on_x(X11Session.release, keycodes)
-                result = released if result.ok else result
+            released = await asyncio.shield(asyncio.ensure_future(self._release(press)))
+        result = released if pressed.ok and released is not None else pressed
         return result.model_copy(update={"duration_ms": (time.monotonic() - t0) * 1000})
+
+    async def _release(
+        self, press: asyncio.Future[tuple[a.ActionResult, tuple[int, ...]]]
+    ) -> a.ActionResult | None:
+        """Release the keys ``press`` left down, once it is done (None: nothing was down)."""
+        _, keycodes = await press
+        if not keycodes:
+            return None
+        released: a.ActionResult = await self._on_x(X11Session.release, keycodes)
+        return released
 
     async def wait_until_settled(
         self, *, quiet_s: float = 0.15, timeout_s: float = 3.0, poll_s: float = 0.03
