@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError, RayError
 
 from orchestrator.domain import AgentInfo, AgentStatus, Event, TaskInfo, TaskState
 from orchestrator.errors import RecordError
-from orchestrator.records import SQLiteStore, StoreStats
+from orchestrator.records import MAX_LIMIT, SQLiteStore, StoreStats
 from orchestrator.tenants import ApiKey, Quotas
 
 from ._agent_ref import ours, ray_call
@@ -143,10 +143,22 @@ class RecorderRef:
         return found
 
     async def list_agents(
-        self, tenant: str | None = None, *, parent_id: str | None = None, top_level: bool = False
+        self,
+        tenant: str | None = None,
+        *,
+        parent_id: str | None = None,
+        top_level: bool = False,
+        status: AgentStatus | list[AgentStatus] | None = None,
+        limit: int = MAX_LIMIT,
     ) -> list[AgentInfo]:
+        """Agents, oldest first, filtered by every argument given (see ``RecordStore``)."""
         agents: list[AgentInfo] = await self._call(
-            "list_agents", tenant=tenant, parent_id=parent_id, top_level=top_level
+            "list_agents",
+            tenant=tenant,
+            parent_id=parent_id,
+            top_level=top_level,
+            status=status,
+            limit=limit,
         )
         return agents
 
