@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import ray
 from ray.exceptions import RayActorError
 
 from orchestrator import actions as a
-from orchestrator.config import settings
-from orchestrator.desktop import Desktop, LiveView, check_desktop, process_owner
-from orchestrator.desktop._reaper import reap
 from orchestrator.domain import (
     AgentInfo,
     AgentSpec,
@@ -28,12 +26,16 @@ from orchestrator.domain import (
     TaskSpec,
     new_id,
 )
-from orchestrator.errors import AgentError, CapacityError, NotFoundError
+from orchestrator.errors import AgentError, NotFoundError
 
 from ._files import read_path, write_file
+from ._hire import adopt_pooled, start_cold, wait_placed
 from ._names import NAMESPACE, RECORDER_NAME, child_path
 from ._pool import get_pool
 from ._tasks import AgentTasks, RecorderRecords
+
+if TYPE_CHECKING:
+    from orchestrator.desktop import Desktop, LiveView, PreparedDesktop
 
 __all__ = ["AgentActor", "agent_options", "failed_agent", "start_agent"]
 
@@ -78,16 +80,22 @@ async def start_agent(handle: Any, path: str) -> AgentInfo:
     ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S`` (the actor would wait for one without end).
     The caller kills the actor when this raises.
     """
-    limit = settings().agent_schedule_timeout_s
-    try:  # answers once the actor is placed and constructed
-        await asyncio.wait_for(handle.get_info.remote(), timeout=limit)
-    except TimeoutError:
-        raise CapacityError(
-            f"no node had a free desktop for {path} within {limit:g} s (every unit of the "
-            "cluster's `desktop` resource is taken): fire idle agents or add nodes, then retry"
-        ) from None
+    await wait_placed(handle, path)
     started: AgentInfo = await handle.start.remote()
     return started
+
+
+def _preload() -> None:
+    """Import what starting a desktop needs (SSH, X11, Docker: a few hundred ms), on a
+    thread of its own while a new actor waits for its start call: a cold hire starts its
+    desktop while Ray starts the actor, so the actor's process is up earlier this way."""
+    from orchestrator.desktop import adopt_desktop  # noqa: F401
+
+
+def _reap() -> None:
+    from orchestrator.desktop import reap
+
+    reap()
 
 
 @dataclass
@@ -114,19 +122,24 @@ class AgentActor:
         self._desktop_watch: asyncio.Task[None] | None = None
         self._desktop_swap = asyncio.Lock()  # a reset and the watchdog's recreate, one at a time
         self._pool: Any = None
+        threading.Thread(target=_preload, name="preload", daemon=True).start()
 
     def __repr__(self) -> str:
         return f"Agent({self.info.path})"
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, record: bool = True) -> AgentInfo:
+    async def start(
+        self, record: bool = True, prepared: PreparedDesktop | None = None
+    ) -> AgentInfo:
         """Start the agent's desktop on this node; returns once it is ready.
 
         A pooled agent (``record=False``) has no identity yet: it is recorded on adoption.
+        ``prepared``: a desktop the parent started for it meanwhile (see ``_hire``), taken
+        over when it runs on this host (else this agent starts one of its own).
         """
         try:
-            self.desktop = await self._start_desktop(record)
+            self.desktop = await self._start_desktop(record, prepared)
         except Exception as e:
             if record:
                 await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")
@@ -161,15 +174,24 @@ class AgentActor:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
-    async def _start_desktop(self, record: bool = True) -> Desktop:
-        """A desktop of this agent's spec on this node, owned by this actor's process.
+    async def _start_desktop(
+        self, record: bool = True, prepared: PreparedDesktop | None = None
+    ) -> Desktop:
+        """A desktop of this agent's spec on this node, owned by this actor's process:
+        ``prepared`` when it runs on this host, else a new one.
 
         While it waits for one of the node's start slots, the agent stays ``starting`` and
         an event says it is queued (``record``: a pooled agent, unrecorded, says nothing)."""
+        if prepared is not None and prepared.here:
+            from orchestrator.desktop import adopt_desktop
+
+            return await adopt_desktop(prepared)
 
         async def queued() -> None:
             if record:
                 await self._event(EventKind.AGENT, None, {"desktop": "queued for a start slot"})
+
+        from orchestrator.desktop import Desktop, process_owner
 
         return await Desktop.start(
             self.info.spec.desktop,
@@ -226,7 +248,7 @@ class AgentActor:
         while True:
             await asyncio.sleep(REAP_INTERVAL_S)  # a periodic sweep: the interval is the point
             try:
-                await asyncio.to_thread(reap)
+                await asyncio.to_thread(_reap)
             except Exception as e:  # noqa: BLE001 - the sweep must not kill the agent
                 log.warning("reaper sweep failed: %s", e)
 
@@ -276,6 +298,8 @@ class AgentActor:
 
     async def hire(self, spec: AgentSpec) -> AgentInfo:
         """Hire a child with ``spec`` (its own actor and desktop); returns once it is ready."""
+        from orchestrator.desktop import check_desktop
+
         check_desktop(spec.desktop)  # over a maximum: ConfigError before anything starts
         if any(c.info.spec.name == spec.name for c in self.children.values()):
             raise AgentError(f"{self.info.path} already has a child named {spec.name!r}")
@@ -316,19 +340,11 @@ class AgentActor:
                 taken = await pool.take.remote(info.spec.desktop)
             except RayActorError:
                 self._pool, taken = None, []
-            if taken:
-                adopted: AgentInfo = await taken[0].adopt.remote(info, self.info.path)
-                return taken[0], adopted
-        handle = AgentActor.options(**agent_options(info.path, detached=False)).remote(info)  # type: ignore[attr-defined]
-        try:
-            await self._recorder.put_agent.remote(info)
-            started = await start_agent(handle, info.path)
-        except Exception as e:
-            ray.kill(handle)
-            if isinstance(e, CapacityError):  # the actor never ran: nobody else records it
-                await self._recorder.put_agent.remote(failed_agent(info, e))
-            raise
-        return handle, started
+            if taken:  # a pooled agent that cannot take the identity is retired: go cold
+                adopted = await adopt_pooled(taken[0], info, self.info.path)
+                if adopted is not None:
+                    return taken[0], adopted
+        return await start_cold(info, self._recorder)
 
     async def fire(self, child_id: str) -> None:
         """Fire a child: its subtree and their desktops go too."""

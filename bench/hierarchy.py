@@ -21,6 +21,7 @@ measured in the same run.
   failed (``baseline_failed``; the other metrics' baselines all succeed).
 
     python bench/hierarchy.py [--json PATH] [--samples N] [--agents N] [--burst N] [--smoke]
+                              [--only hire_cold|hire_warm|fanout_8_cold]
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ async def main() -> int:
     ap.add_argument("--burst-runs", type=int, default=3)
     ap.add_argument("--burst-only", action="store_true", help="only the burst, JSON to --json")
     ap.add_argument(
+        "--only",
+        choices=["hire_cold", "hire_warm", "fanout_8_cold"],
+        help="stop after this metric (the metrics before it are measured too)",
+    )
+    ap.add_argument(
         "--smoke",
         action="store_true",
         help="a quick run that only checks the benchmark works (its figures mean nothing)",
@@ -210,6 +216,9 @@ async def main() -> int:
     cold = [await hire() for _ in range(args.samples)]
     naive = [await naive_hire(image) for _ in range(args.samples)]
     record("hire_cold", cold, naive)
+    if args.only == "hire_cold":
+        await rt.fire(boss.id)
+        return report(metrics, args.json)
 
     pool = await rt.start_pool(args.samples)
     await pool.wait_full.remote(300)
@@ -220,6 +229,9 @@ async def main() -> int:
     record("hire_warm", warm, cold)
     await pool.shutdown.remote()
     ray.kill(pool)
+    if args.only == "hire_warm":
+        await rt.fire(boss.id)
+        return report(metrics, args.json)
 
     async def fanout() -> float:
         nonlocal n
@@ -235,6 +247,9 @@ async def main() -> int:
     fan = [await fanout() for _ in range(max(1, args.samples // 2))]
     seq = [sum([await hire() for _ in range(width)])]
     record("fanout_8_cold", fan, seq)
+    if args.only:
+        await rt.fire(boss.id)
+        return report(metrics, args.json)
 
     # step_overhead: a task of many steps through the real loop, zero-latency brain. The
     # steps query the pointer (an X round trip), so no settle wait follows them: this is
@@ -300,6 +315,11 @@ async def main() -> int:
     for e in (*ours["errors"], *base["errors"])[:3]:
         print("burst error:", e)
 
+    return report(metrics, args.json)
+
+
+def report(metrics: dict[str, Any], path: Path | None) -> int:
+    """Print the table and write the JSON (to ``path``)."""
     print(f"{'metric':<16} {'p50 ms':>10} {'p95 ms':>10} {'baseline p50':>13} {'ratio':>7}")
     for name, m in metrics.items():
         if "value" in m:
@@ -315,9 +335,9 @@ async def main() -> int:
                 else ""
             )
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"metrics": metrics}, indent=2) + "\n")
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._desktop import Desktop, LiveView, Screenshot
+    from ._handover import PreparedDesktop, adopt_desktop, discard_desktop, prepare_desktop
     from ._limits import DesktopLimits, check_desktop
     from ._owner import owner_is_alive, process_owner, register_owner_kind
     from ._reaper import reap
@@ -22,10 +23,14 @@ __all__ = [
     "DesktopSpec",
     "Frame",
     "LiveView",
+    "PreparedDesktop",
     "Scaling",
     "Screenshot",
+    "adopt_desktop",
     "check_desktop",
+    "discard_desktop",
     "owner_is_alive",
+    "prepare_desktop",
     "process_owner",
     "reap",
     "register_owner_kind",
@@ -35,6 +40,10 @@ _WHERE = {
     "Desktop": "._desktop",
     "LiveView": "._desktop",
     "Screenshot": "._desktop",
+    "PreparedDesktop": "._handover",
+    "adopt_desktop": "._handover",
+    "discard_desktop": "._handover",
+    "prepare_desktop": "._handover",
     "DesktopLimits": "._limits",
     "check_desktop": "._limits",
     "owner_is_alive": "._owner",

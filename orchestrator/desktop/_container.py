@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import time
@@ -19,18 +20,22 @@ from typing import Any
 import docker.errors
 
 from .._docker import client, docker_call, translate_errors
+from ..config import settings
 from ..errors import DesktopGoneError, DesktopNotReadyError, UntrustedPathError
 from . import _hostfs
 from ._network import container_network
+from ._owner import owner_is_alive, register_owner_kind
 from ._spec import DesktopSpec
 
 __all__ = [
     "CAPABILITIES",
+    "HANDOVER",
     "LABEL",
     "ContainerInfo",
     "SocketDir",
     "container_of",
     "create",
+    "handover_owner",
     "remove",
     "wait_ready",
 ]
@@ -67,12 +72,56 @@ class SocketDir:
         self.x11.chmod(0o1777)  # Xvfb runs as the agent user and creates X0 here
         self.run.mkdir(mode=0o755)
 
+    @property
+    def owner_file(self) -> Path:
+        """Who holds a handed-over desktop (see ``HANDOVER``); host-only, as the root is."""
+        return self.root / "owner"
+
+    def write_owner(self, owner: str) -> None:
+        """Name ``owner`` (an owner string) as the holder: a new file renamed over the old
+        one, so that a reaper never reads a half-written or missing holder."""
+        tmp = self.root / f"owner.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            os.write(fd, owner.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.owner_file)
+
     def clear_markers(self) -> None:
         for name in ("ready", "failed"):
             (self.run / name).unlink(missing_ok=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+HANDOVER = "handover"
+"""Owner kind of a desktop one process started for another (``handover:<desktop id>``,
+see ``_handover``): its holder is whichever process ``<sockdir>/owner`` names."""
+
+
+def handover_owner(desktop_id: str) -> str:
+    """The owner label of a handed-over desktop."""
+    return f"{HANDOVER}:{desktop_id}"
+
+
+def _holder_alive(desktop_id: str) -> bool:
+    """Whether the process named in the desktop's owner file lives (no file: gone)."""
+    if not re.fullmatch(r"[0-9a-f]{1,32}", desktop_id):
+        return False
+    sockdir = SocketDir(settings().runtime_dir / "desktops" / desktop_id)
+    try:
+        raw = _hostfs.read_file(sockdir.owner_file, max_bytes=4096)
+    except (UntrustedPathError, OSError):
+        return False
+    holder = (raw or b"").decode("utf-8", "replace").strip()
+    return holder.startswith("process:") and owner_is_alive(holder)
+
+
+register_owner_kind(HANDOVER, _holder_alive)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,16 @@ class Desktop:
 
     async def _launch(self, labels: dict[str, str], timeout_s: float) -> None:
         t0 = time.monotonic()
+        await self._create(labels)
+        await self._connect(timeout_s)
+        log.info("desktop %s ready in %.2f s", self.id, time.monotonic() - t0)
+
+    async def _create(self, labels: dict[str, str], holder: str | None = None) -> None:
+        """Make the socket directory (with the owner file naming ``holder``, for a desktop
+        handed over, see ``_handover``) and the secrets, then create the container."""
         self.sockdir.make()
+        if holder is not None:
+            self.sockdir.write_owner(holder)
         self._write_secrets()
         info = await asyncio.to_thread(
             _container.create,
@@ -144,8 +153,6 @@ class Desktop:
             },
         )
         self.container_id = info.id
-        await self._connect(timeout_s)
-        log.info("desktop %s ready in %.2f s", self.id, time.monotonic() - t0)
 
     def _write_secrets(self) -> None:
         # New files, never written through whatever the container may have put there.

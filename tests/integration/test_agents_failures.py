@@ -32,8 +32,11 @@ _ALIVE = (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
 
 
 def _owner_pid(container: dict[str, Any]) -> int:
-    """The pid of the process that owns a desktop (its agent's actor worker), from its label."""
+    """The pid of the process that owns a desktop (its agent's actor worker), from its label
+    or, for a desktop its parent started (``handover:<id>``), from its owner file."""
     owner = container["Labels"]["orchestrator.owner"]
+    if owner.startswith("handover:"):
+        owner = (Path(container["Labels"]["orchestrator.sockdir"]) / "owner").read_text()
     kind, _, details = owner.partition(":")
     assert kind == "process", owner
     return int(details.rsplit(":", 2)[1])
