@@ -18,11 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ray.exceptions import RayActorError
 
-from orchestrator.brains import make_brain
 from orchestrator.config import settings
 from orchestrator.domain import (
     AgentInfo,
@@ -39,8 +38,10 @@ from orchestrator.domain import (
 from orchestrator.errors import AgentError, NotFoundError
 
 from ._names import slug
-from ._runner import TaskRunner
 from ._task_ports import ParentTask, TaskDesktop, TaskRecords
+
+if TYPE_CHECKING:  # the runner and the brains are imported with a task's first run
+    from ._runner import TaskRunner
 
 __all__ = ["AgentHost", "AgentRecords", "AgentTasks", "ChildSlot", "RecorderRecords"]
 
@@ -222,6 +223,10 @@ class AgentTasks:
             brain_cfg = brain_cfg.model_copy(
                 update={"kind": "scripted", "script": task.spec.script}
             )
+        from orchestrator.brains import make_brain  # not needed to hire: on first use
+
+        from ._runner import TaskRunner
+
         try:
             brain = make_brain(brain_cfg)
         except Exception as e:  # noqa: BLE001 - a bad brain config fails the task, not the agent
