@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._agent_ref import RayAgentRef, ours
     from ._recorder import Recorder
     from ._recorder_ref import RecorderRef
+    from ._run import run_workflow
     from ._runtime import Runtime, init_ray
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Runtime",
     "init_ray",
     "ours",
+    "run_workflow",
 ]
 
 _WHERE = {
@@ -39,6 +41,7 @@ _WHERE = {
     "RecorderRef": "._recorder_ref",
     "Runtime": "._runtime",
     "init_ray": "._runtime",
+    "run_workflow": "._run",
 }
 
 

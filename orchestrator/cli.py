@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ._extras import RUNTIME_HINT, RUNTIME_MODULES
 from ._terminal import echo
 from .errors import ConfigError, OrchestratorError
 
@@ -29,6 +30,13 @@ class _Group(click.Group):
             echo(f"error: {first}", err=True)  # messages carry tenants' names and text
             if rest:  # e.g. the output of a failing build step
                 echo(rest, err=True)
+            sys.exit(1)
+        except ModuleNotFoundError as e:
+            if e.name is None or e.name.partition(".")[0] not in RUNTIME_MODULES:
+                raise
+            # A light install (the SDK alone) running a command that needs the runtime.
+            why = str(e) if RUNTIME_HINT in str(e) else f"this needs the runtime: {RUNTIME_HINT}"
+            echo(f"error: {why}", err=True)
             sys.exit(1)
 
 
@@ -157,8 +165,7 @@ def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: st
     out = out or Path("out") / "run"
 
     async def go() -> int:
-        from actors import Runtime
-        from actors._run import run_workflow
+        from actors import Runtime, run_workflow
 
         rt = Runtime.connect(address)
         done = await run_workflow(rt, wf, out_dir=out, say=echo, keep=keep)

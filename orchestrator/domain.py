@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from .actions import Action
-from .desktop._spec import DesktopSpec
+from .desktop import DesktopSpec
 
 __all__ = [
     "OPEN_TASK_STATES",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._extras import require_runtime
 from ._local_files import (
     CLIENT_KEY_FILE,
     KEYS_FILE,
@@ -146,6 +147,7 @@ def up(
     (the API is deployed again first if it does not answer). Raises ``LocalClusterError``
     (after stopping what it started) when the cluster does not come up within ``timeout_s``.
     """
+    require_runtime("orchestrator up")  # the head runs Ray, Docker and the agents
     d = data_dir_of(data_dir)
     deadline = time.monotonic() + timeout_s
     with locked(d):

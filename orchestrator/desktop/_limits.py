@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..config import settings
 from ..errors import ConfigError
-from ..image._tag import REPOSITORY
+from ..image import REPOSITORY
 from ._spec import DesktopSpec
 
 __all__ = ["DesktopLimits", "check_desktop"]

@@ -18,12 +18,9 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import ImageBuildError
-from ._apt import DebianMirrors
-from ._base import ensure_base, image_exists
-from ._build import run_build
-from ._tag import source_digest, tag_for
+from ._tag import REPOSITORY, source_digest, tag_for
 
-__all__ = ["build_image", "default_image", "image_tag"]
+__all__ = ["REPOSITORY", "build_image", "default_image", "image_tag"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +56,11 @@ def build_image(
     machine's apt sources). Raises ``ImageBuildError`` (with the failing step's output)
     or ``DockerUnavailableError``.
     """
+    # The builder talks to Docker: imported here, so naming the image stays light.
+    from ._apt import DebianMirrors
+    from ._base import ensure_base, image_exists
+    from ._build import run_build
+
     directory = settings().desktop_image_dir
     tag = tag_for(directory)
     if not force and image_exists(tag):

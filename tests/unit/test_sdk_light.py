@@ -13,6 +13,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from orchestrator._extras import RUNTIME_HINT, RUNTIME_MODULES
 
 _LOADED = """
@@ -92,3 +94,24 @@ def test_the_desktop_package_is_lazy_and_exports_what_it_lists() -> None:
     )
     loaded, resolved = done.stdout.strip().splitlines()[-2:]
     assert loaded == "[]" and resolved == "True", done.stdout
+
+
+_CLI_WITHOUT_RUNTIME = """
+import sys
+for name in {heavy!r}:
+    sys.modules[name] = None  # as if not installed
+from orchestrator.cli import main
+main({args!r})
+"""
+
+
+@pytest.mark.parametrize("args", [["up"], ["desktops", "reap"]])
+def test_runtime_commands_without_the_runtime_name_the_extra(args: list[str]) -> None:
+    """A light install's `orchestrator up` (or any command that needs Ray or Docker) says which
+    extra to install, with no traceback."""
+    code = _CLI_WITHOUT_RUNTIME.format(heavy=["ray", "docker"], args=args)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and RUNTIME_HINT in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
