@@ -372,9 +372,7 @@ async def test_a_history_this_brain_did_not_write_is_rendered_consistently(
 ) -> None:
     fake.add(chat_tool_calls(tool_call("done", {"result": "ok"})))
     ctx = context()
-    earlier = Act(
-        actions=[a.Wait(duration_s=2.0), a.Move(x=1, y=2, keys=[])], thought="wait"
-    )
+    earlier = Act(actions=[a.Wait(duration_s=2.0), a.Move(x=1, y=2, keys=[])], thought="wait")
     ctx.history.append(StepRecord(earlier, [ok()]))
 
     await make_brain(fake).step(ctx, shot(5))

@@ -170,10 +170,12 @@ async def test_placeholders_fill_commands_from_outputs_results_and_the_task() ->
 async def test_a_template_naming_a_missing_value_fails_the_task() -> None:
     script = {"steps": [{"type": "shell", "command": "echo {{ outputs[3] }}"}]}
     final = await ScriptedBrain(script).step(context(), OBS)
-    assert isinstance(final, Fail) and final.reason == "step 1: outputs[3] does not exist (0 item(s))"
+    assert isinstance(final, Fail)
+    assert final.reason == "step 1: outputs[3] does not exist (0 item(s))"
     brain = ScriptedBrain({"steps": [], "result": "{{ results.nope }}"})
     final = await brain.step(context(subtask_results={"db": "x"}), OBS)
-    assert isinstance(final, Fail) and final.reason == "result template: results has no 'nope' (known: db)"
+    assert isinstance(final, Fail)
+    assert final.reason == "result template: results has no 'nope' (known: db)"
 
 
 async def test_default_result_is_the_last_output() -> None:
@@ -223,9 +225,7 @@ async def test_delegation_plan_carries_each_specialists_script() -> None:
     assert decision.actions == [a.Shell(command="curl -s localhost")]
     ctx.history.append(StepRecord(decision, [ran(0, "<h1>Hello</h1>")]))
     final = await brain.check(ctx, OBS, results)
-    assert final == Done(
-        result="site: <h1>Hello</h1> (nginx 1.22)", thought="script finished"
-    )
+    assert final == Done(result="site: <h1>Hello</h1> (nginx 1.22)", thought="script finished")
 
 
 async def test_delegation_check_fails_when_results_are_not_on_the_page() -> None:
