@@ -86,7 +86,7 @@ async def start_agent(handle: Any, path: str) -> AgentInfo:
 
 
 def _preload() -> None:
-    """Import what starting a desktop needs (SSH, X11, Docker: a few hundred ms), on a
+    """Import what starting a desktop needs (X11, Docker: a few hundred ms), on a
     thread of its own while a new actor waits for its start call: a cold hire starts its
     desktop while Ray starts the actor, so the actor's process is up earlier this way."""
     from orchestrator.desktop import adopt_desktop  # noqa: F401

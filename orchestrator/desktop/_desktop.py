@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .. import actions as a
 from ..config import settings
@@ -31,10 +31,13 @@ from ._liveview import LiveView, LiveViewProxy
 from ._owner import process_owner
 from ._reaper import reap_in_background
 from ._screen import Frame, ImageFormat, Scaling, Screenshot, encode
+from ._shell_link import ShellLink
 from ._spec import DesktopSpec
-from ._ssh import ShellSession
-from ._ssh_connection import generate_client_key
 from ._x11 import X11Session
+
+if TYPE_CHECKING:  # asyncssh is imported on first use, off a start's critical path
+    from ._asyncssh import asyncssh
+    from ._ssh import ShellSession
 
 __all__ = ["Desktop", "LiveView", "Screenshot"]
 
@@ -77,12 +80,13 @@ class Desktop:
         self.container_id: str | None = None
         self.container_name = f"orchestrator-desktop-{desktop_id}"
         self.display_number: int | None = None
-        self._client_key = generate_client_key()
+        self._key: asyncssh.SSHKey | None = None
+        self._key_data: bytes | None = None  # the private key of a desktop handed over
         self._vnc_password = secrets.token_urlsafe(8)[:8]  # RFB auth uses 8 characters
         self._x: X11Session | None = None
         self._x_pin: _hostfs.PinnedSocket | None = None  # the X socket the display links to
         self._x_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"x11-{desktop_id}")
-        self._shell: ShellSession | None = None
+        self._shell = ShellLink(desktop_id, sockdir.run, lambda: self._client_key)
         self._live: LiveViewProxy | None = None
         self._closed = False
         self.ready_info: dict[str, Any] = {}
@@ -191,26 +195,17 @@ class Desktop:
                 peer_check=lambda s: _hostfs.check_peer(s, container_id, x_socket),
             )
 
-        async def open_shell() -> ShellSession:
-            return await ShellSession.connect(
-                self.sockdir.run / "ssh.sock",
-                self._client_key,
-                self.sockdir.run / "ssh_host_key.pub",
-                timeout=timeout_s,
-            )
+        self._x = await asyncio.get_running_loop().run_in_executor(self._x_thread, open_x)
+        await self._shell.connect(timeout_s)  # in the background, see _shell_link
 
-        x, shell = await asyncio.gather(
-            asyncio.get_running_loop().run_in_executor(self._x_thread, open_x),
-            open_shell(),
-            return_exceptions=True,
-        )
-        if isinstance(x, X11Session):
-            self._x = x
-        if isinstance(shell, ShellSession):
-            self._shell = shell
-        for result in (x, shell):
-            if isinstance(result, BaseException):
-                raise result
+    @property
+    def _client_key(self) -> asyncssh.SSHKey:
+        """The SSH client key the container accepts: made (or read) on first use."""
+        if self._key is None:
+            from ._ssh_connection import client_key
+
+            self._key = client_key(self._key_data)
+        return self._key
 
     async def stop(self) -> None:
         """Remove the container and everything on the host that belonged to it."""
@@ -231,9 +226,7 @@ class Desktop:
         if self._live is not None:
             await self._live.close()
             self._live = None
-        if self._shell is not None:
-            await self._shell.close()
-            self._shell = None
+        await self._shell.close()
         if self._x is not None:
             x, self._x = self._x, None
             await asyncio.get_running_loop().run_in_executor(self._x_thread, x.close)
@@ -373,11 +366,9 @@ class Desktop:
 
     # ------------------------------------------------------------------ shell and files
 
-    def _shell_session(self) -> ShellSession:
+    async def _shell_session(self) -> ShellSession:
         self._check_open()
-        if self._shell is None:
-            raise ShellError(f"desktop {self.id} has no shell connection")
-        return self._shell
+        return await self._shell.session()
 
     async def run(
         self,
@@ -390,7 +381,7 @@ class Desktop:
     ) -> a.CommandResult:
         """Run a shell command on the desktop; a timeout kills it and keeps partial output."""
         try:
-            return await self._shell_session().run(
+            return await (await self._shell_session()).run(
                 cmd, timeout=timeout, cwd=cwd, env=env, user=user
             )
         except _SHELL_FAILURES as e:
@@ -402,7 +393,7 @@ class Desktop:
     ) -> None:
         """Copy a local file or directory onto the desktop (owned by ``user``)."""
         try:
-            await self._shell_session().upload(Path(local), remote, user=user)
+            await (await self._shell_session()).upload(Path(local), remote, user=user)
         except _SHELL_FAILURES as e:
             await self._raise_if_gone(e)
             raise
@@ -418,7 +409,7 @@ class Desktop:
         """Copy a file or directory from the desktop to ``local`` (read as ``user``); with
         ``max_bytes``, ``OSError`` (EFBIG) as soon as more would come, nothing written."""
         try:
-            await self._shell_session().download(
+            await (await self._shell_session()).download(
                 remote, Path(local), user=user, max_bytes=max_bytes
             )
         except _SHELL_FAILURES as e:

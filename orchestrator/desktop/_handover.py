@@ -135,14 +135,13 @@ async def prepare_desktop(
 
 async def adopt_desktop(prepared: PreparedDesktop, *, timeout_s: float | None = None) -> Desktop:
     """Take over a desktop another process prepared on this host: this process holds it
-    from now on, then connects to its display and its SSH server. Should the connection
-    fail, the desktop is removed and the error raised."""
-    import asyncssh
-
+    from now on, then connects to its display (its SSH session connects in the background,
+    see ``_shell_link``). Should the connection fail, the desktop is removed and the error
+    raised."""
     if not prepared.here:
         raise ValueError(f"desktop {prepared.desktop_id} runs on another host")
     desk = _desktop(prepared)
-    desk._client_key = asyncssh.import_private_key(prepared.client_key)
+    desk._key_data = prepared.client_key  # read with the SSH connection, in the background
     desk._vnc_password = prepared.vnc_password
     try:
         desk.sockdir.write_owner(process_owner())

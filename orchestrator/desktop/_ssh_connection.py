@@ -27,6 +27,7 @@ __all__ = [
     "RECONNECT_TIMEOUT_S",
     "SshConnection",
     "authorized_key_line",
+    "client_key",
     "generate_client_key",
 ]
 
@@ -48,6 +49,11 @@ _CLOSE_VISIBLE_S = 1.0  # a connection that lost its transport is marked closed 
 def generate_client_key() -> asyncssh.SSHKey:
     """A fresh ed25519 key for one desktop's SSH client (never written to disk)."""
     return asyncssh.generate_private_key("ssh-ed25519", comment="orchestrator")
+
+
+def client_key(private: bytes | None) -> asyncssh.SSHKey:
+    """The key ``private`` (OpenSSH format) when given, else a fresh one."""
+    return generate_client_key() if private is None else asyncssh.import_private_key(private)
 
 
 def authorized_key_line(key: asyncssh.SSHKey) -> str:

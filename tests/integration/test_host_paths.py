@@ -122,9 +122,11 @@ def nothing_sent(listener: socket.socket) -> None:
 
 async def reconnect(desk: Desktop, timeout_s: float = 10) -> None:
     """What ``restart`` does after the container restarted: read ``ready``, pin and check
-    the X socket, read the host key and dial ssh.sock."""
+    the X socket; then (in the background, waited for here as the first command would) read
+    the host key and dial ssh.sock."""
     await desk._disconnect()
     await desk._connect(timeout_s)
+    await desk._shell_session()
 
 
 def exchange(port: int, request: bytes) -> bytes:
