@@ -71,6 +71,11 @@ class Recorder:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._janitor: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
+        # Who is alive, as Ray's control store says: the janitor's one question to Ray
+        # (an attribute, so a test of the sweeps on a real store can answer it instead).
+        self.actor_alive: Callable[[AgentInfo], bool] = actor_alive
+        self.alive_actor_ids: Callable[[], set[str]] = alive_actor_ids
+        self.sweep_page = SWEEP_PAGE
 
     async def start_janitor(self) -> None:
         """Start the periodic sweep (idempotent)."""
@@ -134,23 +139,23 @@ class Recorder:
 
         ``by_id=False``: agents whose recorded actor Ray has as alive are taken at its word
         (one call for all) and only the others are checked one by one."""
-        alive = set() if by_id else await asyncio.to_thread(alive_actor_ids)
+        alive = set() if by_id else await asyncio.to_thread(self.alive_actor_ids)
         dead: list[str] = []
         offset = 0  # past the live agents of the pages before (closed ones leave the list)
         while True:
             agents = await asyncio.to_thread(
-                self._store.list_agents, status=_LIVE, limit=SWEEP_PAGE, offset=offset
+                self._store.list_agents, status=_LIVE, limit=self.sweep_page, offset=offset
             )
             for info in agents:
                 if (
                     info.status == AgentStatus.STARTING
                     and time.time() - info.created_at < STARTING_GRACE_S
-                ) or (info.actor_id in alive or await asyncio.to_thread(actor_alive, info)):
+                ) or (info.actor_id in alive or await asyncio.to_thread(self.actor_alive, info)):
                     offset += 1
                     continue
                 dead.append(info.id)
                 await self.close_agent(info.id, AgentStatus.FAILED, "actor died")
-            if len(agents) < SWEEP_PAGE:
+            if len(agents) < self.sweep_page:
                 return dead
 
     async def fail_orphaned_tasks(self) -> list[str]:
@@ -177,13 +182,13 @@ class Recorder:
         failed: dict[str, None] = {}
         while True:
             page = await asyncio.to_thread(
-                self._store.list_tasks, state=_OPEN, limit=SWEEP_PAGE, **filters
+                self._store.list_tasks, state=_OPEN, limit=self.sweep_page, **filters
             )
             fresh = [t for t in page if t.id not in failed]
             for t in fresh:
                 await self._fail_task(t, await why(t))
                 failed[t.id] = None
-            if len(page) < SWEEP_PAGE or not fresh:  # all seen (or none would change)
+            if len(page) < self.sweep_page or not fresh:  # all seen (or none would change)
                 return list(failed)
 
     async def _fail_task(self, task: TaskInfo, error: str) -> None:

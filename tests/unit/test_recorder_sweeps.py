@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import actors._recorder as recorder_module
 from actors._recorder import Recorder
 from orchestrator.domain import (
     AgentInfo,
@@ -65,8 +64,10 @@ class Sweeper:
         self.dead: set[str] = set()
         self.recorder: Any = Recorder.__ray_actor_class__(str(data_dir))  # type: ignore[attr-defined]
         monkeypatch.setattr(self.recorder, "_ensure_janitor", lambda: None)
-        monkeypatch.setattr(recorder_module, "actor_alive", lambda a: a.id not in self.dead)
-        monkeypatch.setattr(recorder_module, "alive_actor_ids", lambda: set())
+        # Attributes of the instance, not the module's names: once a test of the same session
+        # used the actor class on Ray, Ray's wrappers no longer read the module's globals.
+        self.recorder.actor_alive = lambda a: a.id not in self.dead
+        self.recorder.alive_actor_ids = lambda: set()
 
     def run(self, call: Any) -> Any:
         return asyncio.run(call)
@@ -161,7 +162,7 @@ def test_sweeps_read_every_page(
     """With pages of 3: 7 dead agents among 5 live ones (live first, so a sweep that read
     one page would see no dead one), a dead agent with 8 open tasks, and 8 open tasks of a
     fired agent among 8 of a live one: all are found."""
-    monkeypatch.setattr(recorder_module, "SWEEP_PAGE", 3)
+    sweeper.recorder.sweep_page = 3
     live = [agent(created_at=i) for i in range(5)]
     dead = [agent(created_at=10 + i) for i in range(7)]
     for a in (*live, *dead):
@@ -191,7 +192,7 @@ def test_sweeps_read_every_page(
 def test_closing_an_agent_fails_all_its_open_tasks_page_after_page(
     store: SQLiteStore, sweeper: Sweeper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recorder_module, "SWEEP_PAGE", 2)
+    sweeper.recorder.sweep_page = 2
     a = agent()
     store.put_agent(a)
     tasks = [put_open(store, a, OPEN[i % len(OPEN)]) for i in range(7)]
