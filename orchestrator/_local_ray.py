@@ -94,7 +94,7 @@ def teardown(address: str) -> None:
     log.info("serve shut down in %.1f s", time.monotonic() - t0)
 
     async def list_live(limit: int) -> list[AgentInfo]:
-        agents: list[AgentInfo] = await rt.recorder.list_agents.remote(
+        agents: list[AgentInfo] = await rt.records.list_agents(
             top_level=True, status=list(LIVE), limit=limit
         )
         return agents

@@ -10,6 +10,7 @@ catches a 404 from the API as well as one raised in-process::
         ├── AuthError            401: no or an invalid API key
         ├── NotFoundError        404: no such agent or task for this tenant (also errors.NotFoundError)
         ├── ConflictError        409: the agent cannot do this now (also errors.AgentError)
+        ├── ForbiddenError       403: a desktop refused a file read or write (also PermissionError)
         ├── InvalidRequestError  413, 422: the request fails validation (also errors.ConfigError)
         ├── QuotaExceededError   429 quota_exceeded: the tenant is at a quota (not retried)
         └── UnavailableError     429, 503, or no answer (status 0): still so after the retries
