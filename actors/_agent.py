@@ -140,6 +140,13 @@ class AgentActor:
         """
         try:
             self.desktop = await self._start_desktop(record, prepared)
+            if not record:  # pooled: warm means its shell is connected too (see Desktop)
+                try:
+                    await self.desktop.connect_shell()
+                except BaseException:
+                    await self.desktop.stop()
+                    self.desktop = None
+                    raise
         except Exception as e:
             if record:
                 await self._set_status(AgentStatus.FAILED, error=f"desktop failed to start: {e}")

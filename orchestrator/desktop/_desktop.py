@@ -370,6 +370,12 @@ class Desktop:
         self._check_open()
         return await self._shell.session()
 
+    async def connect_shell(self) -> None:
+        """Wait until the SSH session (connected in the background after ready) is up;
+        its error if it cannot be. A warm pool's desktops wait for it, so that a hire from
+        the pool finds them idle (no key exchange left to do)."""
+        await self._shell_session()
+
     async def run(
         self,
         cmd: str,
