@@ -90,6 +90,15 @@ class SocketDir:
             os.close(fd)
         os.replace(tmp, self.owner_file)
 
+    def read_owner(self) -> str | None:
+        """The holder ``write_owner`` named (read through the checked opener, at most 4 KiB);
+        None when there is none or the file is not a plain one."""
+        try:
+            raw = _hostfs.read_file(self.owner_file, max_bytes=4096)
+        except (UntrustedPathError, OSError):
+            return None
+        return None if raw is None else raw.decode("utf-8", "replace").strip()
+
     def clear_markers(self) -> None:
         for name in ("ready", "failed"):
             (self.run / name).unlink(missing_ok=True)
@@ -112,12 +121,7 @@ def _holder_alive(desktop_id: str) -> bool:
     """Whether the process named in the desktop's owner file lives (no file: gone)."""
     if not re.fullmatch(r"[0-9a-f]{1,32}", desktop_id):
         return False
-    sockdir = SocketDir(settings().runtime_dir / "desktops" / desktop_id)
-    try:
-        raw = _hostfs.read_file(sockdir.owner_file, max_bytes=4096)
-    except (UntrustedPathError, OSError):
-        return False
-    holder = (raw or b"").decode("utf-8", "replace").strip()
+    holder = SocketDir(settings().runtime_dir / "desktops" / desktop_id).read_owner() or ""
     return holder.startswith("process:") and owner_is_alive(holder)
 
 

@@ -66,12 +66,8 @@ class PreparedDesktop:
     @property
     def adopted(self) -> bool:
         """Whether a process other than the one that prepared it holds it now."""
-        sockdir = _container.SocketDir(self.sockdir)
-        try:
-            holder = sockdir.owner_file.read_text().strip()
-        except OSError:
-            return False
-        return holder != self.preparer
+        holder = _container.SocketDir(self.sockdir).read_owner()
+        return holder is not None and holder != self.preparer
 
 
 def _desktop(p: PreparedDesktop) -> Desktop:
