@@ -38,6 +38,7 @@ from orchestrator.domain import (
     Event,
     EventKind,
     Fail,
+    Retry,
     TaskInfo,
     TaskState,
 )
@@ -288,9 +289,18 @@ class TaskRunner:
         )
 
     async def _observe(self) -> _Seen:
-        shot = await self.desktop.screenshot("jpeg", quality=80)
+        screen = self.desktop.size
+        size = self.brain.image_size(screen)  # the model's coordinate space asks for it
+        shot = await self.desktop.screenshot(
+            "jpeg", quality=80, size=None if size == screen else size
+        )
         obs = Observation(
-            screenshot=shot.data, media_type=shot.media_type, width=shot.width, height=shot.height
+            screenshot=shot.data,
+            media_type=shot.media_type,
+            width=shot.width,
+            height=shot.height,
+            screen_width=screen[0],
+            screen_height=screen[1],
         )
         return _Seen(obs, shot.data)
 
@@ -380,6 +390,8 @@ class TaskRunner:
                 case Act(actions=actions):
                     steps += 1
                     await self._act(decision, actions, seen)
+                case Retry(error=error):  # brains retry their own replies; this one gave up
+                    raise TaskFailed(f"the model's reply could not be used: {error}")
             seen = None
 
     async def _act(

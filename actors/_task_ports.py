@@ -45,9 +45,20 @@ class Shot(Protocol):
 class TaskDesktop(Protocol):
     """The part of a desktop a task uses."""
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """The screen's ``(width, height)`` in pixels."""
+        ...
+
     async def screenshot(
-        self, format: Literal["png", "jpeg"] = "png", *, quality: int = 85
-    ) -> Shot: ...
+        self,
+        format: Literal["png", "jpeg"] = "png",
+        *,
+        quality: int = 85,
+        size: tuple[int, int] | None = None,
+    ) -> Shot:
+        """Grab the screen, resized to ``size`` (``(width, height)``) when given."""
+        ...
 
     async def act(self, action: a.Action) -> a.ActionResult:
         """Carry out one action; failures the model should read come back as a result."""

@@ -88,6 +88,7 @@ def _default_runtime_dir() -> Path:
 
 
 OPENAI_URL = "https://api.openai.com/v1"
+ANTHROPIC_URL = "https://api.anthropic.com"
 """The openai client's own default endpoint (a brain's when ``OPENAI_BASE_URL`` is unset)."""
 
 _NETLOC = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:@\[\]/]+)(?::(\d{1,5}|\*))?")
@@ -170,9 +171,18 @@ class Settings(BaseSettings):
     """How long a task may wait for a person (an answer, an approval, a resume after a
     pause) before it fails with the reason; such waits do not count against its deadline."""
 
+    model_api_retries: int = Field(default=4, ge=0, le=20)
+    """How often a model API call that failed for a passing reason (429, 529 overloaded, 5xx,
+    a timeout, a dropped connection) is tried again, with exponential backoff that honours the
+    server's ``Retry-After``, before the task fails with the reason."""
+
+    model_api_max_wait_s: float = Field(default=60.0, gt=0, le=3600)
+    """The longest a single wait before a retry may be, whatever ``Retry-After`` asks."""
+
     model_base_urls: str | None = None
     """Comma-separated model API base URLs a brain's ``base_url`` may name besides
-    ``OPENAI_BASE_URL`` (or OpenAI's, when that is unset); unset: none. A brain's
+    ``OPENAI_BASE_URL`` (or OpenAI's, when that is unset) and ``ANTHROPIC_BASE_URL`` (or
+    Anthropic's); unset: none. A brain's
     ``base_url`` makes the agent's node send requests (with screenshots) there, so only
     the operator's endpoints are allowed. An entry's port may be ``*`` (any port)."""
 
@@ -183,8 +193,9 @@ class Settings(BaseSettings):
         want = _url_parts(url)
         if want is None:
             return False
-        operator = model_env().openai_base_url or OPENAI_URL
-        for entry in [operator, *(self.model_base_urls or "").split(",")]:
+        env = model_env()
+        operators = [env.openai_base_url or OPENAI_URL, env.anthropic_base_url or ANTHROPIC_URL]
+        for entry in [*operators, *(self.model_base_urls or "").split(",")]:
             allowed = _url_parts(entry, pattern=True)
             if allowed is None:
                 continue
@@ -237,6 +248,20 @@ class ModelEnv(BaseSettings):
 
     model: str | None = Field(default=None, validation_alias="ORCHESTRATOR_MODEL")
     """``ORCHESTRATOR_MODEL``: the model a brain naming none asks for."""
+
+    anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
+    """``ANTHROPIC_BASE_URL``: the operator's Anthropic Messages API; unset: Anthropic's. An
+    ``anthropic`` brain naming no ``base_url`` uses this one."""
+
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    """``ANTHROPIC_API_KEY``: the operator's Anthropic key; it is sent only to
+    ``ANTHROPIC_BASE_URL`` (else Anthropic's API), never to a ``base_url`` a brain names."""
+
+    anthropic_model: str | None = Field(
+        default=None, validation_alias="ORCHESTRATOR_ANTHROPIC_MODEL"
+    )
+    """``ORCHESTRATOR_ANTHROPIC_MODEL``: the model an ``anthropic`` brain naming none asks for
+    (default ``ORCHESTRATOR_MODEL``)."""
 
 
 def model_env() -> ModelEnv:
@@ -326,7 +351,7 @@ def check_model_url(url: str) -> None:
     if not settings().model_url_allowed(url):
         raise ConfigError(
             f"brain.base_url {url!r} is not one of the model APIs this cluster allows "
-            "(OPENAI_BASE_URL and ORCHESTRATOR_MODEL_BASE_URLS)"
+            "(OPENAI_BASE_URL, ANTHROPIC_BASE_URL and ORCHESTRATOR_MODEL_BASE_URLS)"
         )
 
 

@@ -6,6 +6,8 @@
   (mode ``chat``) or the Responses API's computer tool (mode ``responses``).
 - ``ScriptedBrain``: an explicit plan from a script, no model (format: ``Script``).
 - ``make_brain``: the brain a ``BrainConfig`` names.
+- ``parse_reply``: a model's reply, as its server sent it, to a decision in screen pixels
+  (pure; replay tests and outside checks use it).
 
 Example:
     >>> from orchestrator.domain import BrainConfig
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import Brain, BrainContext, Observation, StepRecord, UsageCallback
 from ._factory import make_brain
+from ._parse import parse_reply
 from ._script import Script
 from ._scripted import ScriptedBrain
 
@@ -39,6 +42,7 @@ __all__ = [
     "StepRecord",
     "UsageCallback",
     "make_brain",
+    "parse_reply",
 ]
 
 

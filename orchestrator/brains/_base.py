@@ -4,6 +4,9 @@ A task's life, from the brain's side (the runner in ``actors._runner`` drives it
 
 1. ``triage(ctx, obs)``: do the task myself, or delegate it.
 2. ``plan(ctx, obs)`` (delegate only): the subtasks, each naming the expertise it needs.
+   Before each, the runner asks ``image_size(screen)`` and sends a screenshot of that size
+   (``Observation.screen_size`` is the screen's); every action a brain returns is in screen
+   pixels (the brain maps its model's coordinates, ``orchestrator.coords``).
 3. ``step(ctx, obs)`` (do only), called in a loop, returns a ``Decision``: ``Act`` (the
    next actions), ``Done`` (the report), ``Fail`` (the reason), ``Ask`` (a question for a
    person), ``AwaitApproval`` (actions a person must approve first) or ``Delegate`` (a plan).
@@ -67,6 +70,20 @@ class Observation:
     """Width of the image in pixels: the model's coordinate space."""
     height: int
     """Height of the image in pixels."""
+    screen_width: int = 0
+    """Width of the screen the image shows (0: the image's own width, not scaled)."""
+    screen_height: int = 0
+    """Height of the screen (0: the image's own height)."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image."""
+        return (self.width, self.height)
+
+    @property
+    def screen_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the screen: actions a brain returns are in these pixels."""
+        return (self.screen_width or self.width, self.screen_height or self.height)
 
     def data_url(self) -> str:
         """The image as a ``data:`` URL, the form the OpenAI APIs take images in."""
@@ -165,6 +182,12 @@ class Brain(ABC):
         """Verify the subtasks' ``results`` (by subtask id) on my own desktop: actions to
         take (then I am called again, with the history), or ``Done``/``Fail`` with the
         report (a ``Delegate`` here fails the task)."""
+
+    def image_size(self, screen: tuple[int, int]) -> tuple[int, int]:
+        """The ``(width, height)`` of the screenshots this brain's model is sent for a screen
+        of ``screen`` pixels (its coordinate space's). The runner sends screenshots of this
+        size and the brain returns actions in screen pixels. Default: the screen's size."""
+        return screen
 
     def wants_check(self) -> bool:
         """True when ``check`` should run after the subtasks even if the plan has none."""

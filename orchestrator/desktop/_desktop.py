@@ -292,8 +292,12 @@ class Desktop:
         *,
         quality: int = 85,
         scaling: Scaling | None = None,
+        size: tuple[int, int] | None = None,
     ) -> Screenshot:
-        """Grab and encode the screen, optionally scaled to ``scaling``'s size."""
+        """Grab and encode the screen, optionally scaled to ``scaling``'s size, or resized to
+        ``size`` (``(width, height)``: the size a model's coordinate space asks for)."""
+        if size is not None and scaling is None and size != self.size:
+            scaling = Scaling(*self.size, *size)
         frame = await self.grab()
         size = (scaling.width, scaling.height) if scaling is not None else None
         data = await asyncio.to_thread(encode, frame, format, quality=quality, size=size)

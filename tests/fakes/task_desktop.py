@@ -70,13 +70,23 @@ class StandInDesktop:
     def close(self) -> None:
         shutil.rmtree(self.home, ignore_errors=True)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        w, h = self.screen.size
+        return (w, h)
+
     async def screenshot(
-        self, format: Literal["png", "jpeg"] = "png", *, quality: int = 85
+        self,
+        format: Literal["png", "jpeg"] = "png",
+        *,
+        quality: int = 85,
+        size: tuple[int, int] | None = None,
     ) -> Shot:
         self.screenshots += 1
         out = io.BytesIO()
-        self.screen.save(out, format=format.upper(), quality=quality)
-        return Shot(out.getvalue(), format, *self.screen.size)
+        image = self.screen if size is None else self.screen.resize(size)
+        image.save(out, format=format.upper(), quality=quality)
+        return Shot(out.getvalue(), format, *image.size)
 
     async def act(self, action: a.Action) -> a.ActionResult:
         self.actions.append(action)

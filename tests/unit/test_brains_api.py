@@ -48,6 +48,7 @@ def test_public_api_is_pinned() -> None:
             "StepRecord",
             "UsageCallback",
             "make_brain",
+            "parse_reply",
         ]
     )
     for name in brains.__all__:
