@@ -20,7 +20,7 @@ RUNTIME_EXTRA = "runtime"
 """The extra (``pyproject.toml``) that brings the runtime's dependencies."""
 RUNTIME_HINT = f"pip install 'orchestrator[{RUNTIME_EXTRA}]'"
 """What to run to install them."""
-RUNTIME_MODULES = ("ray", "docker", "asyncssh", "Xlib", "mss", "openai", "PIL")
+RUNTIME_MODULES = ("ray", "docker", "asyncssh", "Xlib", "mss", "openai", "anthropic", "PIL")
 """The top-level modules of the runtime extra's distributions, as imported."""
 
 

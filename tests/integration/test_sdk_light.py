@@ -62,6 +62,7 @@ RUNTIME = {  # distribution: the module it installs
     "python-xlib": "Xlib",
     "mss": "mss",
     "openai": "openai",
+    "anthropic": "anthropic",
     "pillow": "PIL",
 }
 """What ``pip install .`` without extras must not install."""
