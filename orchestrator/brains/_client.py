@@ -2,8 +2,11 @@
 
 It builds an ``openai.AsyncOpenAI`` from a ``BrainConfig`` (falling back to the
 environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``ORCHESTRATOR_MODEL``), so OpenAI,
-vLLM, Ollama and gateways all work; translates API failures into ``BrainError``; and
-records the tokens of every call. The key is never logged: it lives only in the client.
+vLLM, Ollama and gateways all work; retries calls that failed for a passing reason (408,
+409, 429, 5xx and 529 answers, honouring ``Retry-After``; timeouts; dropped connections) with
+``_retry.with_retries`` (``ORCHESTRATOR_MODEL_API_RETRIES`` times, the SDK's own retries
+off); translates API failures into ``BrainError``; and records the tokens of every call.
+The key is never logged: it lives only in the client, and is cut out of error messages.
 
 Example:
     >>> from orchestrator.domain import BrainConfig
@@ -15,16 +18,17 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
-from ..config import OPENAI_URL, ModelEnv, check_model_url, env_name, model_env
+from ..config import OPENAI_URL, ModelEnv, check_model_url, env_name, model_env, settings
 from ..domain import BrainConfig, TokenUsage
 from ..errors import BrainError, ConfigError
+from ._retry import Failure, parse_retry_after, with_retries
 
 __all__ = ["ModelClient"]
 
@@ -36,6 +40,11 @@ ENV_MODEL = env_name(ModelEnv, "model")
 
 _LOCAL_KEY = "unused"
 """Sent to servers that need no key (vLLM, Ollama on a base URL), since the client wants one."""
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 529})
+"""Answers worth another try besides every 5xx: timeout, conflict, rate limit, overloaded."""
+
+T = TypeVar("T")
 
 
 def _same_url(a: str, b: str) -> bool:
@@ -99,7 +108,9 @@ class ModelClient:
                     f"no API key for the OpenAI API: set the brain's `api_key` or {ENV_API_KEY}, "
                     f"or a `base_url` (or {ENV_BASE_URL}) of a server that needs none"
                 )
-            client = openai.AsyncOpenAI(api_key=key or _LOCAL_KEY, base_url=base_url)
+            client = openai.AsyncOpenAI(api_key=key or _LOCAL_KEY, base_url=base_url, max_retries=0)
+        elif client.max_retries:
+            client = client.with_options(max_retries=0)  # retried here, not twice
         self._client = client
         self.base_url: str = str(client.base_url).rstrip("/")
         """Where the API is (shown in errors; never with the key)."""
@@ -110,10 +121,8 @@ class ModelClient:
         if self.temperature is not None:
             params.setdefault("temperature", self.temperature)
         log.debug("chat completion: model %s, %d messages", self.model, len(params["messages"]))
-        try:
-            raw = await self._client.chat.completions.with_raw_response.create(**params)
-        except openai.OpenAIError as e:
-            raise self._error(e) from e
+        create = self._client.chat.completions.with_raw_response.create
+        raw = await self._call("chat completion", lambda: create(**params))
         try:
             reply = raw.http_response.json()
         except ValueError as e:  # not JSON (an HTML page, plain text)
@@ -142,10 +151,9 @@ class ModelClient:
         if self.temperature is not None:
             params.setdefault("temperature", self.temperature)
         log.debug("response: model %s, previous %s", self.model, params.get("previous_response_id"))
-        try:
-            raw = await self._client.responses.with_raw_response.create(**params)
-        except openai.OpenAIError as e:
-            raise self._error(e) from e
+        raw = await self._call(
+            "response", lambda: self._client.responses.with_raw_response.create(**params)
+        )
         try:
             response = raw.http_response.json()
         except ValueError as e:  # not JSON (an HTML page, plain text)
@@ -183,13 +191,44 @@ class ModelClient:
             f"{_excerpt(reply.text)}"
         )
 
-    def _error(self, e: openai.OpenAIError) -> BrainError:
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()``, retried while it fails for a passing reason; ``BrainError``."""
+        config = settings()
+        return await with_retries(
+            call,
+            classify=self._classify,
+            attempts=config.model_api_retries,
+            what=f"{what} of model {self.model}",
+            max_wait_s=config.model_api_max_wait_s,
+        )
+
+    def _classify(self, e: BaseException) -> Failure | None:
+        """What an exception of the SDK means: retryable or not, the wait asked, the reason."""
+        if not isinstance(e, openai.OpenAIError):
+            return None
+        where = f"the model API at {self.base_url}"
         if isinstance(e, openai.APIStatusError):
-            return BrainError(
-                f"the model API at {self.base_url} answered {e.status_code}: {e.message}"
+            status = e.status_code
+            return Failure(
+                retryable=status in RETRYABLE_STATUSES or status >= 500,
+                reason=self._redact(f"{where} answered {status}: {e.message}"),
+                retry_after_s=parse_retry_after(e.response.headers),
             )
-        if isinstance(e, openai.APITimeoutError):
-            return BrainError(f"the model API at {self.base_url} timed out")
+        if isinstance(e, openai.APITimeoutError):  # before APIConnectionError: a subclass
+            return Failure(retryable=True, reason=f"the model API at {self.base_url} timed out")
         if isinstance(e, openai.APIConnectionError):
-            return BrainError(f"cannot reach the model API at {self.base_url}: {e.message}")
-        return BrainError(f"the model API call failed: {type(e).__name__}: {e}")
+            return Failure(
+                retryable=True,
+                reason=self._redact(f"cannot reach the model API at {self.base_url}: {e.message}"),
+            )
+        return Failure(
+            retryable=False,
+            reason=self._redact(f"the model API call failed: {type(e).__name__}: {e}"),
+        )
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (a server may echo it in an error message)."""
+        key = self._client.api_key
+        if key and key != _LOCAL_KEY and len(key) >= 8:
+            text = text.replace(key, "<api key>")
+        return text

@@ -5,7 +5,8 @@ A real HTTP server on 127.0.0.1 (an ephemeral port, a thread), spoken to by the 
 queue of replies the test scripts in order, and fails loudly when misused:
 
 - a request with no reply scripted, or for another endpoint than the next reply's, gets
-  HTTP 500 with a clear message *and* is noted in ``errors``;
+  HTTP 421 (Misdirected Request: an answer clients do not retry, so misuse fails at once)
+  with a clear message *and* is noted in ``errors``;
 - leaving the context with ``errors`` or with unconsumed replies raises ``AssertionError``.
 
 Example:
@@ -25,7 +26,7 @@ import itertools
 import json
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
     "reasoning_item",
     "refusal_item",
     "responses_reply",
+    "slow",
     "tool_call",
 ]
 
@@ -76,6 +78,11 @@ class Reply:
     raw: bytes | None = None
     """Sent instead of ``body``, as ``content_type`` (a reply that is not JSON)."""
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers, e.g. ``(("Retry-After", "1"),)``."""
+    delay_s: float = 0.0
+    """Hold the reply this long before sending it (a slow server, for client timeouts);
+    closing the server ends the wait."""
 
 
 @dataclass(frozen=True)
@@ -261,9 +268,17 @@ def raw_reply(path: str, data: bytes, content_type: str = "text/html") -> Reply:
     return Reply(path, {}, raw=data, content_type=content_type)
 
 
-def http_error(path: str, status: int, message: str) -> Reply:
-    """An error reply in the OpenAI error format."""
-    return Reply(path, {"error": {"message": message, "type": "test_error", "code": None}}, status)
+def http_error(
+    path: str, status: int, message: str, *, headers: dict[str, str] | None = None
+) -> Reply:
+    """An error reply in the OpenAI error format, with extra ``headers`` (``Retry-After``)."""
+    body = {"error": {"message": message, "type": "test_error", "code": None}}
+    return Reply(path, body, status, headers=tuple((headers or {}).items()))
+
+
+def slow(reply: Reply, delay_s: float) -> Reply:
+    """``reply``, sent only after ``delay_s`` seconds (past a client's timeout)."""
+    return replace(reply, delay_s=delay_s)
 
 
 # ---------------------------------------------------------------------- the server
@@ -275,6 +290,7 @@ class _State:
     requests: list[Request] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closing: threading.Event = field(default_factory=threading.Event)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -309,28 +325,43 @@ class _Handler(BaseHTTPRequestHandler):
         if error is not None or reply is None:
             self._fail(error or "no reply")
             return
+        if reply.delay_s and state.closing.wait(reply.delay_s):
+            return  # the server is closing: the client gave up long ago
         if reply.raw is not None:
-            self._send_bytes(reply.status, reply.raw, reply.content_type)
+            self._send_bytes(reply.status, reply.raw, reply.content_type, reply.headers)
             return
         out = dict(reply.body)
         if reply.status == 200 and "model" not in out:
             out["model"] = body.get("model", "fake-model")
-        self._send(reply.status, out)
+        self._send(reply.status, out, reply.headers)
 
     def _fail(self, message: str) -> None:
         with self.server.state.lock:
             self.server.state.errors.append(message)
-        self._send(500, {"error": {"message": f"fake OpenAI server: {message}", "type": "fake"}})
+        self._send(421, {"error": {"message": f"fake OpenAI server: {message}", "type": "fake"}})
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        self._send_bytes(status, json.dumps(body).encode(), "application/json")
+    def _send(
+        self, status: int, body: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)
 
-    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def _send_bytes(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout): nothing to tell it
 
 
 class _Server(ThreadingHTTPServer):
@@ -363,6 +394,7 @@ class FakeOpenAIServer:
 
     async def close(self) -> None:
         """Close the clients made here and stop the server."""
+        self._state.closing.set()
         for client in self._clients:
             await client.close()
         self._clients.clear()

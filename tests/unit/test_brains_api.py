@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 import orchestrator.brains as brains
 from orchestrator.brains import BrainContext, Observation, OpenAIBrain, ScriptedBrain, make_brain
+from orchestrator.config import settings
 from orchestrator.domain import BrainConfig
 from orchestrator.errors import BrainError, ConfigError
 from tests.fakes.openai_server import (
@@ -133,7 +134,12 @@ async def test_api_errors_become_brain_errors(
         await brain.triage(CTX, OBS)
 
 
-async def test_an_unreachable_endpoint_is_a_brain_error() -> None:
+async def test_an_unreachable_endpoint_is_a_brain_error(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_MODEL_API_RETRIES", "0")  # retries: test_brains_client
+    settings.cache_clear()
+    request.addfinalizer(settings.cache_clear)
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,0 +1,163 @@
+"""The model client retries API calls that failed for a passing reason (issue 11, item 7).
+
+The real ``openai`` client talks to the fake server (``tests/fakes/openai_server.py``), which
+answers with scripted statuses and headers; ``ORCHESTRATOR_MODEL_API_RETRIES`` sets the
+attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from orchestrator.brains._client import ModelClient
+from orchestrator.config import settings
+from orchestrator.domain import BrainConfig
+from orchestrator.errors import BrainError
+from tests.fakes.openai_server import (
+    CHAT,
+    RESPONSES,
+    TEST_KEY,
+    FakeOpenAIServer,
+    chat_text,
+    http_error,
+    responses_reply,
+    slow,
+)
+
+LOGGER = "orchestrator.brains._retry"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAIServer]:
+    async with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Two retries with short waits (the backoff is capped at 0.05 s)."""
+    monkeypatch.setenv("ORCHESTRATOR_MODEL_API_RETRIES", "2")
+    monkeypatch.setenv("ORCHESTRATOR_MODEL_API_MAX_WAIT_S", "0.05")
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
+
+
+def _client(fake: FakeOpenAIServer, **kw: float) -> ModelClient:
+    return ModelClient(BrainConfig(kind="openai", model="m"), client=fake.client(**kw))
+
+
+async def test_a_429_with_retry_after_is_waited_for_then_retried(
+    fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_MODEL_API_RETRIES", "3")
+    settings.cache_clear()
+    try:
+        fake.add(
+            http_error(CHAT, 429, "Rate limit reached", headers={"Retry-After": "1"}),
+            chat_text("hello"),
+        )
+        client = _client(fake)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            reply = await client.chat(messages=[{"role": "user", "content": "hi"}])
+        elapsed = time.monotonic() - start
+    finally:
+        settings.cache_clear()
+    assert reply.choices[0].message.content == "hello"
+    assert elapsed >= 1.0
+    retried = [r for r in caplog.records if r.name == LOGGER]
+    assert len(retried) == 1
+    line = retried[0].getMessage()
+    assert "answered 429: " in line and "Rate limit reached" in line
+    assert "trying again in 1.0 s (attempt 2 of 4)" in line
+    assert TEST_KEY not in caplog.text
+    assert len(fake.requests) == 2
+
+
+async def test_a_503_is_retried_until_the_attempts_are_spent(
+    fake: FakeOpenAIServer, retries: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add(*[http_error(RESPONSES, 503, "The engine is overloaded")] * 3)
+    client = _client(fake)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        with pytest.raises(BrainError) as err:
+            await client.respond(input="hi")
+    message = str(err.value)
+    assert f"the model API at {fake.base_url} answered 503: " in message
+    assert "The engine is overloaded" in message and "(after 3 attempts)" in message
+    assert len(fake.requests) == 3
+    assert len([r for r in caplog.records if r.name == LOGGER]) == 2
+    assert TEST_KEY not in caplog.text and TEST_KEY not in message
+
+
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 529])
+async def test_passing_statuses_are_retried(
+    fake: FakeOpenAIServer, retries: None, status: int
+) -> None:
+    fake.add(http_error(RESPONSES, status, "try later"), responses_reply())
+    reply = await _client(fake).respond(input="hi")
+    assert reply["status"] == "completed" and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+async def test_final_statuses_are_not_retried(
+    fake: FakeOpenAIServer, retries: None, status: int
+) -> None:
+    fake.add(http_error(CHAT, status, "bad request"))
+    with pytest.raises(BrainError, match=f"answered {status}: .*bad request") as err:
+        await _client(fake).chat(messages=[])
+    assert "attempts" not in str(err.value)
+    assert len(fake.requests) == 1
+
+
+async def test_a_timeout_is_retried(fake: FakeOpenAIServer, retries: None) -> None:
+    fake.add(slow(chat_text("too late"), 30), chat_text("in time"))
+    reply = await _client(fake, timeout=0.5).chat(messages=[])
+    assert reply.choices[0].message.content == "in time"
+    assert len(fake.requests) == 2
+
+
+async def test_timeouts_until_the_attempts_are_spent(fake: FakeOpenAIServer, retries: None) -> None:
+    fake.add(*[slow(chat_text("too late"), 30)] * 3)
+    with pytest.raises(BrainError, match=r"timed out \(after 3 attempts\)"):
+        await _client(fake, timeout=0.3).chat(messages=[])
+
+
+async def test_no_retries_when_the_setting_is_zero(
+    fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_MODEL_API_RETRIES", "0")
+    settings.cache_clear()
+    try:
+        fake.add(http_error(CHAT, 503, "overloaded"))
+        with pytest.raises(BrainError, match="answered 503: .*overloaded") as err:
+            await _client(fake).chat(messages=[])
+    finally:
+        settings.cache_clear()
+    assert "attempts" not in str(err.value)
+    assert len(fake.requests) == 1
+
+
+async def test_the_sdk_does_not_retry_as_well(fake: FakeOpenAIServer, retries: None) -> None:
+    """A client handed in with the SDK's own retries is used without them."""
+    fake.add(*[http_error(CHAT, 500, "broken")] * 3)
+    with pytest.raises(BrainError, match=r"\(after 3 attempts\)"):
+        await _client(fake, max_retries=3).chat(messages=[])
+    assert len(fake.requests) == 3
+
+
+def test_a_built_client_has_the_sdk_retries_off() -> None:
+    client = ModelClient(BrainConfig(kind="openai", model="m", base_url="http://127.0.0.1:9/v1"))
+    assert client._client.max_retries == 0
+
+
+async def test_the_key_is_cut_out_of_error_messages(fake: FakeOpenAIServer, retries: None) -> None:
+    fake.add(http_error(CHAT, 401, f"Incorrect API key provided: {TEST_KEY}"))
+    with pytest.raises(BrainError, match="answered 401") as err:
+        await _client(fake).chat(messages=[])
+    assert TEST_KEY not in str(err.value) and "<api key>" in str(err.value)
