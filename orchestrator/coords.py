@@ -220,11 +220,12 @@ class Mapper:
         return (self._axis(x, mw, self.screen_size[0]), self._axis(y, mh, self.screen_size[1]))
 
     def fraction(self, fx: float, fy: float) -> tuple[int, int]:
-        """The screen pixel at fractions ``(fx, fy)`` (0..1) of the model's space."""
+        """The screen pixel at fractions ``(fx, fy)`` (0..1) of the model's space; a
+        fraction that scales to a model pixel maps like that pixel."""
         if not (_finite(fx) and _finite(fy) and 0 <= fx <= 1 and 0 <= fy <= 1):
             raise OutOfSpaceError(f"({_num(fx)}, {_num(fy)}) is not a fraction 0..1 of the screen")
         mw, mh = self.model_size
-        return self.point(fx * mw, fy * mh)
+        return self.point(_snap(fx * mw), _snap(fy * mh))
 
     def to_model(self, x: int, y: int) -> tuple[int, int]:
         """The model pixel under the centre of screen pixel ``(x, y)`` (a cursor, shown back)."""
@@ -240,6 +241,13 @@ class Mapper:
         else:
             out = math.floor(v * screen / model)
         return min(max(out, 0), screen - 1)
+
+
+def _snap(v: float) -> float:
+    """``v``, or the integer it is within float error of: a fraction that scales to a pixel
+    (29/800 of 800 is 28.999999999999996) maps like that pixel, at its centre."""
+    nearest = round(v)
+    return nearest if abs(v - nearest) < 1e-9 * max(1.0, abs(v)) else v
 
 
 def _finite(v: float) -> bool:
