@@ -121,9 +121,31 @@ def demo(out: Path) -> None:
     help="Ray cluster address [default: the local cluster of `orchestrator up` when one runs, "
     "else a Ray of its own for this run].",
 )
-def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: str | None) -> None:
+@click.option(
+    "--family",
+    default=None,
+    metavar="FAMILY",
+    help="For a task in words: how the model speaks computer use, one of chat-tools, "
+    "openai-responses, anthropic, uitars, qwen-vl, opencua [default: chat-tools].",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="For a task in words: the model's name [default: ORCHESTRATOR_MODEL, or "
+    "ORCHESTRATOR_ANTHROPIC_MODEL for anthropic].",
+)
+def run(
+    plan: str,
+    out: Path | None,
+    tenant: str | None,
+    keep: bool,
+    address: str | None,
+    family: str | None,
+    model: str | None,
+) -> None:
     """Run PLAN: a workflow file (YAML), or a task in words for a model-driven agent
-    (needs an OpenAI-compatible model: OPENAI_BASE_URL / OPENAI_API_KEY / ORCHESTRATOR_MODEL).
+    (needs an OpenAI-compatible model: OPENAI_BASE_URL / OPENAI_API_KEY / ORCHESTRATOR_MODEL;
+    with --family anthropic, ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY).
 
     With a local cluster up, the run is one of its tenant's: `orchestrator agents`, `tasks`,
     `watch` and the dashboard show it."""
@@ -132,17 +154,19 @@ def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: st
 
     from . import local
     from .config import ray_env
-    from .domain import AgentSpec, BrainConfig, TaskSpec
+    from .domain import AgentSpec, TaskSpec
     from .workflow import Workflow, load_workflow
 
     if Path(plan).is_file():
+        if family is not None or model is not None:
+            raise ConfigError("--family and --model are for a task in words, not a workflow file")
         wf = load_workflow(Path(plan))
         out = out or Path("out") / Path(plan).stem
     elif plan.endswith((".yaml", ".yml")):
         raise ConfigError(f"no such workflow file: {plan}")
     else:
         wf = Workflow(
-            agent=AgentSpec(name="user", role="generalist", brain=BrainConfig(kind="openai")),
+            agent=AgentSpec(name="user", role="generalist", brain=_words_brain(family, model)),
             task=TaskSpec(description=plan),
         )
         from .brains import make_brain
@@ -172,6 +196,18 @@ def run(plan: str, out: Path | None, tenant: str | None, keep: bool, address: st
         return 0 if done.state.value == "succeeded" else 1
 
     sys.exit(asyncio.run(go()))
+
+
+def _words_brain(family: str | None, model: str | None) -> Any:
+    """The brain of a task in words: a model of ``family`` (default chat-tools)."""
+    from .domain import FAMILIES, BrainConfig
+
+    if family is None:
+        return BrainConfig(kind="openai", model=model)
+    if family not in FAMILIES:
+        raise ConfigError(f"--family {family!r}: not one of {', '.join(FAMILIES)}")
+    kind = "anthropic" if family == "anthropic" else "openai"
+    return BrainConfig(kind=kind, family=family, model=model)
 
 
 @main.group(cls=_Group)
