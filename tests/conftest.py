@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-# The tests' operator allows the fake model servers (tests/fakes/openai_server.py), which
+# The tests' operator allows the fake model servers (tests/fakes/openai_server.py at /v1,
+# tests/fakes/anthropic_server.py at the root: the anthropic client adds /v1), which
 # listen on ephemeral loopback ports; set before any Ray cluster starts, so its workers see
 # it too. Tests of the default (nothing but OpenAI's endpoint) unset it with `operator_env`.
-os.environ.setdefault("ORCHESTRATOR_MODEL_BASE_URLS", "http://127.0.0.1:*/v1")
+os.environ.setdefault("ORCHESTRATOR_MODEL_BASE_URLS", "http://127.0.0.1:*/v1,http://127.0.0.1:*")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
