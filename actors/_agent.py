@@ -416,9 +416,9 @@ class AgentActor:
         """A person's answer to the question a task waits on (``input_required``)."""
         return await self._tasks.answer(task_id, text)
 
-    async def approve(self, task_id: str, approved: bool) -> TaskInfo:
-        """A person approves (or refuses) the actions a task waits on (``approval_required``)."""
-        return await self._tasks.approve(task_id, approved)
+    async def approve(self, task_id: str, approved: bool, reason: str | None = None) -> TaskInfo:
+        """A person approves (or refuses, ``reason``: why) the actions a task waits on."""
+        return await self._tasks.approve(task_id, approved, reason)
 
     async def pause(self, task_id: str) -> TaskInfo:
         """Pause a task before its next step (``paused``); ``resume`` goes on."""

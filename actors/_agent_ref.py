@@ -105,6 +105,26 @@ class RayAgentRef:
         task: TaskInfo = await ray_call(self.handle.cancel_task.remote(task_id))
         return task
 
+    async def answer(self, task_id: str, text: str) -> TaskInfo:
+        """A person's answer to the question the task waits on."""
+        task: TaskInfo = await ray_call(self.handle.answer.remote(task_id, text))
+        return task
+
+    async def approve(self, task_id: str, approved: bool, reason: str | None = None) -> TaskInfo:
+        """A person approves (or refuses, ``reason``: why) the actions the task waits on."""
+        task: TaskInfo = await ray_call(self.handle.approve.remote(task_id, approved, reason))
+        return task
+
+    async def pause_task(self, task_id: str) -> TaskInfo:
+        """Pause the task before its next step."""
+        task: TaskInfo = await ray_call(self.handle.pause.remote(task_id))
+        return task
+
+    async def resume_task(self, task_id: str) -> TaskInfo:
+        """Resume the paused task (or withdraw a pause not taken yet)."""
+        task: TaskInfo = await ray_call(self.handle.resume.remote(task_id))
+        return task
+
     async def screenshot(self, format: Literal["png", "jpeg"], quality: int) -> bytes:
         data: bytes = await ray_call(self.handle.screenshot.remote(format, quality))
         return data

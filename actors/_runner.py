@@ -20,6 +20,7 @@ the task cancels the subtasks in the subtree.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ from orchestrator.domain import (
     Retry,
     TaskInfo,
     TaskState,
+    Waiting,
 )
 from orchestrator.errors import AgentError, BrainError, OrchestratorError
 
@@ -111,9 +113,11 @@ class TaskRunner:
         self._give(TaskState.INPUT_REQUIRED, text, "an answer")
         return self.task
 
-    async def approve(self, approved: bool) -> TaskInfo:
-        """A person approves (or refuses) the actions the task waits on."""
-        self._give(TaskState.APPROVAL_REQUIRED, "approved" if approved else "refused", "approval")
+    async def approve(self, approved: bool, reason: str | None = None) -> TaskInfo:
+        """A person approves the actions the task waits on, or refuses them (``reason``: why):
+        refused, the step fails with the reason and the brain decides again knowing it."""
+        verdict = "approved" if approved else f"refused: {reason}" if reason else "refused"
+        self._give(TaskState.APPROVAL_REQUIRED, verdict, "approval")
         return self.task
 
     async def pause(self) -> TaskInfo:
@@ -121,7 +125,8 @@ class TaskRunner:
         it waits on subtasks, before it checks them) and stays so until ``resume``."""
         if self.task.state.done:
             raise AgentError(f"task {self.task.id} has ended ({self.task.state.value})")
-        self._pause_asked = True
+        if self.task.state != TaskState.PAUSED:  # paused twice: one resume goes on
+            self._pause_asked = True
         return self.task
 
     async def resume(self) -> TaskInfo:
@@ -142,8 +147,11 @@ class TaskRunner:
             )
         person.set_result(reply)
 
-    async def _wait_for_person(self, state: TaskState, what: str, **data: Any) -> str:
-        """Wait in ``state`` for a person's reply; the deadline stands still meanwhile."""
+    async def _wait_for_person(
+        self, state: TaskState, what: str, waiting: Waiting | None = None
+    ) -> str:
+        """Wait in ``state`` for a person's reply (``waiting``: on what, in the record and its
+        event); the deadline stands still meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = self._deadline
         when = deadline.when() if deadline is not None else None
@@ -152,7 +160,9 @@ class TaskRunner:
             deadline.reschedule(None)
         self._person = loop.create_future()
         try:
-            await self._set(state, **data)
+            shown = waiting.model_dump(mode="json") if waiting else {}
+            said = {k: v for k, v in shown.items() if v not in (None, [])}
+            await self._set(state, waiting=waiting, **said)
             try:
                 async with asyncio.timeout(self.human_wait_timeout_s):
                     reply = await self._person
@@ -242,14 +252,14 @@ class TaskRunner:
         *,
         result: str | None = None,
         error: str | None = None,
+        waiting: Waiting | None = None,
         **data: Any,
     ) -> None:
         """Change the task's state: the record and the event announcing it in one write (a
         write cut short by the deadline or a cancel may land later: both or neither)."""
         async with self._write:
-            task = self.task.model_copy(
-                update={"state": state, "result": result, "error": error, "updated_at": time.time()}
-            )
+            update = {"state": state, "result": result, "error": error, "waiting": waiting}
+            task = self.task.model_copy(update={**update, "updated_at": time.time()})
             said = self._event(
                 EventKind.TASK, {"state": state.value, "result": result, "error": error, **data}
             )
@@ -356,11 +366,14 @@ class TaskRunner:
             n = len(self.brain.usage)
             decision = await self._ask_brain(decide, seen.obs, n)
             usage = self._usage_since(n)
+            asks = isinstance(decision, Ask | AwaitApproval)  # its screen is shown to the person
             if usage or not isinstance(decision, Act):
                 await self._record(
                     EventKind.MODEL,
                     {"call": "step", **decision.model_dump(mode="json"), "usage": usage},
+                    screenshot=seen.jpeg if asks else None,
                 )
+            shot = hashlib.sha256(seen.jpeg).hexdigest() if asks else None
             match decision:
                 case Done(result=result):
                     return result
@@ -372,27 +385,37 @@ class TaskRunner:
                     return await self._delegate(decision)
                 case Ask(question=question):
                     reply = await self._wait_for_person(
-                        TaskState.INPUT_REQUIRED, "an answer", question=question
+                        TaskState.INPUT_REQUIRED,
+                        "an answer",
+                        Waiting(question=question, screenshot=shot),
                     )
                     self.history.append(StepRecord(decision=decision, results=[], answer=reply))
                 case AwaitApproval(actions=actions, reason=reason):
                     verdict = await self._wait_for_person(
                         TaskState.APPROVAL_REQUIRED,
                         "approval",
-                        reason=reason,
-                        actions=[x.model_dump(mode="json") for x in actions],
+                        Waiting(actions=actions, reason=reason, screenshot=shot),
                     )
                     if verdict == "approved":
                         steps += 1
                         await self._act(decision, actions, seen, answer=verdict)
                     else:
-                        self.history.append(StepRecord(decision, results=[], answer=verdict))
+                        await self._refused(decision, verdict)
                 case Act(actions=actions):
                     steps += 1
                     await self._act(decision, actions, seen)
                 case Retry(error=error):  # brains retry their own replies; this one gave up
                     raise TaskFailed(f"the model's reply could not be used: {error}")
             seen = None
+
+    async def _refused(self, decision: AwaitApproval, verdict: str) -> None:
+        """A step a person refused fails: its first action is not carried out, with the
+        person's reason (``verdict``: ``refused: why``) on the timeline and in the history."""
+        action = decision.actions[0]
+        result = a.ActionResult.failure(f"a person {verdict}")
+        data = {"action": action.model_dump(mode="json"), "result": result.model_dump(mode="json")}
+        await self._record(EventKind.STEP, {**data, "thought": decision.thought})
+        self.history.append(StepRecord(decision, results=[result], answer=verdict))
 
     async def _act(
         self,

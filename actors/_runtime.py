@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray.exceptions import RayActorError, RayError
@@ -24,7 +24,7 @@ from orchestrator.domain import (
     TaskState,
     new_id,
 )
-from orchestrator.errors import AgentError, NotFoundError
+from orchestrator.errors import AgentError, AgentGoneError, NotFoundError
 from orchestrator.records import StoreStats
 
 from ._agent import AgentActor, agent_options, failed_agent, start_agent
@@ -278,6 +278,75 @@ class Runtime:
         return await self.records.events(
             task_id=task_id, agent_id=agent_id, after_seq=after_seq, limit=limit
         )
+
+    # ------------------------------------------------------------------ a person's part
+
+    async def _open_task(self, task_id: str, tenant: str | None) -> tuple[TaskInfo, RayAgentRef]:
+        """The task (``NotFoundError`` for an unknown id or another tenant's) and its running
+        agent; ``AgentError`` once it has ended."""
+        task = await self.task(task_id, tenant)
+        if task.state.done:
+            raise AgentError(f"task {task_id} has ended ({task.state.value})")
+        return task, await self.agent_ref(task.agent_id)
+
+    async def answer(self, task_id: str, text: str, tenant: str | None = None) -> TaskInfo:
+        _, ref = await self._open_task(task_id, tenant)
+        return await ref.answer(task_id, text)
+
+    async def approve(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        _, ref = await self._open_task(task_id, tenant)
+        return await ref.approve(task_id, True)
+
+    async def reject(self, task_id: str, reason: str, tenant: str | None = None) -> TaskInfo:
+        _, ref = await self._open_task(task_id, tenant)
+        return await ref.approve(task_id, False, reason)
+
+    async def pause(
+        self, task_id: str, tenant: str | None = None, subtree: bool = True
+    ) -> TaskInfo:
+        """Pause the task, then (with ``subtree``) every open subtask below it."""
+        task, ref = await self._open_task(task_id, tenant)
+        paused = await ref.pause_task(task_id)
+        if subtree:
+            await self._each_below(task, "pause_task")
+        return paused
+
+    async def resume(
+        self, task_id: str, tenant: str | None = None, subtree: bool = True
+    ) -> TaskInfo:
+        """Resume the task and (with ``subtree``) its paused subtasks; ``AgentError`` only when
+        none of them was paused (or about to be)."""
+        task, ref = await self._open_task(task_id, tenant)
+        try:
+            task = await ref.resume_task(task_id)
+        except AgentError:
+            if not subtree or not await self._each_below(task, "resume_task"):
+                raise
+            return await self.task(task_id)
+        if subtree:
+            await self._each_below(task, "resume_task")
+        return task
+
+    async def _each_below(self, task: TaskInfo, call: Literal["pause_task", "resume_task"]) -> int:
+        """Call ``call`` on every open subtask below ``task`` (recursively, read from the
+        records); returns how many accepted it. Subtasks that cannot (not started yet, ended
+        meanwhile, their agent gone) are passed over."""
+        done = 0
+        below = list(task.subtask_ids)
+        while below:
+            sub = await self.records.get_task(below.pop(0))
+            if sub is None:
+                continue
+            below.extend(sub.subtask_ids)
+            if sub.state.done:
+                continue
+            try:
+                ref = await self.agent_ref(sub.agent_id)
+                await getattr(ref, call)(sub.id)
+                done += 1
+            except (AgentError, AgentGoneError, NotFoundError) as e:
+                log.info("subtask %s: no %s: %s", sub.id, call, e)
+        return done
 
     async def pin(self, task_id: str, pinned: bool, tenant: str | None = None) -> None:
         """Pin the task's run (kept by garbage collection whatever its age), or unpin it."""

@@ -294,9 +294,9 @@ class AgentTasks:
         """A person's answer to the task's question (it is ``input_required``)."""
         return await self._runner(task_id).answer(text)
 
-    async def approve(self, task_id: str, approved: bool) -> TaskInfo:
-        """A person approves or refuses the actions the task waits on."""
-        return await self._runner(task_id).approve(approved)
+    async def approve(self, task_id: str, approved: bool, reason: str | None = None) -> TaskInfo:
+        """A person approves or refuses (``reason``: why) the actions the task waits on."""
+        return await self._runner(task_id).approve(approved, reason)
 
     async def pause(self, task_id: str) -> TaskInfo:
         """Pause the task before its next step."""

@@ -45,6 +45,7 @@ __all__ = [
     "TaskState",
     "TokenUsage",
     "Triage",
+    "Waiting",
     "new_id",
     "now",
 ]
@@ -312,6 +313,18 @@ class TaskSpec(_Model):
     failed): each is stored with the records and is part of the task's artifacts."""
 
 
+class Waiting(_Model):
+    """What a task waiting for a person (``input_required``, ``approval_required``) needs."""
+
+    question: str | None = None
+    """The agent's question (``input_required``)."""
+    actions: list[Action] = Field(default_factory=list)
+    """The actions awaiting approval (``approval_required``), and ``reason`` why."""
+    reason: str | None = None
+    screenshot: str | None = None
+    """The blob address of the screen it decided on (``GET /v1/tasks/{id}/waiting/screenshot``)."""
+
+
 class TaskInfo(_Model):
     """A task as stored and shown."""
 
@@ -325,6 +338,8 @@ class TaskInfo(_Model):
     error: str | None = None
     """Why it failed or was cancelled."""
     subtask_ids: list[str] = Field(default_factory=list)
+    waiting: Waiting | None = None
+    """While the task waits for a person's answer or approval: what it waits on."""
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
 

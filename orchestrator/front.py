@@ -149,6 +149,37 @@ class Runtime(Protocol):
         """Pin the task's run against garbage collection, or unpin it."""
         ...
 
+    # A person's part: each returns the task as it is then; ``AgentError`` when the task is
+    # not in the state the call needs (answering a task that asked nothing, a task ended).
+
+    async def answer(self, task_id: str, text: str, tenant: str | None = None) -> TaskInfo:
+        """Answer the question the task waits on (``input_required``); it goes on with it."""
+        ...
+
+    async def approve(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        """Approve the actions the task waits on (``approval_required``): they are done."""
+        ...
+
+    async def reject(self, task_id: str, reason: str, tenant: str | None = None) -> TaskInfo:
+        """Refuse the actions the task waits on: the step fails with ``reason`` (the brain
+        decides again knowing it)."""
+        ...
+
+    async def pause(
+        self, task_id: str, tenant: str | None = None, subtree: bool = True
+    ) -> TaskInfo:
+        """Pause the task (and, with ``subtree``, every open subtask below it): each turns
+        ``paused`` before its next step (a step in flight finishes) and takes no action until
+        resumed; a task waiting on subtasks pauses before it checks them."""
+        ...
+
+    async def resume(
+        self, task_id: str, tenant: str | None = None, subtree: bool = True
+    ) -> TaskInfo:
+        """Resume the paused task (and, with ``subtree``, its paused subtasks), or withdraw a
+        pause not taken yet; ``AgentError`` when nothing of it was paused."""
+        ...
+
     async def stats(self, tenant: str) -> StoreStats:
         """The tenant's agents by status and tasks by state, counted by the records."""
         ...

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from . import _agents, _desktop, _files, _stats, _tasks, _workflows
+from . import _agents, _desktop, _files, _person, _stats, _tasks, _workflows
 from ._auth import KeyStore, RecordKeys, configure, current_keys, records_fetch
 from ._errors import RETRY_AFTER_S, BodyLimit, install_error_handlers
 from ._files import MAX_UPLOAD_BYTES, UPLOAD_PATH
@@ -34,6 +34,7 @@ __all__ = ["ApiDeployment", "build_app"]
 ROUTERS = (
     _agents.router,
     _tasks.router,
+    _person.router,
     _workflows.router,
     _stats.router,
     _desktop.router,

@@ -29,7 +29,7 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from orchestrator import actions as a
 from orchestrator.domain import (
@@ -47,6 +47,8 @@ from orchestrator.domain import (
 from orchestrator.errors import AgentError, NotFoundError
 from orchestrator.front import User
 from orchestrator.records import MAX_LIMIT, RecordStore, StoreStats
+
+from .runtime_person import PersonPart
 
 __all__ = ["PNG_1X1", "LocalAgent", "LocalRuntime", "MemoryDesktop"]
 
@@ -216,8 +218,9 @@ class LocalAgent:
         return self._info
 
 
-class LocalRuntime:
-    """``orchestrator.front.Runtime`` in this process, on a real record store."""
+class LocalRuntime(PersonPart):
+    """``orchestrator.front.Runtime`` in this process, on a real record store (a person's
+    part, and the helpers that put a task where a brain would: ``PersonPart``)."""
 
     def __init__(
         self,
@@ -230,6 +233,7 @@ class LocalRuntime:
         """Every running agent (children too), by id."""
         self.calls: list[str] = []
         """The runtime's methods called, in order (tests check what a route asks for)."""
+        self.given: list[tuple[str, str, Any]] = []
 
     def _start(self, info: AgentInfo) -> LocalAgent:
         self.store.admit_agent(info)  # QuotaExceededError before anything starts
