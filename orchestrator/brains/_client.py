@@ -117,6 +117,16 @@ class ModelClient:
 
     async def chat(self, **params: Any) -> ChatCompletion:
         """``chat.completions.create`` with the model (and temperature) filled in."""
+        reply, raw = await self._chat(params)
+        return cast(ChatCompletion, raw.parse())
+
+    async def chat_body(self, **params: Any) -> dict[str, Any]:
+        """Like ``chat``, but the reply's JSON as sent (checked to have ``choices`` of
+        ``message`` objects), for parsers that read plain data."""
+        reply, _ = await self._chat(params)
+        return cast(dict[str, Any], reply)
+
+    async def _chat(self, params: dict[str, Any]) -> tuple[Any, Any]:
         params.setdefault("model", self.model)
         if self.temperature is not None:
             params.setdefault("temperature", self.temperature)
@@ -132,14 +142,9 @@ class ModelClient:
                 f"the model API at {self.base_url} sent a reply that is not a chat completion: "
                 f"{_excerpt(raw.http_response.text)}"
             )
-        completion = cast(ChatCompletion, raw.parse())
-        usage = completion.usage
-        self._usage(
-            getattr(completion, "model", None),
-            getattr(usage, "prompt_tokens", 0) if usage else 0,
-            getattr(usage, "completion_tokens", 0) if usage else 0,
-        )
-        return completion
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        self._usage(reply.get("model"), usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return reply, raw
 
     async def respond(self, **params: Any) -> dict[str, Any]:
         """``responses.create`` with the model (and temperature) filled in; the reply's JSON.

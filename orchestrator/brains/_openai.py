@@ -3,20 +3,28 @@
 - Triage and plan: structured JSON replies validated with pydantic and retried when bad
   (``_structured``), over Chat Completions in mode ``chat`` and over the Responses API in
   mode ``responses`` (computer-use models speak only that API).
-- Acting: mode ``chat`` uses Chat Completions with one function tool per action type
-  (``_chat``); mode ``responses`` uses the Responses API's computer tool (``_responses``).
+- Acting: family ``chat-tools`` (mode ``chat``) uses Chat Completions with one function tool
+  per action type (``_chat``); family ``openai-responses`` (mode ``responses``) uses the
+  Responses API's computer tool (``_responses``).
+- Coordinates: the brain's space (``space_of(config)``: native unless the config names
+  another) sizes the screenshots (``image_size``) and maps every point of a reply back to
+  screen pixels.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import openai
 
+from .. import coords
 from ..domain import BrainConfig, Decision, Plan, Triage
 from ._base import Brain, BrainContext, Observation, UsageCallback
 from ._chat import ChatActor
 from ._client import ModelClient
 from ._prompts import PLAN, TRIAGE, acting_instructions, check_text, task_text, who
 from ._responses import ResponsesActor
+from ._spaces import space_of
 from ._structured import PlanReply, TriageReply, ask_structured, plan_from
 
 __all__ = ["OpenAIBrain"]
@@ -53,13 +61,21 @@ class OpenAIBrain(Brain):
         super().__init__(on_usage=on_usage)
         self.config = config
         self._client = ModelClient(config, client=client, on_usage=self._record_usage)
+        self._space = space_of(config)
+        self._responses = config.resolved_family == "openai-responses"
+        self._mode: Literal["chat", "responses"] = "responses" if self._responses else "chat"
         self._actor: ChatActor | ResponsesActor
-        if config.mode == "chat":
-            self._actor = ChatActor(
-                self._client, max_retries=config.max_retries, max_screenshots=max_screenshots
+        if self._responses:
+            self._actor = ResponsesActor(
+                self._client, max_retries=config.max_retries, space=self._space
             )
         else:
-            self._actor = ResponsesActor(self._client, max_retries=config.max_retries)
+            self._actor = ChatActor(
+                self._client,
+                max_retries=config.max_retries,
+                max_screenshots=config.max_images or max_screenshots,
+                space=self._space,
+            )
         self._check: str | None = None
 
     @property
@@ -67,10 +83,14 @@ class OpenAIBrain(Brain):
         """The model asked on every call."""
         return self._client.model
 
+    def image_size(self, screen: tuple[int, int]) -> tuple[int, int]:
+        """The screenshots' size in the brain's coordinate space (the screen's by default)."""
+        return coords.image_size(self._space, screen)
+
     async def triage(self, ctx: BrainContext, obs: Observation) -> Triage:
         return await ask_structured(
             self._client,
-            mode=self.config.mode,
+            mode=self._mode,
             instructions=f"{who(ctx, obs)} {TRIAGE}",
             text=task_text(ctx),
             obs=obs,
@@ -83,7 +103,7 @@ class OpenAIBrain(Brain):
     async def plan(self, ctx: BrainContext, obs: Observation) -> Plan:
         plan = await ask_structured(
             self._client,
-            mode=self.config.mode,
+            mode=self._mode,
             instructions=f"{who(ctx, obs)} {PLAN}",
             text=task_text(ctx),
             obs=obs,
@@ -99,7 +119,7 @@ class OpenAIBrain(Brain):
         return await self._actor.decide(
             ctx,
             obs,
-            instructions=acting_instructions(ctx, obs, computer_tool=self.config.mode != "chat"),
+            instructions=acting_instructions(ctx, obs, computer_tool=self._responses),
             task=task_text(ctx),
         )
 
@@ -107,7 +127,7 @@ class OpenAIBrain(Brain):
         return await self._actor.decide(
             ctx,
             obs,
-            instructions=acting_instructions(ctx, obs, computer_tool=self.config.mode != "chat"),
+            instructions=acting_instructions(ctx, obs, computer_tool=self._responses),
             task=check_text(ctx, results, self._check),
         )
 

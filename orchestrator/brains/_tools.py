@@ -17,17 +17,20 @@ from __future__ import annotations
 import copy
 import json
 import typing
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..actions import Action, ActionResult, parse_action
+from ..actions import Action, ActionResult, Drag, Point, Zoom, parse_action
+from ..coords import Mapper
 
 __all__ = [
     "DONE",
     "FAIL",
     "ACTION_TYPES",
+    "NOT_OFFERED",
     "ToolCallError",
     "action_arguments",
     "chat_tools",
@@ -35,6 +38,8 @@ __all__ = [
     "function_schemas",
     "parse_call",
     "result_text",
+    "to_model",
+    "to_screen",
 ]
 
 DONE = "done"
@@ -62,8 +67,14 @@ def _type_of(model: type[BaseModel]) -> str:
     return default
 
 
-ACTION_TYPES: tuple[str, ...] = tuple(_type_of(m) for m in _action_models())
-"""Every action type, in the order of the ``Action`` union."""
+NOT_OFFERED = frozenset({"zoom"})
+"""Action types not offered as function tools: ``zoom`` answers with an image, which tool
+results here (JSON text) do not carry back to the model."""
+
+ACTION_TYPES: tuple[str, ...] = tuple(
+    t for t in (_type_of(m) for m in _action_models()) if t not in NOT_OFFERED
+)
+"""Every action type offered as a tool, in the order of the ``Action`` union."""
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -83,6 +94,8 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 def _function_schemas() -> tuple[tuple[str, str, str], ...]:
     out: list[tuple[str, str, str]] = []
     for model in _action_models():
+        if _type_of(model) in NOT_OFFERED:
+            continue
         schema = model.model_json_schema()
         description = str(schema.pop("description", "") or model.__name__)
         params = _inline_refs(schema, schema.get("$defs", {}))
@@ -184,6 +197,39 @@ def parse_call(name: str, arguments: str | None) -> Action | tuple[str, str]:
         ) from None
 
 
+def _map_points(action: Action, point: Callable[[int, int], tuple[int, int]]) -> Action:
+    if isinstance(action, Drag):
+        path = [Point(x=x, y=y) for x, y in (point(p.x, p.y) for p in action.path)]
+        return action.model_copy(update={"path": path})
+    if isinstance(action, Zoom):  # a region: both corners
+        (x0, y0), (x1, y1) = point(action.x0, action.y0), point(action.x1, action.y1)
+        return action.model_copy(update={"x0": x0, "y0": y0, "x1": x1, "y1": y1})
+    x, y = getattr(action, "x", None), getattr(action, "y", None)
+    if isinstance(x, int) and isinstance(y, int):
+        x, y = point(x, y)
+        return action.model_copy(update={"x": x, "y": y})
+    return action
+
+
+def to_screen(action: Action, mapper: Mapper) -> Action:
+    """``action`` with its points (``x``/``y``, a drag's ``path``) mapped from the model's
+    space to screen pixels; ``OutOfSpaceError`` (a ``ValueError``) for a point outside it.
+
+    Example:
+        >>> from orchestrator.actions import Click
+        >>> mapper = Mapper(model_size=(1000, 1000), screen_size=(1920, 1080))
+        >>> to_screen(Click(x=500, y=500), mapper)
+        Click(type='click', x=960, y=540, button='left', keys=[])
+    """
+    return _map_points(action, mapper.point)
+
+
+def to_model(action: Action, mapper: Mapper) -> Action:
+    """``action`` (in screen pixels) with its points in the model's space, to show it back
+    to the model (a history the brain did not write)."""
+    return _map_points(action, mapper.to_model)
+
+
 def action_arguments(action: Action) -> str:
     """An action's tool-call arguments (its JSON without ``type``), for rebuilding history."""
     return json.dumps(action.model_dump(mode="json", exclude={"type"}))
@@ -196,8 +242,12 @@ def _cut(text: str) -> str:
     return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
 
 
-def result_text(result: ActionResult) -> str:
-    """An action's result as the JSON the model reads (long command output cut)."""
+def result_text(result: ActionResult, mapper: Mapper | None = None) -> str:
+    """An action's result as the JSON the model reads (long command output cut; the
+    ``cursor``, in screen pixels, shown in the model's space when ``mapper`` is given)."""
+    if mapper is not None and result.cursor is not None:
+        x, y = mapper.to_model(result.cursor.x, result.cursor.y)
+        result = result.model_copy(update={"cursor": Point(x=x, y=y)})
     data = result.model_dump(mode="json", exclude_none=True)
     command = data.get("command")
     if isinstance(command, dict):

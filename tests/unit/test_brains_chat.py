@@ -235,7 +235,7 @@ async def test_calls_after_a_failed_action_are_answered_as_not_carried_out(
 ) -> None:
     fake.add(
         chat_tool_calls(
-            tool_call("click", {"x": 5000, "y": 1}, id="c1"),
+            tool_call("click", {"x": 700, "y": 1}, id="c1"),
             tool_call("type", {"text": "hi"}, id="c2"),
         ),
         chat_tool_calls(tool_call("fail", {"reason": "the button is gone"})),
@@ -243,13 +243,13 @@ async def test_calls_after_a_failed_action_are_answered_as_not_carried_out(
     brain = make_brain(fake)
     ctx = context()
     decision = await brain.step(ctx, shot(1))
-    ctx.history.append(StepRecord(decision, [ActionResult.failure("x=5000 is off the screen")]))
+    ctx.history.append(StepRecord(decision, [ActionResult.failure("the click hit nothing")]))
 
     final = await brain.step(ctx, shot(2))
 
     assert final == Fail(reason="the button is gone")
     tools = [m for m in fake.bodies(CHAT)[1]["messages"] if m["role"] == "tool"]
-    assert "off the screen" in tools[0]["content"]
+    assert "the click hit nothing" in tools[0]["content"]
     assert tools[1] == {
         "role": "tool",
         "tool_call_id": "c2",
