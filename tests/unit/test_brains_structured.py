@@ -19,6 +19,7 @@ from tests.fakes.openai_server import (
     chat_json,
     chat_refusal,
     chat_text,
+    http_error,
     message_item,
     refusal_item,
     responses_reply,
@@ -269,3 +270,119 @@ async def test_responses_mode_refusal(fake: FakeOpenAIServer) -> None:
     fake.add(responses_reply(refusal_item("No.")))
     with pytest.raises(BrainError, match="refused.*No."):
         await make_brain(fake, mode="responses").triage(context(), OBS)
+
+
+# ---------------------------------------------------------------------- servers that ignore
+# or reject response_format (Anthropic's OpenAI-compatible endpoint ignores it)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        'Here is my decision:\n{"decision": "do", "reason": "small"}\nLet me know.',
+        'I considered it.\n\n```json\n{"decision": "do", "reason": "small"}\n```\nDone.',
+        '```\n{"decision": "do", "reason": "small"}\n```',
+        # an object in the prose that is not the answer comes first: the one that fits wins
+        'Given {"screen": "desktop"}, my answer: {"decision": "do", "reason": "small"}',
+    ],
+)
+async def test_json_wrapped_in_prose_or_a_fence_is_accepted(
+    fake: FakeOpenAIServer, content: str
+) -> None:
+    fake.add(chat_text(content))
+    assert await make_brain(fake).triage(context(), OBS) == Triage(decision="do", reason="small")
+
+
+async def test_the_schema_is_in_the_instructions_too(fake: FakeOpenAIServer) -> None:
+    """A server that ignores response_format still tells its model the fields."""
+    fake.add(chat_json(PLAN))
+    await make_brain(fake).plan(context(), OBS)
+    system = fake.bodies(CHAT)[0]["messages"][0]["content"]
+    assert "JSON schema" in system and '"depends_on"' in system and '"subtasks"' in system
+
+
+async def test_prose_with_a_wrong_object_is_fed_back_with_the_schema_problem(
+    fake: FakeOpenAIServer,
+) -> None:
+    fake.add(
+        chat_text('My answer is {"decision": "later"} as you can see.'),
+        chat_text('Sorry: {"decision": "delegate", "reason": "two parts"}'),
+    )
+    triage = await make_brain(fake).triage(context(), OBS)
+    assert triage == Triage(decision="delegate", reason="two parts")
+    correction = fake.bodies(CHAT)[1]["messages"][-1]["content"]
+    assert "does not match the schema" in correction and "decision" in correction
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Unknown parameter: 'response_format'.",
+        "response_format.json_schema is not supported by this model",
+        "Invalid value for 'json_schema': structured outputs are not available",
+    ],
+)
+async def test_a_server_rejecting_response_format_is_asked_without_it_for_the_rest_of_the_task(
+    fake: FakeOpenAIServer, message: str
+) -> None:
+    fake.add(
+        http_error(CHAT, 400, message),
+        chat_text('```json\n{"decision": "delegate", "reason": "two parts"}\n```'),
+        chat_text('Plan: {"subtasks": [{"id": "a", "role": "r", "description": "d"}]}'),
+        chat_json(PLAN),
+    )
+    brain = make_brain(fake, retries=1)
+
+    assert (await brain.triage(context(), OBS)).decision == "delegate"
+    plan = await brain.plan(context(), OBS)
+
+    assert [st.id for st in plan.subtasks] == ["db", "app"]
+    rejected, fallback, bad_plan, good_plan = fake.bodies(CHAT)
+    assert "response_format" in rejected
+    for body in (fallback, bad_plan, good_plan):  # never sent again by this brain
+        assert "response_format" not in body
+        assert "JSON schema" in body["messages"][0]["content"]
+    # the rejected request cost no attempt: the plan still had its retry
+    assert "depends_on: Field required" in good_plan["messages"][-1]["content"]
+    # another brain (another task) tries response_format again
+    fake.add(chat_json({"decision": "do", "reason": "x"}))
+    await make_brain(fake).triage(context(), OBS)
+    assert "response_format" in fake.bodies(CHAT)[-1]
+
+
+async def test_other_bad_requests_are_not_taken_for_a_rejected_format(
+    fake: FakeOpenAIServer,
+) -> None:
+    fake.add(http_error(CHAT, 400, "This model's maximum context length is 8192 tokens."))
+    with pytest.raises(BrainError, match="answered 400.*maximum context length"):
+        await make_brain(fake).triage(context(), OBS)
+    assert len(fake.requests) == 1
+
+
+async def test_responses_mode_falls_back_without_text_format(fake: FakeOpenAIServer) -> None:
+    fake.add(
+        http_error(RESPONSES, 400, "Unsupported parameter: 'text.format'."),
+        responses_reply(message_item('Sure. {"decision": "do", "reason": "one app"}')),
+    )
+    brain = make_brain(fake, mode="responses")
+    assert await brain.triage(context(), OBS) == Triage(decision="do", reason="one app")
+    rejected, fallback = fake.bodies(RESPONSES)
+    assert rejected["text"]["format"]["type"] == "json_schema"
+    assert "text" not in fallback and "JSON schema" in fallback["instructions"]
+
+
+def test_parse_json_reply_reports_what_is_wrong() -> None:
+    from orchestrator.brains._structured import TriageReply, parse_json_reply
+
+    def same(r: TriageReply) -> TriageReply:
+        return r
+
+    with pytest.raises(ValueError, match="not valid JSON.*holds no JSON object"):
+        parse_json_reply("I would do it myself.", TriageReply, same)
+    with pytest.raises(ValueError, match="does not match the schema: reason"):
+        parse_json_reply('{"decision": "do"}', TriageReply, same)
+    with pytest.raises(ValueError, match="does not match the schema"):
+        parse_json_reply("[1, 2]", TriageReply, same)
+    with pytest.raises(ValueError, match="extra"):
+        parse_json_reply('x {"decision": "do", "reason": "r", "extra": 1} y', TriageReply, same)
+    assert parse_json_reply('{"decision": "do", "reason": "r"}', TriageReply, same).reason == "r"
