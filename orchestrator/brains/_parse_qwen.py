@@ -131,7 +131,7 @@ def parse(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) 
             try:
                 end = _apply(seq, args, thought)
             except ReplyError as e:
-                raise ReplyError(f"in {_short(args)}: {e}") from None
+                raise ReplyError(f"in `{_short(args)}`: {e}") from None
             end_action = f"the {action!r} action" if end is not None else end_action
         return decide(seq.finish(), end, thought, end_action)
     except ReplyError as e:
@@ -184,12 +184,12 @@ def _json(body: str) -> Any:
             return json.JSONDecoder().raw_decode(cleaned, start)[0]
         except ValueError:
             pass
-    raise ReplyError(f"the tool call {_short(body)} is not a JSON object: {_FORMAT}")
+    raise ReplyError(f"the tool call `{_short(body)}` is not a JSON object: {_FORMAT}")
 
 
 def _arguments(call: Any) -> dict[str, Any]:
     if not isinstance(call, dict):
-        raise ReplyError(f"the tool call {_short(call)} is not a JSON object: {_FORMAT}")
+        raise ReplyError(f"the tool call `{_short(call)}` is not a JSON object: {_FORMAT}")
     if "name" not in call and "action" in call:
         return call
     name = call.get("name")
