@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ from ._prompts import check_text, task_text
 from ._spaces import _QWEN3, _UITARS_1_0, space_of
 
 __all__ = ["OpenModelBrain"]
+
+log = logging.getLogger(__name__)
 
 _MAX_THOUGHT = 20_000
 
@@ -131,6 +134,16 @@ class OpenModelBrain(Brain):
     async def _decide(self, ctx: BrainContext, obs: Observation, instruction: str) -> Decision:
         screen = obs.screen_size
         model_size = coords.model_size(self.space, screen)
+        if obs.size != coords.image_size(self.space, screen):
+            log.warning(
+                "%s: screenshot of %dx%d for a %dx%d screen, not the %dx%d of its space; "
+                "its points are read in %dx%d",
+                self.model,
+                *obs.size,
+                *screen,
+                *coords.image_size(self.space, screen),
+                *model_size,
+            )
         mapper = coords.Mapper(model_size=model_size, screen_size=screen)
         layout = self._layout_class(display=model_size, older=self._older)
         messages = self._messages(ctx, obs, instruction, layout, mapper)
@@ -235,7 +248,7 @@ def _feedback(record: StepRecord, point: Any) -> str | None:
         if isinstance(record.decision, Ask):
             lines.append(f"The user answered: {record.answer}")
         elif isinstance(record.decision, AwaitApproval):
-            lines.append(f"The user {record.answer} these actions.")
+            lines.append(f"The user's verdict on these actions: {record.answer}")
     return "\n".join(lines) or None
 
 

@@ -88,6 +88,11 @@ def _notes(note: str | None) -> list[Message]:
     return [_text(note)] if note else []
 
 
+def _thought(decision: Decision) -> str:
+    """What a step this brain did not decide thought: its thought, else the reason given."""
+    return (decision.thought or getattr(decision, "reason", "") or "").strip()
+
+
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.4f}".rstrip("0")
 
@@ -166,7 +171,7 @@ class UITarsLayout(Layout):
         )
 
     def render(self, decision: Decision, point: PointFn) -> str:
-        thought = (decision.thought or "").strip()
+        thought = _thought(decision)
         if isinstance(decision, Ask):
             calls = ["call_user()"]
             thought = thought or decision.question
@@ -268,7 +273,7 @@ class QwenLayout(Layout):
         )
 
     def render(self, decision: Decision, point: PointFn) -> str:
-        thought = (decision.thought or "").strip()
+        thought = _thought(decision)
         if isinstance(decision, Ask):
             return f"{thought}\n{decision.question}".strip()
         calls = [
@@ -370,7 +375,7 @@ class OpenCUALayout(Layout):
         )
 
     def render(self, decision: Decision, point: PointFn) -> str:
-        thought = (decision.thought or "").strip()
+        thought = _thought(decision)
         if isinstance(decision, Ask):
             return f"## Thought:\n{thought}\n\n## Action:\nAsk the user: {decision.question}\n"
         lines = [self._code(a, point) for a in getattr(decision, "actions", [])]

@@ -13,7 +13,7 @@ from orchestrator import actions as a
 from orchestrator.actions import ActionResult, Point
 from orchestrator.brains import BrainContext, StepRecord
 from orchestrator.brains._open import OpenModelBrain
-from orchestrator.domain import Act, Ask, BrainConfig, Decision, Done, Family
+from orchestrator.domain import Act, Ask, AwaitApproval, BrainConfig, Decision, Done, Family
 from orchestrator.errors import BrainError
 from tests.fakes.openai_server import CHAT, FakeOpenAIServer, chat_text
 from tests.unit.test_brains_open import context, images, opencua_code, qwen_call, shot, texts, url
@@ -315,3 +315,19 @@ async def test_check_acts_on_the_check_text(fake: FakeOpenAIServer) -> None:
     assert done == Done(result="all good", thought="verified.")
     words = texts(fake.bodies(CHAT)[0])
     assert "the specialists reported:\n- a: made the file" in words
+
+
+async def test_a_refused_approval_is_told(fake: FakeOpenAIServer) -> None:
+    brain = brain_for(fake, "uitars", "UI-TARS-1.5-7B")
+    ctx = context()
+    pending = AwaitApproval(actions=[a.KeyPress(keys=["ctrl+q"])], reason="quits the app")
+    ctx.history.append(StepRecord(pending, [], answer="refused: keep it open"))
+    fake.add(chat_text("Thought: ok.\nAction: wait()"))
+    await brain.step(ctx, shot(1, IMAGE, SCREEN))
+
+    body = fake.bodies(CHAT)[-1]
+    assert assistant_texts(body) == ["Thought: quits the app\nAction: hotkey(key='ctrl q')"]
+    assert body["messages"][-1]["content"][0]["text"] == (
+        "Action 1 (keypress) was not carried out.\n"
+        "The user's verdict on these actions: refused: keep it open"
+    )
