@@ -80,12 +80,58 @@ def _agents(url: str, api_key: str) -> None:
 
 
 def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
-    """This tenant's tasks, newest first."""
+    """This tenant's tasks, newest first (a task waiting for a person: what it waits on)."""
     with _client(url, api_key) as api:
         for task in api.tasks(state=state, limit=limit):
             info = task.info
-            outcome = " ".join((info.result or info.error or "").split())[:70]
+            outcome = " ".join((_waits_on(task) or info.result or info.error or "").split())[:70]
             echo(f"{info.id}  {info.state.value:<9}  {info.agent_id}  {outcome}")
+
+
+def _waits_on(task: Any) -> str | None:
+    """What a task waits for a person on, in a line: its question, or the actions to
+    approve and why; None when it waits for no answer or approval."""
+    waiting = task.waiting
+    if waiting is None:
+        return None
+    if waiting.question is not None:
+        return f"asks: {waiting.question}"
+    what = "; ".join(_action(x.model_dump(mode="json")) for x in waiting.actions)
+    return f"approve? {what} ({waiting.reason or 'no reason given'})"
+
+
+def _answer(url: str, api_key: str, task_id: str, text: str) -> None:
+    """Answer the question a task waits on (input_required)."""
+    with _client(url, api_key) as api:
+        _said(api.task(task_id).answer(text))
+
+
+def _approve(url: str, api_key: str, task_id: str) -> None:
+    """Approve the actions a task waits on (approval_required): they are carried out."""
+    with _client(url, api_key) as api:
+        _said(api.task(task_id).approve())
+
+
+def _reject(url: str, api_key: str, task_id: str, reason: str) -> None:
+    """Refuse the actions a task waits on: the step fails with REASON."""
+    with _client(url, api_key) as api:
+        _said(api.task(task_id).reject(reason))
+
+
+def _pause(url: str, api_key: str, task_id: str, task_only: bool) -> None:
+    """Pause a task and its open subtasks: none takes another step until resumed."""
+    with _client(url, api_key) as api:
+        _said(api.task(task_id).pause(subtree=not task_only))
+
+
+def _resume(url: str, api_key: str, task_id: str, task_only: bool) -> None:
+    """Resume a paused task and its paused subtasks."""
+    with _client(url, api_key) as api:
+        _said(api.task(task_id).resume(subtree=not task_only))
+
+
+def _said(task: Any) -> None:
+    echo(f"task {task.id}: {task.state.value}")
 
 
 def _watch(url: str, api_key: str, task_id: str) -> None:
@@ -102,9 +148,13 @@ def _describe(data: dict[str, Any]) -> str:
     action = data.get("action")
     if isinstance(action, dict):
         ok = "ok" if data.get("result", {}).get("ok") else "failed"
-        what = action.get("command") or action.get("text") or action.get("keys") or ""
-        return f"{action.get('type')} {str(what)[:60]} -> {ok}"
+        return f"{_action(action)} -> {ok}"
     return " ".join(str(data).split())[:100]
+
+
+def _action(action: dict[str, Any]) -> str:
+    what = action.get("command") or action.get("text") or action.get("keys") or ""
+    return f"{action.get('type')} {str(what)[:60]}"
 
 
 def _screenshot(url: str, api_key: str, agent_id: str, out: Path) -> None:
@@ -136,6 +186,12 @@ def register(main: click.Group) -> None:
         "tasks",
     )
     command(click.argument("task_id")(_watch), "watch")
+    command(click.argument("task_id")(click.argument("text")(_answer)), "answer")
+    command(click.argument("task_id")(_approve), "approve")
+    command(click.argument("task_id")(click.argument("reason")(_reject)), "reject")
+    only = click.option("--task-only", is_flag=True, help="The task alone, not its subtasks.")
+    command(only(click.argument("task_id")(_pause)), "pause")
+    command(only(click.argument("task_id")(_resume)), "resume")
     command(
         click.argument("agent_id")(
             click.option(

@@ -38,6 +38,7 @@ from ._http import (
     task_spec,
     workflow_text,
 )
+from ._person import person_calls
 from ._progress import Progress
 from ._stream import download_async, events_async, save_remote, upload_files
 from ._views import AgentView, TaskView
@@ -288,6 +289,38 @@ class AsyncTask(TaskView):
         self.info = await self.client.call(calls.cancel(self.id))
         return self
 
+    # -------------------------------------------------------------- a person in the loop
+
+    async def answer(self, text: str) -> AsyncTask:
+        """Answer the question the task waits on (see ``Task.answer``)."""
+        self.info = await self.client.call(person_calls.answer(self.id, text))
+        return self
+
+    async def approve(self) -> AsyncTask:
+        """Approve the actions the task waits on (see ``Task.approve``)."""
+        self.info = await self.client.call(person_calls.approve(self.id))
+        return self
+
+    async def reject(self, reason: str) -> AsyncTask:
+        """Refuse the actions the task waits on; the step fails with ``reason``."""
+        self.info = await self.client.call(person_calls.reject(self.id, reason))
+        return self
+
+    async def pause(self, subtree: bool = True) -> AsyncTask:
+        """Pause the task (and by default its open subtasks; see ``Task.pause``)."""
+        self.info = await self.client.call(person_calls.pause(self.id, subtree))
+        return self
+
+    async def resume(self, subtree: bool = True) -> AsyncTask:
+        """Resume the paused task (and by default its paused subtasks)."""
+        self.info = await self.client.call(person_calls.resume(self.id, subtree))
+        return self
+
+    async def waiting_screenshot(self) -> Screenshot:
+        """The screen the agent decided on when it asked (JPEG; see ``Task``)."""
+        data = await self.client.call(person_calls.waiting_screenshot(self.id))
+        return Screenshot(data, "jpeg")
+
     async def pin(self, pinned: bool = True) -> AsyncTask:
         """See ``Task.pin``."""
         await self.client.call(calls.pin(self.id, pinned))
@@ -324,8 +357,10 @@ class AsyncTask(TaskView):
         self,
         timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Task.wait
         progress: bool = True,
+        until_person: bool = False,
     ) -> AsyncTask:
-        """Poll (with backoff) until the task is finished; returns itself (see ``Task.wait``)."""
+        """Poll (with backoff) until the task is finished, or with ``until_person`` until it
+        also ``needs_person``; returns itself (see ``Task.wait``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = Progress(self.id, self.info.spec.step_budget, enabled=progress)
         cursor, steps, pause = 0, 0, POLL_MIN_S
@@ -346,7 +381,7 @@ class AsyncTask(TaskView):
                             finished.add(sid)
                     subtasks = (len(finished), len(self.info.subtask_ids))
                 bar.update(self.state.value, steps, subtasks)
-                if self.done:
+                if self.done or (until_person and self.needs_person):
                     return self
                 if deadline is not None and time.monotonic() + pause > deadline:
                     raise TimeoutError(f"task {self.id} still {self.state.value} after {timeout} s")

@@ -35,6 +35,7 @@ from ._http import (
     task_spec,
     workflow_text,
 )
+from ._person import person_calls
 from ._progress import Progress
 from ._stream import download_sync, events_sync, save_remote, upload_files
 from ._views import AgentView, TaskView
@@ -300,6 +301,41 @@ class Task(TaskView):
         self.info = self.client.call(calls.cancel(self.id))
         return self
 
+    # -------------------------------------------------------------- a person in the loop
+
+    def answer(self, text: str) -> Task:
+        """Answer the question the task waits on (``needs_person``, ``waiting.question``):
+        it goes on with the answer. ``ConflictError`` when it asks nothing. Returns itself."""
+        self.info = self.client.call(person_calls.answer(self.id, text))
+        return self
+
+    def approve(self) -> Task:
+        """Approve the actions the task waits on (``waiting.actions``): they are carried
+        out. ``ConflictError`` when it awaits no approval. Returns itself."""
+        self.info = self.client.call(person_calls.approve(self.id))
+        return self
+
+    def reject(self, reason: str) -> Task:
+        """Refuse the actions the task waits on: the step fails with ``reason`` and the
+        agent decides again knowing it. Returns itself."""
+        self.info = self.client.call(person_calls.reject(self.id, reason))
+        return self
+
+    def pause(self, subtree: bool = True) -> Task:
+        """Pause the task (and by default its open subtasks): each takes no action from
+        its next step until ``resume``. Returns itself."""
+        self.info = self.client.call(person_calls.pause(self.id, subtree))
+        return self
+
+    def resume(self, subtree: bool = True) -> Task:
+        """Resume the paused task (and by default its paused subtasks). Returns itself."""
+        self.info = self.client.call(person_calls.resume(self.id, subtree))
+        return self
+
+    def waiting_screenshot(self) -> Screenshot:
+        """The screen the agent decided on when it asked or asked for approval (JPEG)."""
+        return Screenshot(self.client.call(person_calls.waiting_screenshot(self.id)), "jpeg")
+
     def pin(self, pinned: bool = True) -> Task:
         """Keep this task's run (with its subtasks, events, screenshots and files) from
         garbage collection whatever its age; ``pin(False)`` lets it go again. Returns itself."""
@@ -333,13 +369,20 @@ class Task(TaskView):
             self.client._http, self.client.retry, f"/v1/tasks/{self.id}/artifacts", path
         )
 
-    def wait(self, timeout: float | None = None, progress: bool = True) -> Task:
+    def wait(
+        self, timeout: float | None = None, progress: bool = True, until_person: bool = False
+    ) -> Task:
         """Poll (with backoff) until the task is finished; returns itself.
 
         Shows a progress bar (``tqdm.auto``; a status line on stderr without tqdm) of its
         steps, or of its subtasks done once it delegated; raises ``TimeoutError`` after
         ``timeout`` seconds. A failed task is returned, not raised: look at ``state`` and
-        ``error``.
+        ``error``. A task that waits for a person is still open: ``wait()`` goes on waiting
+        (until someone answers, or the wait's own timeout fails the task); with
+        ``until_person`` it returns as soon as the task ``needs_person`` too::
+
+            while not task.wait(until_person=True).done:
+                task.answer(input(task.waiting.question))
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = Progress(self.id, self.info.spec.step_budget, enabled=progress)
@@ -358,7 +401,7 @@ class Task(TaskView):
                             finished.add(sid)
                     subtasks = (len(finished), len(self.info.subtask_ids))
                 bar.update(self.state.value, steps, subtasks)
-                if self.done:
+                if self.done or (until_person and self.needs_person):
                     return self
                 if deadline is not None and time.monotonic() + pause > deadline:
                     raise TimeoutError(f"task {self.id} still {self.state.value} after {timeout} s")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from ..domain import AgentInfo, TaskInfo, TaskState
+from ..domain import AgentInfo, TaskInfo, TaskState, Waiting
 
-__all__ = ["AgentView", "TaskView"]
+__all__ = ["NEEDS_PERSON", "AgentView", "TaskView"]
+
+NEEDS_PERSON = (TaskState.INPUT_REQUIRED, TaskState.APPROVAL_REQUIRED)
+"""The states in which a task waits for a person to answer or approve (``paused`` waits for a
+resume, which the person who paused it gives)."""
 
 
 class AgentView:
@@ -47,3 +51,15 @@ class TaskView:
     def error(self) -> str | None:
         """Why it failed or was cancelled."""
         return self.info.error
+
+    @property
+    def needs_person(self) -> bool:
+        """True while the task waits for a person's answer (``input_required``: see
+        ``waiting.question``) or approval (``approval_required``: ``waiting.actions``)."""
+        return self.info.state in NEEDS_PERSON
+
+    @property
+    def waiting(self) -> Waiting | None:
+        """What the task waits on while it ``needs_person``: the question, or the actions
+        and why, and the screenshot's address (``screenshot_waiting()`` reads it)."""
+        return self.info.waiting if self.needs_person else None
