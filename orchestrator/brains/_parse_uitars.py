@@ -80,6 +80,7 @@ _THOUGHT_LABEL = re.compile(r"^\s*Thought[:：]\s*")
 _CALL = re.compile(r"([A-Za-z_]\w*)\s*\(")
 _KEY = re.compile(r"([A-Za-z_]\w*)\s*=\s*")
 _CLOSES = re.compile(r"\s*,\s*[A-Za-z_]\w*\s*=|\s*\)[ \t]*(?:\r?\n|$)|\s*$")
+_CLOSES_LOOSELY = re.compile(r"\s*[,)]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
 _START = ("start_box", "point", "start_point")
@@ -194,22 +195,31 @@ def _short(raw: str) -> str:
     return raw if len(raw) <= 200 else raw[:199] + "…"
 
 
+def _quoted(body: str, pos: int, closes: re.Pattern[str]) -> tuple[str, int] | None:
+    quote, i, out, n = body[pos], pos + 1, [], len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\" and i + 1 < n:
+            nxt = body[i + 1]
+            out.append(_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+            continue
+        if c == quote and closes.match(body, i + 1):
+            return "".join(out), i + 1
+        out.append(c)
+        i += 1
+    return None
+
+
 def _value(body: str, pos: int, name: str) -> tuple[str, int]:
     n = len(body)
     if pos < n and body[pos] in "'\"":
-        quote, i, out = body[pos], pos + 1, []
-        while i < n:
-            c = body[i]
-            if c == "\\" and i + 1 < n:
-                nxt = body[i + 1]
-                out.append(_ESCAPES.get(nxt, "\\" + nxt))
-                i += 2
-                continue
-            if c == quote and _CLOSES.match(body, i + 1):
-                return "".join(out), i + 1
-            out.append(c)
-            i += 1
-        raise ReplyError(f"a quoted argument of {name}(...) is not closed")
+        # A quote closes the value where the next argument or the line's closing parenthesis
+        # follows it; failing that (text after the call on its line), before any , or ).
+        found = _quoted(body, pos, _CLOSES) or _quoted(body, pos, _CLOSES_LOOSELY)
+        if found is None:
+            raise ReplyError(f"a quoted argument of {name}(...) is not closed")
+        return found
     # An unquoted value: a number, or a bracketed point such as (12,34).
     depth, i = 0, pos
     while i < n:

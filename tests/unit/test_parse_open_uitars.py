@@ -278,3 +278,11 @@ def test_a_retry_keeps_the_thought() -> None:
 
 def test_replies_without_an_action_label_but_only_calls() -> None:
     assert act("click(start_box='(644,406)')").actions == [a.Click(x=640, y=400)]
+
+
+def test_text_after_a_call_on_its_line_is_ignored() -> None:
+    # A server that leaves the end-of-turn token in: the quote still closes at "')".
+    d = act("Thought: t\nAction: click(start_box='(644,406)')<|im_end|>")
+    assert d.actions == [a.Click(x=640, y=400)]
+    d = act("Action: type(content='it's ok') and more")
+    assert d.actions == [a.TypeText(text="it's ok")]
