@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 __all__ = [
     "MAX_COMMAND_CHARS",
@@ -41,6 +41,7 @@ __all__ = [
     "TripleClick",
     "TypeText",
     "Wait",
+    "Zoom",
     "action_json_schema",
     "parse_action",
 ]
@@ -249,6 +250,32 @@ class CursorPosition(_Model):
     type: Literal["cursor_position"] = "cursor_position"
 
 
+class Zoom(_Model):
+    """Look closer: the screen region ``[x0, x1) x [y0, y1)`` as an image of ``width`` x
+    ``height`` (magnified), returned in ``ActionResult.image`` (PNG); nothing on the screen
+    changes."""
+
+    type: Literal["zoom"] = "zoom"
+    x0: _Coord
+    """Left edge of the region (pixels from the left, included)."""
+    y0: _Coord
+    """Top edge of the region (included)."""
+    x1: _Coord
+    """Right edge of the region (excluded): more than ``x0``."""
+    y1: _Coord
+    """Bottom edge of the region (excluded): more than ``y0``."""
+    width: Annotated[int, Field(gt=0, le=4096)]
+    """Width of the image returned."""
+    height: Annotated[int, Field(gt=0, le=4096)]
+    """Height of the image returned."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Zoom:
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError("the region is empty: x1 must be more than x0 and y1 than y0")
+        return self
+
+
 class Shell(_Model):
     """Run a shell command on the desktop (bash -lc) and report its exit code and output."""
 
@@ -278,6 +305,7 @@ Action = Annotated[
     | Wait
     | TakeScreenshot
     | CursorPosition
+    | Zoom
     | Shell,
     Field(discriminator="type"),
 ]
@@ -331,6 +359,8 @@ class ActionResult(_Model):
     """For ``shell`` actions, what the command did."""
     duration_ms: float = 0.0
     """How long carrying out the action took."""
+    image: bytes | None = Field(default=None, exclude=True, repr=False)
+    """For ``zoom``, the PNG image of the region; never in dumps (JSON, records, events)."""
 
     @classmethod
     def failure(cls, error: str) -> ActionResult:

@@ -1,0 +1,235 @@
+"""The one wrapper around the ``anthropic`` SDK: every call to a Messages API goes through here.
+
+It builds an ``anthropic.AsyncAnthropic`` from a ``BrainConfig`` or ``PlannerConfig``
+(falling back to the environment: ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``,
+``ORCHESTRATOR_ANTHROPIC_MODEL``, then ``ORCHESTRATOR_MODEL``), retries failures that pass
+(``_retry.with_retries``: 408, 409, 429, 5xx and 529 overloaded, honouring ``Retry-After``;
+timeouts; dropped connections) with the SDK's own retries off, returns each reply's JSON as
+the server sent it, and records the tokens of every call. The key is never logged nor put
+in an error: it lives only in the SDK client.
+
+Where the key goes: ``ANTHROPIC_API_KEY`` is the operator's and is sent only to
+``ANTHROPIC_BASE_URL`` (else Anthropic's API). A config naming another ``base_url`` must
+pass ``check_model_url`` and sends its own ``api_key``, or none: never the operator's (the
+SDK would read ``ANTHROPIC_API_KEY`` by itself, so a key is always passed explicitly).
+
+Example:
+    >>> from pydantic import SecretStr
+    >>> from orchestrator.domain import BrainConfig
+    >>> c = AnthropicClient(BrainConfig(kind="anthropic", model="claude-x", api_key=SecretStr("k")))
+    >>> c.model, c.base_url
+    ('claude-x', 'https://api.anthropic.com')
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+
+from ..config import ANTHROPIC_URL, ModelEnv, check_model_url, env_name, model_env, settings
+from ..domain import BrainConfig, PlannerConfig, TokenUsage
+from ..errors import BrainError, ConfigError
+from ._retry import Failure, parse_retry_after, with_retries
+
+__all__ = ["AnthropicClient"]
+
+log = logging.getLogger(__name__)
+
+ENV_API_KEY = env_name(ModelEnv, "anthropic_api_key")
+ENV_BASE_URL = env_name(ModelEnv, "anthropic_base_url")
+ENV_MODEL = env_name(ModelEnv, "anthropic_model")
+ENV_ANY_MODEL = env_name(ModelEnv, "model")
+
+_NO_KEY = "unused"
+"""Sent to a server that needs no key: an explicit key keeps the SDK from reading
+``ANTHROPIC_API_KEY`` (the operator's) from the environment for a brain's own endpoint."""
+TIMEOUT_S = 600.0
+"""One request's limit (also keeps the SDK from refusing large ``max_tokens`` unstreamed)."""
+_RETRYABLE = frozenset({408, 409, 429})
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
+
+
+def _endpoint(config: BrainConfig | PlannerConfig, env: ModelEnv) -> tuple[str, str | None]:
+    """The base URL and key of a config's Messages API.
+
+    The environment's key (``ANTHROPIC_API_KEY``) goes only to the environment's endpoint
+    (``ANTHROPIC_BASE_URL``, else Anthropic's). A config naming another ``base_url`` (any
+    tenant can) gets its own ``api_key`` or none, and must be allowed (``check_model_url``).
+    """
+    env_url = env.anthropic_base_url or ANTHROPIC_URL
+    own_key = config.api_key.get_secret_value() if config.api_key else None
+    if config.base_url and not _same_url(config.base_url, env_url):
+        check_model_url(config.base_url)
+        return config.base_url.rstrip("/"), own_key
+    env_key = env.anthropic_api_key.get_secret_value() if env.anthropic_api_key else None
+    return env_url.rstrip("/"), own_key or env_key or None
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    """The start of a reply on one line, for an error message."""
+    flat = " ".join(text.split())
+    return repr(flat[:limit] + ("..." if len(flat) > limit else ""))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class AnthropicClient:
+    """Calls Claude over the Messages API (the beta endpoint) for one brain or planner.
+
+    ``on_usage`` gets the ``TokenUsage`` of every call (input tokens count the cache's
+    writes and reads too); ``client`` replaces the SDK client built from the config (then
+    it is not closed here).
+    """
+
+    def __init__(
+        self,
+        config: BrainConfig | PlannerConfig,
+        *,
+        on_usage: Callable[[TokenUsage], None] | None = None,
+        client: anthropic.AsyncAnthropic | None = None,
+    ) -> None:
+        env = model_env()
+        model = config.model or env.anthropic_model or env.model
+        if not model:
+            raise ConfigError(
+                f"no Anthropic model named: set the brain's `model`, {ENV_MODEL} or {ENV_ANY_MODEL}"
+            )
+        self.model: str = model
+        """The model every call asks for."""
+        self.temperature: float | None = getattr(config, "temperature", None)
+        self._on_usage = on_usage
+        self._owns_client = client is None
+        if client is None:
+            base_url, key = _endpoint(config, env)
+            if key is None and _same_url(base_url, ANTHROPIC_URL):
+                raise ConfigError(
+                    f"no API key for Anthropic's API: set the brain's `api_key` or {ENV_API_KEY}"
+                )
+            client = anthropic.AsyncAnthropic(
+                api_key=key or _NO_KEY, base_url=base_url, max_retries=0, timeout=TIMEOUT_S
+            )
+        elif client.max_retries:
+            client = client.with_options(max_retries=0)  # retried here, not twice
+        self._client = client
+        self.base_url: str = str(client.base_url).rstrip("/")
+        """Where the API is (shown in errors; never with the key)."""
+
+    async def create(self, *, betas: list[str] | None = None, **params: Any) -> dict[str, Any]:
+        """``beta.messages.create`` with the model (and temperature) filled in, retried while
+        the failure passes; the reply's JSON as sent (a ``message`` object), else
+        ``BrainError`` with the reason. ``max_tokens`` is required by the API."""
+        params.setdefault("model", self.model)
+        if self.temperature is not None:
+            params.setdefault("temperature", self.temperature)
+        if betas:
+            params["betas"] = betas
+        log.debug(
+            "messages: model %s, %d messages, betas %s",
+            params["model"],
+            len(params.get("messages") or []),
+            betas,
+        )
+        s = settings()
+        reply = await with_retries(
+            lambda: self._once(params),
+            classify=self._classify,
+            attempts=s.model_api_retries,
+            what=f"the model API at {self.base_url}",
+            max_wait_s=s.model_api_max_wait_s,
+        )
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        self._usage(reply.get("model"), usage or {})
+        return reply
+
+    async def _once(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw = await self._client.beta.messages.with_raw_response.create(**params)
+        response = raw.http_response
+        try:
+            reply = response.json()
+        except ValueError as e:  # not JSON (an HTML page, plain text)
+            kind = response.headers.get("content-type", "no content type")
+            raise BrainError(
+                f"the model API at {self.base_url} sent a reply that is not JSON ({kind}): "
+                f"{self._redact(_excerpt(response.text))}"
+            ) from e
+        if (
+            not isinstance(reply, dict)
+            or reply.get("type") != "message"
+            or not isinstance(reply.get("content"), list)
+        ):
+            raise BrainError(
+                f"the model API at {self.base_url} sent a reply that is not a message: "
+                f"{self._redact(_excerpt(response.text))}"
+            )
+        return reply
+
+    def _classify(self, e: BaseException) -> Failure | None:
+        """What an SDK exception means: a passing failure, a final one, or not ours (None)."""
+        where = f"the model API at {self.base_url}"
+        if isinstance(e, anthropic.APIStatusError):
+            status = e.status_code
+            retryable = status in _RETRYABLE or status >= 500
+            return Failure(
+                retryable=retryable,
+                reason=self._redact(f"{where} answered {status}: {_message(e)}"),
+                retry_after_s=parse_retry_after(dict(e.response.headers)) if retryable else None,
+            )
+        if isinstance(e, anthropic.APITimeoutError):
+            return Failure(retryable=True, reason=f"{where} timed out")
+        if isinstance(e, anthropic.APIConnectionError):
+            return Failure(
+                retryable=True, reason=self._redact(f"cannot reach {where}: {e.message}")
+            )
+        if isinstance(e, anthropic.AnthropicError):
+            return Failure(
+                retryable=False,
+                reason=self._redact(f"the model API call failed: {type(e).__name__}: {e}"),
+            )
+        return None
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (a server may echo it in an error message)."""
+        key = self._client.api_key
+        if key and key != _NO_KEY and len(key) >= 8:
+            text = text.replace(key, "<api key>")
+        return text
+
+    async def close(self) -> None:
+        """Close the client's connections, if this wrapper made the client."""
+        if self._owns_client:
+            await self._client.close()
+
+    def _usage(self, model: Any, usage: dict[str, Any]) -> None:
+        if self._on_usage is None:
+            return
+        tokens = (
+            _int(usage.get("input_tokens"))
+            + _int(usage.get("cache_creation_input_tokens"))
+            + _int(usage.get("cache_read_input_tokens"))
+        )
+        self._on_usage(
+            TokenUsage(
+                input_tokens=tokens,
+                output_tokens=_int(usage.get("output_tokens")),
+                model=model if isinstance(model, str) and model else self.model,
+            )
+        )
+
+
+def _message(e: anthropic.APIStatusError) -> str:
+    """The error's own message (``{"error": {"type", "message"}}``), else the SDK's."""
+    body = e.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            kind = f"{error['type']}: " if error.get("type") else ""
+            return f"{kind}{error['message']}"
+    return str(e.message)

@@ -1,0 +1,177 @@
+"""The Anthropic client wrapper against the fake Messages API: retries (429 with Retry-After,
+529 overloaded, 5xx), final errors, and where the operator's key may go."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.brains import BrainContext, Observation, make_brain
+from orchestrator.brains._anthropic_client import AnthropicClient
+from orchestrator.domain import BrainConfig, Done, PlannerConfig
+from orchestrator.errors import BrainError, ConfigError
+from tests.fakes.anthropic_server import (
+    FakeAnthropicServer,
+    error_reply,
+    overloaded,
+    rate_limited,
+    text_message,
+)
+
+OPERATOR_KEY = "sk-ant-operator-secret-0123456789"
+OBS = Observation(screenshot=b"png", media_type="image/png", width=640, height=480)
+CTX = BrainContext(task_id="task-1", description="do it", role="generalist")
+ASK: dict[str, Any] = {"max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropicServer]:
+    async with FakeAnthropicServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def other() -> AsyncIterator[FakeAnthropicServer]:
+    async with FakeAnthropicServer() as server:
+        yield server
+
+
+def client_at(url: str, **kw: Any) -> AnthropicClient:
+    return AnthropicClient(BrainConfig(kind="anthropic", model="claude-x", base_url=url, **kw))
+
+
+async def test_429_waits_for_retry_after_then_succeeds(
+    fake: FakeAnthropicServer, operator_env: Callable[..., None]
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_API_RETRIES="2")
+    fake.add(rate_limited(retry_after=1), text_message("ok"))
+    client = client_at(fake.base_url)
+    t0 = time.monotonic()
+    try:
+        reply = await client.create(**ASK)
+    finally:
+        await client.close()
+    assert time.monotonic() - t0 >= 1.0
+    assert reply["content"] == [{"type": "text", "text": "ok"}] and len(fake.requests) == 2
+
+
+async def test_529_overloaded_is_retried(
+    fake: FakeAnthropicServer, operator_env: Callable[..., None]
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_API_RETRIES="3")
+    fake.add(overloaded(retry_after=0), overloaded(retry_after=0), text_message("ok"))
+    brain = make_brain(BrainConfig(kind="anthropic", model="claude-x", base_url=fake.base_url))
+    try:
+        assert await brain.step(CTX, OBS) == Done(result="ok")
+    finally:
+        await brain.close()
+    assert len(fake.requests) == 3
+
+
+async def test_5xx_every_time_fails_with_the_reason_after_every_attempt(
+    fake: FakeAnthropicServer, operator_env: Callable[..., None]
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_API_RETRIES="2")
+    fake.add(*[error_reply(500, "api_error", "boom", retry_after=0) for _ in range(3)])
+    client = client_at(fake.base_url)
+    try:
+        with pytest.raises(BrainError) as err:
+            await client.create(**ASK)
+    finally:
+        await client.close()
+    assert str(err.value) == (
+        f"the model API at {fake.base_url} answered 500: api_error: boom (after 3 attempts)"
+    )
+    assert len(fake.requests) == 3
+
+
+async def test_other_errors_are_final_and_never_show_the_key(
+    fake: FakeAnthropicServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add(error_reply(400, "invalid_request_error", f"bad key {OPERATOR_KEY} given"))
+    client = client_at(fake.base_url, api_key=SecretStr(OPERATOR_KEY))
+    caplog.set_level(logging.DEBUG)
+    try:
+        with pytest.raises(BrainError, match="answered 400: invalid_request_error") as err:
+            await client.create(**ASK)
+    finally:
+        await client.close()
+    assert OPERATOR_KEY not in str(err.value) and "<api key>" in str(err.value)
+    assert OPERATOR_KEY not in caplog.text
+    assert len(fake.requests) == 1
+
+
+async def test_the_sdks_own_retries_are_off(
+    fake: FakeAnthropicServer, operator_env: Callable[..., None]
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_API_RETRIES="0")
+    fake.add(overloaded(retry_after=0))
+    client = AnthropicClient(
+        BrainConfig(kind="anthropic", model="claude-x"), client=fake.client(max_retries=5)
+    )
+    with pytest.raises(BrainError, match="answered 529: overloaded_error"):
+        await client.create(**ASK)
+    assert len(fake.requests) == 1
+
+
+async def test_the_operators_key_goes_only_to_the_operators_endpoint(
+    fake: FakeAnthropicServer, other: FakeAnthropicServer, operator_env: Callable[..., None]
+) -> None:
+    operator_env(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=OPERATOR_KEY)
+    fake.add(text_message("a"), text_message("b"))
+    other.add(text_message("c"), text_message("d"))
+    configs: list[BrainConfig | PlannerConfig] = [
+        BrainConfig(kind="anthropic", model="claude-x"),  # the operator's endpoint
+        BrainConfig(kind="anthropic", model="claude-x", base_url=fake.base_url + "/"),
+        BrainConfig(kind="anthropic", model="claude-x", base_url=other.base_url),  # no key
+        PlannerConfig(
+            api="anthropic", model="claude-x", base_url=other.base_url, api_key=SecretStr("own")
+        ),
+    ]
+    for config in configs:
+        client = AnthropicClient(config)
+        try:
+            await client.create(**ASK)
+        finally:
+            await client.close()
+    assert [r.api_key for r in fake.requests] == [OPERATOR_KEY, OPERATOR_KEY]
+    assert [r.api_key for r in other.requests] == ["unused", "own"]
+    for request in other.requests:
+        assert OPERATOR_KEY not in str(request.headers)
+
+
+async def test_a_base_url_the_operator_does_not_allow_is_a_config_error(
+    operator_env: Callable[..., None],
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_BASE_URLS=None, ANTHROPIC_BASE_URL=None, ANTHROPIC_API_KEY=None)
+    for url in ("http://127.0.0.1:9", "https://api.anthropic.com.evil.example", "http://10.0.0.1"):
+        with pytest.raises(ConfigError, match="is not one of the model APIs"):
+            make_brain(BrainConfig(kind="anthropic", model="claude-x", base_url=url))
+        with pytest.raises(ConfigError, match="is not one of the model APIs"):
+            AnthropicClient(PlannerConfig(api="anthropic", model="claude-x", base_url=url))
+    # Anthropic's own API is allowed, but needs a key
+    with pytest.raises(ConfigError, match="no API key for Anthropic's API"):
+        make_brain(BrainConfig(kind="anthropic", model="claude-x"))
+    own = AnthropicClient(BrainConfig(kind="anthropic", model="claude-x", api_key=SecretStr("k")))
+    assert own.base_url == "https://api.anthropic.com"
+    await own.close()
+
+
+def test_the_model_comes_from_the_config_else_the_environment(
+    operator_env: Callable[..., None],
+) -> None:
+    key = SecretStr("k")
+    operator_env(ORCHESTRATOR_ANTHROPIC_MODEL=None, ORCHESTRATOR_MODEL=None)
+    with pytest.raises(ConfigError, match="no Anthropic model named"):
+        AnthropicClient(BrainConfig(kind="anthropic", api_key=key))
+    operator_env(ORCHESTRATOR_MODEL="generic")
+    assert AnthropicClient(BrainConfig(kind="anthropic", api_key=key)).model == "generic"
+    operator_env(ORCHESTRATOR_ANTHROPIC_MODEL="claude-y")
+    assert AnthropicClient(BrainConfig(kind="anthropic", api_key=key)).model == "claude-y"
+    config = BrainConfig(kind="anthropic", model="claude-z", api_key=key)
+    assert AnthropicClient(config).model == "claude-z"
