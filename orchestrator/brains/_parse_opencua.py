@@ -99,7 +99,7 @@ _BUTTONS = {"left": "left", "primary": "left", "right": "right", "secondary": "r
 _BUTTONS |= {"middle": "middle"}
 _MODULES = ("pyautogui", "computer", "time")
 _HEADER = re.compile(r"(?m)^[ \t]*#{1,6}[ \t]*(Observation|Thought|Action|Code)[ \t]*:?[ \t]*$")
-_FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _LINE = re.compile(r"(?m)^[ \t]*((?:pyautogui|computer)\.\w+\(.*)$")
 _FORMAT = "write the step as a ```python block of pyautogui calls, e.g. pyautogui.click(x=.., y=..)"
 

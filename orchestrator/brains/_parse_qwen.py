@@ -84,7 +84,7 @@ SCROLL_PX_PER_NOTCH = 100
 WAIT_S = 2.0
 """A ``wait`` without ``time``."""
 
-_FUNCTIONS = ("computer_use", "computer")
+_FUNCTIONS = ("computer_use", "computer", "mobile_use")
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _THINK = re.compile(r"</?think>")
 _CALLS = re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.DOTALL)
@@ -124,12 +124,12 @@ def parse(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) 
         end: Done | Fail | None = None
         end_action = ""
         for call in calls:
-            args = _arguments(call)
+            name, args = _arguments(call)
             action = args.get("action")
             if end is not None:
                 raise ReplyError(f"{end_action} must be the last and only action of its reply")
             try:
-                end = _apply(seq, args, thought)
+                end = (_apply_mobile if name == "mobile_use" else _apply)(seq, args, thought)
             except ReplyError as e:
                 raise ReplyError(f"in `{_short(args)}`: {e}") from None
             end_action = f"the {action!r} action" if end is not None else end_action
@@ -187,11 +187,11 @@ def _json(body: str) -> Any:
     raise ReplyError(f"the tool call `{_short(body)}` is not a JSON object: {_FORMAT}")
 
 
-def _arguments(call: Any) -> dict[str, Any]:
+def _arguments(call: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(call, dict):
         raise ReplyError(f"the tool call `{_short(call)}` is not a JSON object: {_FORMAT}")
     if "name" not in call and "action" in call:
-        return call
+        return "computer_use", call
     name = call.get("name")
     if name not in _FUNCTIONS:
         raise ReplyError(f"unknown function {name!r}: {_FORMAT}")
@@ -202,8 +202,8 @@ def _arguments(call: Any) -> dict[str, Any]:
         except ValueError:
             raise ReplyError(f"the arguments {_short(args)} are not a JSON object") from None
     if not isinstance(args, dict) or "action" not in args:
-        raise ReplyError(f"computer_use needs arguments with an action: {_FORMAT}")
-    return args
+        raise ReplyError(f"{name} needs arguments with an action: {_FORMAT}")
+    return name, args
 
 
 def notches(pixels: float) -> int:
@@ -303,6 +303,52 @@ def _apply(seq: ActionSequence, args: dict[str, Any], thought: str | None) -> Do
             return Done(result=text)
         case _:
             raise ReplyError(f"unknown action {action!r}; valid actions: {', '.join(ACTIONS)}")
+    return None
+
+
+_MOBILE = (
+    "click, long_press, swipe, type, key, system_button (Enter, Back), wait, terminate, answer"
+)
+_MOBILE_BUTTONS = {"enter": "Return", "back": "XF86Back"}
+
+
+def _apply_mobile(
+    seq: ActionSequence, args: dict[str, Any], thought: str | None
+) -> Done | Fail | None:
+    """The mobile agents' ``mobile_use`` function (Qwen's mobile-agent cookbooks), acted out
+    on the desktop: ``click`` is a left click, ``long_press`` holds the left button for
+    ``time`` seconds, ``swipe`` drags from ``coordinate`` to ``coordinate2``, ``key`` presses
+    ``text``, ``system_button`` Enter/Back press Return/XF86Back; ``open`` and the Home/Menu
+    buttons have no desktop equivalent (a ``Retry``)."""
+    action = args.get("action")
+    match action:
+        case "click":
+            return _apply(seq, {**args, "action": "left_click"}, thought)
+        case "long_press":
+            point = _coordinate(args, seq, True)
+            seconds = _number(args, "time", 1.0)
+            seq.mouse(False, point)
+            seq.wait(seconds)
+            seq.mouse(True, point)
+        case "swipe":
+            start = _coordinate(args, seq, True)
+            seq.drag(start, _coordinate(args, seq, True, "coordinate2"))  # type: ignore[arg-type]
+        case "key":
+            key = args.get("text", args.get("key"))
+            if not isinstance(key, str):
+                raise ReplyError(f"'key' needs text as a key name, not {key!r}")
+            seq.press([key])
+        case "system_button":
+            button = str(args.get("button", "")).strip().lower()
+            if button not in _MOBILE_BUTTONS:
+                raise ReplyError(f"this desktop has no {button!r} button; it has Enter and Back")
+            seq.press([_MOBILE_BUTTONS[button]])
+        case "type" | "wait" | "terminate" | "answer":
+            return _apply(seq, args, thought)
+        case _:
+            raise ReplyError(
+                f"mobile_use action {action!r} cannot be done on this desktop; valid: {_MOBILE}"
+            )
     return None
 
 

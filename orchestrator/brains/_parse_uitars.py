@@ -9,7 +9,8 @@ bytedance/UI-TARS-desktop ``packages/ui-tars/action-parser/src/actionParser.ts``
 The reply:
 
 - The thought: the text before the ``Action:`` line (``Action：`` too), its ``Thought:`` label
-  dropped (``Reflection:`` / ``Action_Summary:`` texts are kept as written).
+  dropped (``Reflection:`` / ``Action_Summary:`` texts are kept as written), and the
+  ``<think...>``/``<computer_env>`` tags of Doubao's "omni" replies too.
 - The actions after it, one call each, separated by blank lines (the reference splits on
   ``)\\n\\n``): ``click``/``left_single``, ``left_double``, ``right_single``, ``hover``,
   ``drag``/``select`` (``start_box``, ``end_box``), ``hotkey(key='ctrl c')`` (keys split on
@@ -77,6 +78,7 @@ ACTIONS = (
 _MARKER_LINE = re.compile(r"(?m)^[ \t]*Action[:：][ \t]*")
 _MARKER = re.compile(r"Action[:：][ \t]*")
 _THOUGHT_LABEL = re.compile(r"^\s*Thought[:：]\s*")
+_WRAPPERS = re.compile(r"</?(?:think\w*|computer_env)>")
 _CALL = re.compile(r"([A-Za-z_]\w*)\s*\(")
 _KEY = re.compile(r"([A-Za-z_]\w*)\s*=\s*")
 _CLOSES = re.compile(r"\s*,\s*[A-Za-z_]\w*\s*=|\s*\)[ \t]*(?:\r?\n|$)|\s*$")
@@ -137,7 +139,7 @@ def _split(text: str) -> tuple[str | None, str | None]:
     if m is None:
         stripped = text.strip()
         return (None, stripped) if _CALL.match(stripped) else (cap(text), None)
-    before = _THOUGHT_LABEL.sub("", text[: m.start()], count=1)
+    before = _THOUGHT_LABEL.sub("", _WRAPPERS.sub("", text[: m.start()]), count=1)
     return cap(before), text[m.end() :]
 
 

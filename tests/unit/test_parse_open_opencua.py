@@ -282,3 +282,15 @@ def test_read_calls_refuses_oversized_and_deeply_nested_code() -> None:
         read_calls("pyautogui.press('a')\n" * 2000)
     with pytest.raises(ReplyError):
         read_calls("pyautogui.write(" + "[" * 5000 + "]" * 5000 + ")")
+
+
+def test_a_fence_with_any_language_label() -> None:
+    # OpenCUA's published OSWorld trajectories have ```code fences and "## Action:" headers.
+    text = (
+        "# Step 6:\n## Action:\nTerminate the task as successful.\n\n"
+        "## Code:\n```code\ncomputer.terminate(status='success')\n```\n"
+    )
+    assert run(text) == Done(thought="Action: Terminate the task as successful.")
+    assert act("pyautogui.click(644, 406)").actions == [a.Click(x=640, y=400)]
+    d = run("## Code\n```\npyautogui.click(644, 406)\n```")
+    assert isinstance(d, Act) and d.actions == [a.Click(x=640, y=400)]

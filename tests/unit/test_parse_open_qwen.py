@@ -249,3 +249,34 @@ def test_malformed_replies_are_retries_with_a_useful_error(reply: Any, words: li
 def test_a_retry_keeps_the_thought() -> None:
     d = run("Let me fly.\n" + call(action="fly"))
     assert isinstance(d, Retry) and d.thought == "Let me fly."
+
+
+def mobile(**arguments: Any) -> str:
+    return (
+        "<tool_call>" + json.dumps({"name": "mobile_use", "arguments": arguments}) + "</tool_call>"
+    )
+
+
+def test_mobile_use_acted_out_on_the_desktop() -> None:
+    # Qwen's mobile-agent cookbooks call `mobile_use`; what maps onto a desktop is done there.
+    assert act(mobile(action="click", coordinate=[644, 406])).actions == [a.Click(x=640, y=400)]
+    assert act(mobile(action="long_press", coordinate=[644, 406], time=2)).actions == [
+        a.MouseDown(x=640, y=400),
+        a.Wait(duration_s=2.0),
+        a.MouseUp(x=640, y=400),
+    ]
+    # swipe (100, 200) -> (644, 406): 201*1280 // 2576 = 99, 401*800 // 1624 = 197.
+    assert act(mobile(action="swipe", coordinate=[100, 200], coordinate2=[644, 406])).actions == [
+        a.Drag(path=[a.Point(x=99, y=197), a.Point(x=640, y=400)])
+    ]
+    assert act(mobile(action="type", text="hi")).actions == [a.TypeText(text="hi")]
+    assert act(mobile(action="key", text="volume_up")).actions == [a.KeyPress(keys=["volume_up"])]
+    assert act(mobile(action="system_button", button="Enter")).actions == [
+        a.KeyPress(keys=["Return"])
+    ]
+    assert act(mobile(action="system_button", button="Back")).actions == [
+        a.KeyPress(keys=["XF86Back"])
+    ]
+    assert run(mobile(action="terminate", status="success")) == Done()
+    assert "no 'home' button" in error(mobile(action="system_button", button="Home"))
+    assert "cannot be done on this desktop" in error(mobile(action="open", text="Settings"))

@@ -286,3 +286,18 @@ def test_text_after_a_call_on_its_line_is_ignored() -> None:
     assert d.actions == [a.Click(x=640, y=400)]
     d = act("Action: type(content='it's ok') and more")
     assert d.actions == [a.TypeText(text="it's ok")]
+
+
+def test_doubao_omni_reply_tags_are_not_in_the_thought() -> None:
+    # Shape of the omni reply quoted in UI-TARS-desktop's action-parser tests.
+    tag = "think_never_used_51bce0c785ca2f68081bfa7d91973934"
+    text = (
+        f"<{tag}>The search box is not focused; click it first.</{tag}>\n"
+        "<computer_env>\nAction: click(point='<point>400 435</point>')\n</computer_env>"
+    )
+    d = run(text, NORM_1920)
+    # 0..1000 on 1920x1080: 801*1920 // 2000 = 768, 871*1080 // 2000 = 470.
+    assert d == Act(
+        actions=[a.Click(x=768, y=470)],
+        thought="The search box is not focused; click it first.",
+    )
