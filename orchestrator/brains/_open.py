@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,7 @@ class OpenModelBrain(Brain):
             message = choice.message
             if message.refusal:
                 raise BrainError(f"the model refused to act: {message.refusal}")
-            text = (message.content or "").strip()
+            text = (message.content or "").strip() or _calls_as_text(message)
             if not text:
                 problem = "the reply was empty"
                 if choice.finish_reason == "length":
@@ -250,6 +251,24 @@ def _feedback(record: StepRecord, point: Any) -> str | None:
         elif isinstance(record.decision, AwaitApproval):
             lines.append(f"The user's verdict on these actions: {record.answer}")
     return "\n".join(lines) or None
+
+
+def _calls_as_text(message: Any) -> str:
+    """Tool calls a server extracted from the text (a Qwen ``<tool_call>`` that vLLM or Ollama
+    parsed on its own) written back as the model wrote them, so the family's parser reads
+    them; empty when there are none."""
+    calls = []
+    for call in getattr(message, "tool_calls", None) or []:
+        fn = getattr(call, "function", None)
+        if fn is None:
+            continue
+        try:
+            arguments = json.loads(fn.arguments or "{}")
+        except ValueError:
+            arguments = fn.arguments
+        call_json = json.dumps({"name": fn.name, "arguments": arguments}, ensure_ascii=False)
+        calls.append(f"<tool_call>\n{call_json}\n</tool_call>")
+    return "\n".join(calls)
 
 
 def _num(v: float) -> str:

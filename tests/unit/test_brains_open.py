@@ -17,7 +17,14 @@ from orchestrator.brains import BrainContext, Observation, make_brain
 from orchestrator.brains._open import OpenModelBrain
 from orchestrator.domain import Act, Ask, BrainConfig, Done, Fail, Family, TokenUsage
 from orchestrator.errors import BrainError
-from tests.fakes.openai_server import CHAT, FakeOpenAIServer, chat_refusal, chat_text
+from tests.fakes.openai_server import (
+    CHAT,
+    FakeOpenAIServer,
+    chat_refusal,
+    chat_text,
+    chat_tool_calls,
+    tool_call,
+)
 
 Size = tuple[int, int]
 
@@ -286,4 +293,20 @@ async def test_usage_is_recorded(fake: FakeOpenAIServer) -> None:
     await brain.step(context(), shot(0, (1288, 812), (1280, 800)))
     assert brain.usage == seen
     assert [(u.input_tokens, u.output_tokens) for u in seen] == [(1234, 56)]
+    await brain.close()
+
+
+async def test_a_call_the_server_extracted_is_read_as_the_model_wrote_it(
+    fake: FakeOpenAIServer,
+) -> None:
+    brain = brain_for(fake, CASES[3])  # Qwen3-VL, 0..1000
+    fake.add(
+        chat_tool_calls(
+            tool_call("computer_use", {"action": "left_click", "coordinate": [500, 500]})
+        )
+    )
+    decision = await brain.step(context(), shot(0, (1280, 800), (1280, 800)))
+    assert isinstance(decision, Act)
+    assert decision.actions == [a.Click(x=640, y=400)]
+    assert "tools" not in fake.bodies(CHAT)[0]
     await brain.close()
