@@ -352,3 +352,17 @@ def test_smart_resize_refuses_what_the_reference_refuses() -> None:
         smart_resize(10, 2020)
     with pytest.raises(ValueError, match="bad image size"):
         smart_resize(0, 100)
+
+
+@settings(max_examples=300, deadline=None)
+@given(w=st.integers(200, 6000), h=st.integers(200, 6000))
+def test_fixed_space_never_enlarges_and_stays_under_the_apis_limits(w: int, h: int) -> None:
+    """Claude's API shrinks images over ~1.15 Mpx or 1568 px: the screenshot never is."""
+    space = FixedSpace()
+    iw, ih = image_size(space, (w, h))
+    assert 1 <= iw <= w and 1 <= ih <= h
+    assert max(iw, ih) <= space.max_long_edge and iw * ih <= space.max_pixels
+    if (iw, ih) not in space.targets:  # shrunk to fit: the aspect ratio kept to a pixel
+        assert abs(iw * h - ih * w) < max(w, h)  # both sides floored from one scale
+    m = Mapper(model_size=(iw, ih), screen_size=(w, h))
+    assert m.to_model(*m.point(iw - 1, ih - 1)) == (iw - 1, ih - 1)
