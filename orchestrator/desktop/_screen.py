@@ -178,8 +178,10 @@ def encode(
     *,
     quality: int = 85,
     size: tuple[int, int] | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> bytes:
-    """Encode a frame as PNG (zlib level 1: fast) or JPEG, resized to ``size`` if given.
+    """Encode a frame as PNG (zlib level 1: fast) or JPEG, resized to ``size`` if given;
+    with ``box`` (left, top, right, bottom), only that region (a zoom: resized with Lanczos).
 
     Resizing uses Pillow's Hamming filter (bilinear speed, sharper downscales).
     """
@@ -188,11 +190,16 @@ def encode(
     if not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be 1..100, not {quality}")
     image = frame.to_image()
-    if size is not None and size != frame.size:
+    if box is not None:
+        image = image.crop(box)
+    if size is not None and size != image.size:
         w, h = size
         if w <= 0 or h <= 0:
             raise ValueError(f"bad image size {w}x{h}")
-        image = image.resize(size, Image.Resampling.HAMMING, reducing_gap=3.0)
+        if box is not None:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        else:
+            image = image.resize(size, Image.Resampling.HAMMING, reducing_gap=3.0)
     out = io.BytesIO()
     if format == "png":
         image.save(out, "PNG", compress_level=1)

@@ -109,6 +109,11 @@ class StandInDesktop:
                 draw.point((action.x, action.y), fill="white")
             case a.TypeText():
                 draw.text((1, 1), action.text, fill="yellow")
+            case a.Zoom():
+                region = self.screen.crop((action.x0, action.y0, action.x1, action.y1))
+                out = io.BytesIO()
+                region.resize((action.width, action.height)).save(out, format="PNG")
+                return a.ActionResult(ok=True, image=out.getvalue())
         return a.ActionResult(ok=True)
 
     async def wait_until_settled(

@@ -424,3 +424,54 @@ async def test_usage_counts_cache_tokens_and_replies_that_are_not_messages_fail(
         (3210, 7, "claude-sonnet-4-5")
     ]
     assert brain.usage == seen
+
+
+async def test_zoom_shows_the_region_at_full_resolution_in_its_tool_result(
+    fake: FakeAnthropicServer,
+) -> None:
+    """Zoom on the stand-in desktop: the region of the screen under the model's region,
+    magnified to the image size, comes back in the zoom's tool result."""
+    from tests.fakes.task_desktop import StandInDesktop
+
+    desktop = StandInDesktop((1920, 1080))
+    desktop.screen.paste((255, 0, 0), (960, 540, 1920, 1080))  # the bottom-right quarter red
+    brain = new_brain(fake, "claude-opus-4-6")
+    fake.add(
+        message(computer("zoom", region=[683, 384, 1366, 768], id="z1")), text_message("Seen.")
+    )
+    ctx = new_ctx()
+    obs = observe(brain, desktop.size)
+    try:
+        decision = await brain.step(ctx, obs)
+        assert decision == Act(
+            actions=[a.Zoom(x0=960, y0=540, x1=1920, y1=1080, width=1365, height=768)]
+        )
+        result = await desktop.act(decision.actions[0])
+        assert result.ok and result.image is not None
+        assert "image" not in result.model_dump(mode="json")
+        ctx.history.append(StepRecord(decision, [result]))
+        assert await brain.step(ctx, observe(brain, desktop.size)) == Done(result="Seen.")
+    finally:
+        await brain.close()
+        desktop.close()
+    answer = fake.bodies()[1]["messages"][-1]["content"]
+    assert answer[0]["tool_use_id"] == "z1" and "is_error" not in answer[0]
+    (zoomed,) = images(answer[0]["content"])
+    with Image.open(io.BytesIO(base64.b64decode(zoomed["source"]["data"]))) as image:
+        assert image.size == (1365, 768)
+        assert image.convert("RGB").getpixel((10, 10)) == (255, 0, 0)
+    assert answer[1]["type"] == "text" and answer[2]["type"] == "image"  # the screen after
+
+
+def test_the_desktop_encodes_a_zoomed_region() -> None:
+    from orchestrator.desktop._screen import Frame, encode
+
+    # 4x2 BGRA: the right half red
+    red, blue = bytes([0, 0, 255, 0]), bytes([255, 0, 0, 0])
+    frame = Frame(4, 2, (blue * 2 + red * 2) * 2, 0.0)
+    data = encode(frame, "png", box=(2, 0, 4, 2), size=(20, 20))
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (20, 20)
+        assert {image.convert("RGB").getpixel((x, y)) for x in range(20) for y in range(20)} == {
+            (255, 0, 0)
+        }
