@@ -43,6 +43,7 @@ from ._base import Brain, BrainContext, Observation, UsageCallback
 from ._client import ModelClient
 from ._prompts import PLAN, TRIAGE, task_text, who
 from ._structured import (
+    CUT_SHORT,
     PlanReply,
     TriageReply,
     ask_structured,
@@ -253,7 +254,7 @@ class AnthropicPlanner(_Usage):
             except ValueError as e:
                 problem = str(e)
             if reply.get("stop_reason") == "max_tokens":
-                problem += " (the reply was cut at max_tokens)"
+                problem += f" ({CUT_SHORT})"
             messages += [
                 {"role": "assistant", "content": text or "(empty)"},
                 {"role": "user", "content": nudge(problem)},

@@ -32,6 +32,7 @@ from ._client import ModelClient
 from ._tools import describe_validation_error
 
 __all__ = [
+    "CUT_SHORT",
     "PlanReply",
     "TriageReply",
     "ask_structured",
@@ -194,6 +195,9 @@ def nudge(problem: str) -> str:
     )
 
 
+CUT_SHORT = "the reply was cut off at the token limit: keep the JSON short"
+
+
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|text\.format|structured output", re.I)
 
 
@@ -287,6 +291,8 @@ async def _ask_chat(
             return parse_json_reply(content, reply_model, convert)
         except ValueError as e:
             problem = str(e)
+        if completion.choices[0].finish_reason == "length":
+            problem += f" ({CUT_SHORT})"
         messages += [
             {"role": "assistant", "content": content},
             {"role": "user", "content": nudge(problem)},

@@ -243,3 +243,18 @@ def test_docstring_examples_of_the_planner_run() -> None:
 
     failed, tried = doctest.testmod(_planner)
     assert failed == 0 and tried > 0
+
+
+async def test_a_reply_cut_at_max_tokens_is_told_so(
+    claude: FakeAnthropicServer, actor_api: FakeOpenAIServer
+) -> None:
+    claude.add(
+        message(text('{"decision": "dele'), stop_reason="max_tokens"),
+        text_message('{"decision": "do", "reason": "ok"}'),
+    )
+    brain = planned(claude, actor_api)
+    try:
+        await brain.triage(context(), OBS)
+    finally:
+        await brain.close()
+    assert "cut off at the token limit" in claude.bodies()[1]["messages"][-1]["content"]

@@ -18,6 +18,7 @@ from tests.fakes.openai_server import (
     FakeOpenAIServer,
     chat_json,
     chat_refusal,
+    chat_reply,
     chat_text,
     http_error,
     message_item,
@@ -386,3 +387,13 @@ def test_parse_json_reply_reports_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="extra"):
         parse_json_reply('x {"decision": "do", "reason": "r", "extra": 1} y', TriageReply, same)
     assert parse_json_reply('{"decision": "do", "reason": "r"}', TriageReply, same).reason == "r"
+
+
+async def test_a_reply_cut_at_the_token_limit_is_told_so(fake: FakeOpenAIServer) -> None:
+    fake.add(
+        chat_reply(content='{"subtasks": [{"id": "a", "ro', finish_reason="length"),
+        chat_json(PLAN),
+    )
+    await make_brain(fake).plan(context(), OBS)
+    correction = fake.bodies(CHAT)[1]["messages"][-1]["content"]
+    assert "not valid JSON" in correction and "cut off at the token limit" in correction
