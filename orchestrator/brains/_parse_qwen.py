@@ -159,7 +159,7 @@ def tool_calls(text: str) -> tuple[list[Any], str | None]:
     while i != -1:
         try:
             obj, end = decoder.raw_decode(text, i)
-        except ValueError:
+        except (ValueError, RecursionError):
             i = text.find("{", i + 1)
             continue
         if isinstance(obj, dict) and ("name" in obj or "action" in obj):
@@ -176,13 +176,13 @@ def _json(body: str) -> Any:
     cleaned = _FENCE.sub("", body.strip())
     try:
         return json.loads(cleaned)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     start = cleaned.find("{")
     if start != -1:
         try:
             return json.JSONDecoder().raw_decode(cleaned, start)[0]
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     raise ReplyError(f"the tool call `{_short(body)}` is not a JSON object: {_FORMAT}")
 
@@ -199,7 +199,7 @@ def _arguments(call: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(args, str):
         try:
             args = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ReplyError(f"the arguments {_short(args)} are not a JSON object") from None
     if not isinstance(args, dict) or "action" not in args:
         raise ReplyError(f"{name} needs arguments with an action: {_FORMAT}")
