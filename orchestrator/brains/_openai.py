@@ -19,6 +19,7 @@ import openai
 
 from .. import coords
 from ..domain import BrainConfig, Decision, Plan, Triage
+from ..errors import ConfigError
 from ._base import Brain, BrainContext, Observation, UsageCallback
 from ._chat import ChatActor
 from ._client import ModelClient
@@ -62,6 +63,11 @@ class OpenAIBrain(Brain):
         self.config = config
         self._client = ModelClient(config, client=client, on_usage=self._record_usage)
         self._space = space_of(config)
+        if isinstance(self._space, coords.NormSpace) and self._space.scale == 1:
+            raise ConfigError(
+                "a 0..1 coordinate space needs fractional coordinates, which neither our "
+                "function tools nor OpenAI's computer tool take (integers): use another space"
+            )
         self._responses = config.resolved_family == "openai-responses"
         self._mode: Literal["chat", "responses"] = "responses" if self._responses else "chat"
         self._actor: ChatActor | ResponsesActor
@@ -115,19 +121,26 @@ class OpenAIBrain(Brain):
         self._check = plan.check
         return plan
 
+    def _instructions(self, ctx: BrainContext, obs: Observation) -> str:
+        text = acting_instructions(ctx, obs, computer_tool=self._responses)
+        if isinstance(self._space, coords.NormSpace):  # not pixels: say so
+            text += (
+                " Give every coordinate as a fraction of the screenshot's width and height "
+                "scaled to 0..1000 (0,0 is the top left corner, 1000,1000 the bottom right), "
+                "not in pixels."
+            )
+        return text
+
     async def step(self, ctx: BrainContext, obs: Observation) -> Decision:
         return await self._actor.decide(
-            ctx,
-            obs,
-            instructions=acting_instructions(ctx, obs, computer_tool=self._responses),
-            task=task_text(ctx),
+            ctx, obs, instructions=self._instructions(ctx, obs), task=task_text(ctx)
         )
 
     async def check(self, ctx: BrainContext, obs: Observation, results: dict[str, str]) -> Decision:
         return await self._actor.decide(
             ctx,
             obs,
-            instructions=acting_instructions(ctx, obs, computer_tool=self._responses),
+            instructions=self._instructions(ctx, obs),
             task=check_text(ctx, results, self._check),
         )
 

@@ -16,6 +16,7 @@ from orchestrator.actions import ActionResult
 from orchestrator.brains import BrainContext, Observation, OpenAIBrain, StepRecord, _chat
 from orchestrator.coords import FixedSpace, GridSpace, NormSpace
 from orchestrator.domain import Act, BrainConfig
+from orchestrator.errors import ConfigError
 from tests.fakes.openai_server import CHAT, FakeOpenAIServer, chat_tool_calls, tool_call
 
 SCREEN = (1920, 1080)
@@ -162,3 +163,23 @@ async def test_max_images_of_the_config_bounds_the_screenshots(fake: FakeOpenAIS
 def test_docstring_examples_run() -> None:
     failed, _ = doctest.testmod(_chat)
     assert failed == 0
+
+
+async def test_a_0_to_1000_space_is_told_to_the_model(fake: FakeOpenAIServer) -> None:
+    fake.add(chat_tool_calls(tool_call("wait", {})))
+    b = brain(fake, space=NormSpace(scale=1000, image=GridSpace()))
+    await b.step(context(), shot(b.image_size(SCREEN)))
+    (body,) = fake.bodies(CHAT)
+    assert "scaled to 0..1000" in body["messages"][0]["content"]
+
+
+def test_a_0_to_1_space_is_refused() -> None:
+    with pytest.raises(ConfigError, match="0..1 coordinate space"):
+        OpenAIBrain(
+            BrainConfig(
+                kind="openai",
+                model="m",
+                base_url="http://127.0.0.1:9/v1",
+                space=NormSpace(scale=1, image=GridSpace()),
+            )
+        )
