@@ -14,6 +14,7 @@ from orchestrator.brains import Brain, BrainContext, Observation, StepRecord, ma
 from orchestrator.brains._planner import OpenAIPlanner, PlannedBrain, with_planner
 from orchestrator.domain import Act, BrainConfig, Done, Plan, PlannerConfig, TokenUsage, Triage
 from orchestrator.errors import BrainError, ConfigError
+from orchestrator.records import SQLiteStore
 from tests.fakes.openai_server import (
     CHAT,
     FakeOpenAIServer,
@@ -308,3 +309,37 @@ def test_docstring_examples_of_structured_output_run() -> None:
 
     failed, tried = doctest.testmod(_structured)
     assert failed == 0 and tried > 0
+
+
+async def test_the_runner_records_each_models_usage_with_its_call(
+    store: SQLiteStore, planner_api: FakeOpenAIServer, actor_api: FakeOpenAIServer
+) -> None:
+    """A task driven by a planned brain on the stand-in desktop: the runner's model events
+    carry the planner's tokens for the triage and the actor's for each step."""
+    from actors._runner import TaskRunner
+    from orchestrator.domain import EventKind, TaskSpec, TaskState
+    from tests.fakes.task_desktop import LocalHost, StandInDesktop, StoreRecords, new_task
+
+    planner_api.add(chat_json({"decision": "do", "reason": "small"}, input_tokens=31))
+    actor_api.add(
+        chat_tool_calls(tool_call("wait", {}), input_tokens=41),
+        chat_tool_calls(tool_call("done", {"result": "waited"}), input_tokens=42),
+    )
+    records = StoreRecords(store)
+    desk = StandInDesktop()
+    brain = planned(planner_api, actor_api)
+    try:
+        task = await new_task(records, TaskSpec(description="wait a moment"))
+        runner = TaskRunner(task, "tester", "t/u/boss", desk, brain, LocalHost(records), records)
+        ended = await runner.run()
+    finally:
+        await brain.close()
+        desk.close()
+    assert (ended.state, ended.result) == (TaskState.SUCCEEDED, "waited")
+    events = records.store.events(task_id=ended.id, limit=1000)
+    model = [e.data for e in events if e.kind == EventKind.MODEL]
+    assert [(m["call"], [(u["model"], u["input_tokens"]) for u in m["usage"]]) for m in model] == [
+        ("triage", [("planner-model", 31)]),
+        ("step", [("actor-model", 41)]),
+        ("step", [("actor-model", 42)]),
+    ]
