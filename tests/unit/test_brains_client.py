@@ -161,3 +161,20 @@ async def test_the_key_is_cut_out_of_error_messages(fake: FakeOpenAIServer, retr
     with pytest.raises(BrainError, match="answered 401") as err:
         await _client(fake).chat(messages=[])
     assert TEST_KEY not in str(err.value) and "<api key>" in str(err.value)
+
+
+async def test_a_long_retry_after_is_capped(
+    fake: FakeOpenAIServer, retries: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ORCHESTRATOR_MODEL_API_MAX_WAIT_S (0.05 s here) bounds what the server asks."""
+    fake.add(
+        http_error(CHAT, 429, "slow down", headers={"Retry-After": "30"}),
+        http_error(CHAT, 529, "overloaded", headers={"retry-after-ms": "20000"}),
+        chat_text("ok"),
+    )
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        await _client(fake).chat(messages=[])
+    assert time.monotonic() - start < 5
+    waits = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(waits) == 2 and all("trying again in 0.1 s" in w for w in waits)
