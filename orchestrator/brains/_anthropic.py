@@ -27,7 +27,7 @@ answered with is_error tool results saying what was wrong and asked again up to
 ``max_retries`` times; then ``BrainError``. A refusal raises ``BrainError`` at once.
 
 Triage and planning ask for a JSON object in the reply's text (the Messages API has no
-``response_format``), validated like the OpenAI brain's, with a nudge when it is bad.
+``response_format``): ``_planner.AnthropicPlanner`` on this brain's connection.
 
 Example:
     >>> from pydantic import SecretStr
@@ -43,30 +43,22 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from .. import actions as a
 from ..coords import Mapper, image_size, model_size
-from ..domain import Act, BrainConfig, Decision, Done, Fail, Plan, Retry, Triage
+from ..domain import Act, BrainConfig, Decision, Done, Fail, Plan, PlannerConfig, Retry, Triage
 from ..errors import BrainError
 from ._anthropic_client import AnthropicClient
 from ._anthropic_tools import tool_versions, tools
 from ._base import Brain, BrainContext, Observation, StepRecord, UsageCallback
 from ._parse_anthropic import ToolUse, read
-from ._prompts import PLAN, TRIAGE, check_text, task_text, who
+from ._planner import AnthropicPlanner
+from ._prompts import check_text, task_text, who
 from ._spaces import space_of
-from ._structured import PlanReply, TriageReply, plan_from, strict_schema
-from ._tools import describe_validation_error
 
 __all__ = ["AnthropicBrain"]
-
-R = TypeVar("R", bound=BaseModel)
-T = TypeVar("T")
 
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_MAX_IMAGES = 3
@@ -74,7 +66,6 @@ NOT_CARRIED_OUT = "not carried out: an earlier action of this step failed"
 NOT_CARRIED_OUT_INVALID = "not carried out: another call of this reply was invalid"
 OMITTED = "(screenshot omitted: only the latest are kept)"
 _EPHEMERAL = {"type": "ephemeral"}
-_MAX_REASON = 4000
 _ACT = (
     " The computer tool acts on the screen in pixels of the latest screenshot. The bash tool "
     "runs a command on the desktop (each in a fresh shell; `sudo` works without a password) "
@@ -214,6 +205,14 @@ class AnthropicBrain(Brain):
         self._max_tokens = config.max_tokens or DEFAULT_MAX_TOKENS
         self._turns: list[_Turn] = []
         self._check: str | None = None
+        # triage and plan: JSON in the text, on the same connection
+        self._planner = AnthropicPlanner(
+            PlannerConfig(api="anthropic", model=self._client.model),
+            client=self._client.sdk,
+            on_usage=self._record_usage,
+            max_retries=config.max_retries,
+            max_tokens=self._max_tokens,
+        )
 
     @property
     def model(self) -> str:
@@ -226,66 +225,12 @@ class AnthropicBrain(Brain):
     # ------------------------------------------------------------------ triage and plan
 
     async def triage(self, ctx: BrainContext, obs: Observation) -> Triage:
-        return await self._structured(
-            ctx,
-            obs,
-            TRIAGE,
-            "triage",
-            TriageReply,
-            lambda r: Triage(decision=r.decision, reason=r.reason[:_MAX_REASON]),
-        )
+        return await self._planner.triage(ctx, obs)
 
     async def plan(self, ctx: BrainContext, obs: Observation) -> Plan:
-        plan = await self._structured(ctx, obs, PLAN, "plan", PlanReply, plan_from)
+        plan = await self._planner.plan(ctx, obs)
         self._check = plan.check
         return plan
-
-    async def _structured(
-        self,
-        ctx: BrainContext,
-        obs: Observation,
-        instructions: str,
-        name: str,
-        reply_model: type[R],
-        convert: Callable[[R], T],
-    ) -> T:
-        """A JSON object in the reply's text, validated and converted; retried when bad."""
-        schema = json.dumps(strict_schema(reply_model))
-        system = (
-            f"{who(ctx, obs)} {instructions} Reply with only the JSON object, no other text. "
-            f"Its JSON schema: {schema}"
-        )
-        messages: list[dict[str, Any]] = [
-            {"role": "user", "content": [_text(task_text(ctx)), _screen(obs)]}
-        ]
-        problem = "no reply"
-        for _ in range(self.config.max_retries + 1):
-            reply = await self._client.create(
-                system=[{"type": "text", "text": system}],
-                messages=messages,
-                max_tokens=self._max_tokens,
-            )
-            parsed = read(reply, Mapper(obs.size, obs.screen_size))
-            if isinstance(parsed.decision, Fail):
-                raise BrainError(f"the model refused the {name} decision: {parsed.text}")
-            try:
-                return _json_reply(parsed.text, reply_model, convert)
-            except ValueError as e:
-                problem = str(e)
-            if reply["content"]:
-                messages.append({"role": "assistant", "content": reply["content"]})
-            _add_user(
-                messages,
-                [
-                    _text(
-                        f"That reply could not be used: {problem}. Reply again with only a "
-                        "JSON object that matches the schema."
-                    )
-                ],
-            )
-        raise BrainError(
-            f"no usable {name} decision after {self.config.max_retries + 1} attempt(s): {problem}"
-        )
 
     # ------------------------------------------------------------------ acting
 
@@ -425,25 +370,6 @@ class AnthropicBrain(Brain):
 
     async def close(self) -> None:
         await self._client.close()
-
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-
-
-def _json_reply(text: str, reply_model: type[R], convert: Callable[[R], T]) -> T:
-    """A JSON reply (maybe fenced) validated and converted; ``ValueError`` with the problem."""
-    fenced = _FENCE.match(text)
-    try:
-        data = json.loads(fenced.group(1) if fenced else text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"the reply is not valid JSON ({e})") from None
-    try:
-        reply = reply_model.model_validate(data)
-    except ValidationError as e:
-        raise ValueError(
-            f"the reply does not match the schema: {describe_validation_error(e)}"
-        ) from None
-    return convert(reply)
 
 
 def _computer_text(result: a.ActionResult, mapper: Mapper) -> str:

@@ -122,6 +122,11 @@ class AnthropicClient:
         self.base_url: str = str(client.base_url).rstrip("/")
         """Where the API is (shown in errors; never with the key)."""
 
+    @property
+    def sdk(self) -> anthropic.AsyncAnthropic:
+        """The SDK client (to share it: whoever gets it must not close it)."""
+        return self._client
+
     async def create(self, *, betas: list[str] | None = None, **params: Any) -> dict[str, Any]:
         """``beta.messages.create`` with the model (and temperature) filled in, retried while
         the failure passes; the reply's JSON as sent (a ``message`` object), else

@@ -333,7 +333,7 @@ async def test_a_refusal_is_a_brain_error(fake: FakeAnthropicServer) -> None:
     try:
         with pytest.raises(BrainError, match="the model refused to act: I won't do that."):
             await brain.step(new_ctx(), obs)
-        with pytest.raises(BrainError, match="refused the triage decision: No plan."):
+        with pytest.raises(BrainError, match="the model refused the triage decision"):
             await brain.triage(new_ctx(), obs)
     finally:
         await brain.close()
@@ -373,10 +373,11 @@ async def test_triage_and_plan_are_json_in_text_with_a_nudge(fake: FakeAnthropic
         await brain.close()
     assert isinstance(got, Plan) and [s.id for s in got.subtasks] == ["a", "b"]
     bodies = fake.bodies()
-    assert "JSON schema" in bodies[0]["system"][0]["text"] and "tools" not in bodies[0]
-    nudge = bodies[1]["messages"][-1]["content"][-1]["text"]
-    assert nudge.startswith("That reply could not be used: the reply is not valid JSON")
-    assert "subtasks" in bodies[3]["messages"][-1]["content"][-1]["text"]
+    assert "JSON schema" in bodies[0]["system"] and "tools" not in bodies[0]
+    assert bodies[0]["model"] == "claude-sonnet-4-5" and all_images(bodies[0])
+    nudge = bodies[1]["messages"][-1]["content"]
+    assert nudge.startswith("That reply could not be used:") and "JSON" in nudge
+    assert "subtasks" in bodies[3]["messages"][-1]["content"]
 
 
 async def test_a_history_this_brain_did_not_write_is_told_in_words(
