@@ -3,8 +3,9 @@ inside the text) as a decision in screen pixels.
 
 Written for this project after reading the ``computer_use`` function where its authors define
 it: QwenLM/Qwen2.5-VL and QwenLM/Qwen3-VL ``cookbooks/utils/agent_function_call.py`` (the
-``ComputerUse`` tool: its actions, arguments and what each one does with pyautogui) and the
-computer-use cookbooks that call it.
+``ComputerUse`` tool: its actions, arguments and what each one does with pyautogui; and
+``MobileUse``), the computer-use and mobile-agent cookbooks that call them, and the replies
+recorded in them (``tests/fixtures/replay/qwen-vl-*``).
 
 The reply:
 
@@ -24,6 +25,8 @@ The reply:
   counts (``-5``) and pixel distances (``-500``), so ``notches`` takes up to
   ``SCROLL_DIRECT_NOTCHES`` as notches and a larger number as pixels at
   ``SCROLL_PX_PER_NOTCH`` (never fewer than ``SCROLL_DIRECT_NOTCHES`` then).
+- ``mobile_use`` calls (Qwen's mobile-agent cookbooks) are acted out where a desktop has the
+  same thing (see ``_apply_mobile``).
 - Coordinates ``[x, y]`` are in the mapper's model space: pixels of the resized image for
   Qwen2.5-VL, 0..1000 for Qwen3-VL (the caller passes ``model_size=(1000, 1000)``).
 

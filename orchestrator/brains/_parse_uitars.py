@@ -151,6 +151,9 @@ def parse_calls(body: str) -> list[Call]:
     while True:
         while pos < n and body[pos].isspace():
             pos += 1
+        label = _MARKER.match(body, pos)  # "Action:" again before a further call
+        if label is not None and calls:
+            pos = label.end()
         m = _CALL.match(body, pos)
         if m is None:
             if calls:

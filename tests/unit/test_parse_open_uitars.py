@@ -301,3 +301,8 @@ def test_doubao_omni_reply_tags_are_not_in_the_thought() -> None:
         actions=[a.Click(x=768, y=470)],
         thought="The search box is not focused; click it first.",
     )
+
+
+def test_an_action_label_before_each_call() -> None:
+    text = "Thought: t\nAction: click(start_box='(644,406)')\nAction: type(content='x')"
+    assert act(text).actions == [a.Click(x=640, y=400), a.TypeText(text="x")]
