@@ -68,11 +68,11 @@ OMITTED = "(screenshot omitted: only the latest are kept)"
 _EPHEMERAL = {"type": "ephemeral"}
 _ACT = (
     " The computer tool acts on the screen in pixels of the latest screenshot. The bash tool "
-    "runs a command on the desktop (each in a fresh shell; `sudo` works without a password) "
-    "and the text editor views and edits files by absolute path: prefer them for files, "
-    "installs and checks. When the task is done and verified, reply without a tool call "
-    "with a short report holding the facts the requester needs (paths, versions, URLs); if "
-    "it cannot be done, reply with `FAILED:` and the reason."
+    "runs a command on the desktop as its unprivileged user (each in a fresh shell) and the "
+    "text editor views and edits files by absolute path: prefer them for files and checks. "
+    "When the task is done and verified, reply without a tool call with a short report "
+    "holding the facts the requester needs (paths, versions, URLs); if it cannot be done, "
+    "reply with `FAILED:` and the reason."
 )
 FAILED_PREFIX = "FAILED:"
 """A final reply starting with this fails the task with the rest as the reason."""
