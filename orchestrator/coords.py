@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CoordinateSpace",
@@ -89,6 +89,19 @@ class GridSpace(_Space):
     min_pixels: _Pixels = 4 * 28 * 28
     max_pixels: _Pixels = 16384 * 28 * 28
     """The image budget: fewer pixels, fewer tokens per screenshot."""
+
+    @model_validator(mode="after")
+    def _budget(self) -> GridSpace:
+        # as Qwen3-VL's smart_resize asserts; a budget under one cell cannot be kept
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(
+                f"min_pixels ({self.min_pixels}) is over max_pixels ({self.max_pixels})"
+            )
+        if self.max_pixels < self.factor * self.factor:
+            raise ValueError(
+                f"max_pixels ({self.max_pixels}) is under one {self.factor}x{self.factor} cell"
+            )
+        return self
 
 
 class NormSpace(_Space):

@@ -272,6 +272,10 @@ def test_bad_sizes_are_refused() -> None:
         image_size(NativeSpace(), (0, 800))
     with pytest.raises(ValidationError):
         GridSpace(factor=0)
+    with pytest.raises(ValidationError, match="min_pixels .* is over max_pixels"):
+        GridSpace(min_pixels=2_000_000, max_pixels=1_000_000)
+    with pytest.raises(ValidationError, match="under one 32x32 cell"):
+        GridSpace(factor=32, min_pixels=100, max_pixels=1000)
     with pytest.raises(ValidationError):
         NormSpace.model_validate({"scale": 100})
 
