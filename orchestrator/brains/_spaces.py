@@ -37,7 +37,10 @@ def default_space(family: Family, model: str | None) -> CoordinateSpace:
             return NormSpace(scale=1000) if _UITARS_1_0.search(name) else GridSpace()
         case "qwen-vl":
             if _QWEN3.search(name):
-                return NormSpace(scale=1000, image=GridSpace(factor=32, min_pixels=4 * 28 * 28))
+                return NormSpace(
+                    scale=1000,
+                    image=GridSpace(factor=32, min_pixels=4 * 32 * 32, max_pixels=16384 * 32 * 32),
+                )
             return GridSpace()
         case "opencua":
             return GridSpace()
