@@ -10,7 +10,9 @@ The reply:
 
 - The thought: the text before the ``Action:`` line (``Action：`` too), its ``Thought:`` label
   dropped (``Reflection:`` / ``Action_Summary:`` texts are kept as written), and the
-  ``<think...>``/``<computer_env>`` tags of Doubao's "omni" replies too.
+  ``<think...>``/``<computer_env>`` tags of Doubao's "omni" replies too; an omni reply with
+  no action but an ``<answer>...</answer>`` is ``Done`` with that answer (as
+  UI-TARS-desktop's ``OmniFormatParser`` reads it: ``finished(content=...)``).
 - The actions after it, one call each, separated by blank lines (the reference splits on
   ``)\\n\\n``): ``click``/``left_single``, ``left_double``, ``right_single``, ``hover``,
   ``drag``/``select`` (``start_box``, ``end_box``), ``hotkey(key='ctrl c')`` (keys split on
@@ -78,7 +80,8 @@ ACTIONS = (
 _MARKER_LINE = re.compile(r"(?m)^[ \t]*Action[:：][ \t]*")
 _MARKER = re.compile(r"Action[:：][ \t]*")
 _THOUGHT_LABEL = re.compile(r"^\s*Thought[:：]\s*")
-_WRAPPERS = re.compile(r"</?(?:think\w*|computer_env)>")
+_WRAPPERS = re.compile(r"</?(?:think\w*|thought|computer_env|output)>", re.IGNORECASE)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _CALL = re.compile(r"([A-Za-z_]\w*)\s*\(")
 _KEY = re.compile(r"([A-Za-z_]\w*)\s*=\s*")
 _CLOSES = re.compile(r"\s*,\s*[A-Za-z_]\w*\s*=|\s*\)[ \t]*(?:\r?\n|$)|\s*$")
@@ -106,6 +109,10 @@ def parse(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) 
         return retry(f"the reply has no text. {_FORMAT}")
     thought, body = _split(text)
     if body is None:
+        answer = _ANSWER.search(text)
+        if answer is not None:  # Doubao's omni reply that answers without acting
+            rest = _WRAPPERS.sub("", text[: answer.start()] + text[answer.end() :])
+            return Done(result=answer.group(1).strip(), thought=cap(rest))
         return retry(f"the reply has no `Action:` line. {_FORMAT}", thought)
     try:
         calls = parse_calls(body)

@@ -306,3 +306,20 @@ def test_doubao_omni_reply_tags_are_not_in_the_thought() -> None:
 def test_an_action_label_before_each_call() -> None:
     text = "Thought: t\nAction: click(start_box='(644,406)')\nAction: type(content='x')"
     assert act(text).actions == [a.Click(x=640, y=400), a.TypeText(text="x")]
+
+
+def test_doubao_omni_answer_is_done() -> None:
+    text = "<think>A simple sum; no need to act.</think>\n<answer>\nThe answer is 2.\n</answer>"
+    assert run(text, NORM_1920) == Done(
+        result="The answer is 2.", thought="A simple sum; no need to act."
+    )
+
+
+def test_o1_style_tags_are_not_in_the_thought() -> None:
+    text = (
+        "<Thought>Close the dialog.</Thought>\nAction_Summary: close it\n"
+        "Action: click(start_box='(644,406)')\n</Output>"
+    )
+    d = act(text)
+    assert d.actions == [a.Click(x=640, y=400)]
+    assert d.thought == "Close the dialog.\nAction_Summary: close it"
