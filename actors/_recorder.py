@@ -194,7 +194,12 @@ class Recorder:
     async def _fail_task(self, task: TaskInfo, error: str) -> None:
         """Record an open task as failed with ``error``, with its event, in one write."""
         gone = task.model_copy(
-            update={"state": TaskState.FAILED, "error": error, "updated_at": time.time()}
+            update={
+                "state": TaskState.FAILED,
+                "error": error,
+                "waiting": None,  # it waits for nobody any more
+                "updated_at": time.time(),
+            }
         )
         said = Event(
             kind=EventKind.TASK,
