@@ -37,6 +37,8 @@ from PIL import Image
 from orchestrator import coords
 from orchestrator.brains import _spaces
 from orchestrator.domain import AgentSpec, BrainConfig, EventKind, TaskSpec, TaskState
+from tests.fakes import anthropic_server as ant
+from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     Reply,
@@ -109,7 +111,7 @@ class Case:
     """Key of ``CLICKS``: ``native``, ``fixed``, ``grid`` or ``norm``."""
     image: str
     """Key of ``IMAGE_SIZES``."""
-    replies: Callable[[Size, str], list[Reply]]
+    replies: Callable[[Size, str], list[Any]]
     """The scripted replies, from the click's model point and the file's name."""
     server: str = "openai"
     """Which fake answers: ``openai`` or ``anthropic``."""
@@ -145,6 +147,19 @@ def responses_replies(point: Size, name: str) -> list[Reply]:
             )
         ),
         responses_reply(message_item(f"created ~/{name}")),
+    ]
+
+
+def anthropic_replies(point: Size, name: str) -> list[Reply]:
+    x, y = point
+    return [
+        ant.text_message(json.dumps({"decision": "do", "reason": "one terminal"})),
+        ant.message(ant.computer("key", text="ctrl+alt+t")),
+        ant.message(ant.computer("left_click", coordinate=[x, y])),
+        ant.message(
+            ant.computer("type", text=f"touch ~/{name}"), ant.computer("key", text="Return")
+        ),
+        ant.text_message(f"created ~/{name}"),
     ]
 
 
@@ -199,6 +214,15 @@ CASES: list[Case] = [
         "native",
         responses_replies,
         extra={"mode": "responses"},
+    ),
+    Case(
+        "anthropic",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "fixed",
+        "fixed",
+        anthropic_replies,
+        server="anthropic",
     ),
     Case("uitars-1.5", "uitars", "UI-TARS-1.5-7B", "grid", "grid28", uitars_replies),
     Case("uitars-1.0", "uitars", "UI-TARS-7B-DPO", "norm", "grid28", uitars_replies),
@@ -259,12 +283,14 @@ def texts_in(body: Any) -> str:
 
 
 @pytest.fixture
-async def openai_fake() -> AsyncIterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer().start()
+async def fakes() -> AsyncIterator[dict[str, Any]]:
+    """Both fake model servers (threads on loopback ports), by the ``Case.server`` name."""
+    servers = {"openai": FakeOpenAIServer().start(), "anthropic": FakeAnthropicServer().start()}
     try:
-        yield server
+        yield servers
     finally:
-        await server.close()
+        for server in servers.values():
+            await server.close()
 
 
 def brain_of(case: Case, base_url: str) -> BrainConfig:
@@ -296,11 +322,9 @@ async def xterm_client_area(actor: Any) -> tuple[int, int, int, int]:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 async def test_brain_opens_a_terminal_and_creates_a_file(
-    agents: Any, openai_fake: FakeOpenAIServer, case: Case, size: Size
+    agents: Any, fakes: dict[str, Any], case: Case, size: Size
 ) -> None:
-    fake: Any = openai_fake
-    if case.server == "anthropic":
-        fake = await agents_anthropic_fake()
+    fake = fakes[case.server]
     name = f"made-by-{case.name}"
     (model_point, expected) = CLICKS[(case.space, size)]
     brain = brain_of(case, fake.base_url)
@@ -332,10 +356,11 @@ async def test_brain_opens_a_terminal_and_creates_a_file(
     # every screenshot the model was sent is in its family's image size
     seen = [img.size for r in fake.requests for img in images_in(r.body)]
     assert len(seen) >= 3 and set(seen) == {image}, seen
-    if case.family == "qwen-vl":
-        declared = coords.model_size(_spaces.space_of(brain), size)
-        prompt = texts_in(fake.requests[-1].body)
-        assert f"{declared[0]}x{declared[1]}" in prompt.replace(" ", ""), prompt[:2000]
+    if case.family == "qwen-vl":  # the tool's declared display is the space it answers in
+        w, h = coords.model_size(_spaces.space_of(brain), size)
+        for r in fake.requests:
+            prompt = texts_in(r.body)
+            assert f"The screen's resolution is {w}x{h}." in prompt, prompt[:3000]
 
     # the click landed on the pixel worked out by hand, inside the terminal
     events = await agents.events(task_id=done.id)
@@ -350,8 +375,3 @@ async def test_brain_opens_a_terminal_and_creates_a_file(
     }
     x, y, w, h = await xterm_client_area(actor)
     assert x <= expected[0] < x + w and y <= expected[1] < y + h, ((x, y, w, h), expected)
-
-
-async def agents_anthropic_fake() -> Any:
-    """The fake Anthropic server (tests/fakes/anthropic_server.py), once it exists."""
-    raise NotImplementedError("anthropic: the fake server has not landed")
