@@ -1,11 +1,12 @@
 """The HTTP API: a FastAPI app over ``orchestrator.front.Runtime``, served by Ray Serve.
 
-The routes live by resource (``_agents``, ``_tasks``, ``_desktop``, ``_files``,
-``_workflows``, ``_stats``) and call only the typed runtime they are handed as a dependency
-(``serve_app._front.runtime``: the cluster's ``actors.Runtime`` on a replica, an in-process
-runtime in route tests). The deployment holds no state of its own: every request goes through
-the runtime (the cluster's recorder, its handle kept per process and looked up again when the
-recorder is replaced) with the tenant of the caller's API key, so replicas can be added,
+The routes live by resource (``_agents``, ``_tasks``, ``_person``: a person's answers,
+approvals and pauses, ``_desktop``, ``_files``, ``_workflows``, ``_stats``) and call only
+the typed runtime they are handed as a dependency (``serve_app._front.runtime``: the
+cluster's ``actors.Runtime`` on a replica, an in-process runtime in route tests). The
+deployment holds no state of its own: every request goes through the runtime (the
+cluster's recorder, its handle kept per process and looked up again when the recorder is
+replaced) with the tenant of the caller's API key, so replicas can be added,
 removed or replaced at any time.
 """
 

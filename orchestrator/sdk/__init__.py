@@ -13,6 +13,15 @@ The README's main job, the web server built by a team of agents, from a notebook
     print(task.state, task.result)
     admin.screenshot()                             # shown inline
 
+A task that asks a question or waits for approval is answered by a person::
+
+    task = admin.assign(job.task)
+    while not task.wait(until_person=True).done:   # returns when it needs a person, too
+        if task.waiting.question is not None:
+            task.answer(input(task.waiting.question))
+        else:
+            task.approve()                          # or task.reject("why not")
+
 ``AsyncClient`` is the same API awaited. Errors the API answers are ``ApiError``s (a
 subclass of ``orchestrator.errors.OrchestratorError``) with ``.status`` and ``.code``;
 429 and 503 are retried first, honouring ``Retry-After`` (see ``Retry``), but not a 429
