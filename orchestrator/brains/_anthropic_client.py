@@ -6,7 +6,8 @@ It builds an ``anthropic.AsyncAnthropic`` from a ``BrainConfig`` or ``PlannerCon
 (``_retry.with_retries``: 408, 409, 429, 5xx and 529 overloaded, honouring ``Retry-After``;
 timeouts; dropped connections) with the SDK's own retries off, returns each reply's JSON as
 the server sent it, and records the tokens of every call. The key is never logged nor put
-in an error: it lives only in the SDK client.
+in an error: it lives only in the SDK client. ``BrainConfig.temperature`` is not sent: the Messages API of this SDK
+(``anthropic`` 2.17) takes no sampling parameters.
 
 Where the key goes: ``ANTHROPIC_API_KEY`` is the operator's and is sent only to
 ``ANTHROPIC_BASE_URL`` (else Anthropic's API). A config naming another ``base_url`` must
@@ -104,7 +105,6 @@ class AnthropicClient:
             )
         self.model: str = model
         """The model every call asks for."""
-        self.temperature: float | None = getattr(config, "temperature", None)
         self._on_usage = on_usage
         self._owns_client = client is None
         if client is None:
@@ -128,12 +128,10 @@ class AnthropicClient:
         return self._client
 
     async def create(self, *, betas: list[str] | None = None, **params: Any) -> dict[str, Any]:
-        """``beta.messages.create`` with the model (and temperature) filled in, retried while
+        """``beta.messages.create`` with the model filled in, retried while
         the failure passes; the reply's JSON as sent (a ``message`` object), else
         ``BrainError`` with the reason. ``max_tokens`` is required by the API."""
         params.setdefault("model", self.model)
-        if self.temperature is not None:
-            params.setdefault("temperature", self.temperature)
         if betas:
             params["betas"] = betas
         log.debug(
@@ -147,7 +145,7 @@ class AnthropicClient:
             lambda: self._once(params),
             classify=self._classify,
             attempts=s.model_api_retries,
-            what=f"the model API at {self.base_url}",
+            what=f"messages call of model {params['model']}",
             max_wait_s=s.model_api_max_wait_s,
         )
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}

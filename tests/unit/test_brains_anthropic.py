@@ -476,3 +476,40 @@ def test_the_desktop_encodes_a_zoomed_region() -> None:
         assert {image.convert("RGB").getpixel((x, y)) for x in range(20) for y in range(20)} == {
             (255, 0, 0)
         }
+
+
+async def test_a_click_without_a_coordinate_acts_where_the_pointer_was_left(
+    fake: FakeAnthropicServer,
+) -> None:
+    brain = new_brain(fake, max_tokens=1000, temperature=0.2)
+    fake.add(
+        message(computer("mouse_move", coordinate=[683, 384])),
+        message(computer("left_click"), computer("cursor_position", id="where")),
+        text_message("ok"),
+    )
+    ctx = new_ctx()
+    try:
+        moved = await brain.step(ctx, observe(brain, (1920, 1080)))
+        assert moved == Act(actions=[a.Move(x=960, y=540)])
+        ctx.history.append(
+            StepRecord(moved, [a.ActionResult(ok=True, cursor=a.Point(x=960, y=540))])
+        )
+        clicked = await brain.step(ctx, observe(brain, (1920, 1080)))
+        assert clicked == Act(actions=[a.Click(x=960, y=540), a.CursorPosition()])
+        ctx.history.append(
+            StepRecord(
+                clicked,
+                [
+                    a.ActionResult(ok=True, cursor=a.Point(x=960, y=540)),
+                    a.ActionResult(ok=True, cursor=a.Point(x=1919, y=1079)),
+                ],
+            )
+        )
+        await brain.step(ctx, observe(brain, (1920, 1080)))
+    finally:
+        await brain.close()
+    body = fake.bodies()[2]
+    assert body["max_tokens"] == 1000 and "temperature" not in body  # the SDK takes none
+    where = next(b for b in body["messages"][-1]["content"] if b.get("tool_use_id") == "where")
+    # the pointer is shown back in the model's space
+    assert where["content"][0]["text"] == "done; the pointer is at (1365, 767)"
