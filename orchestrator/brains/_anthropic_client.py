@@ -6,8 +6,8 @@ It builds an ``anthropic.AsyncAnthropic`` from a ``BrainConfig`` or ``PlannerCon
 (``_retry.with_retries``: 408, 409, 429, 5xx and 529 overloaded, honouring ``Retry-After``;
 timeouts; dropped connections) with the SDK's own retries off, returns each reply's JSON as
 the server sent it, and records the tokens of every call. The key is never logged nor put
-in an error: it lives only in the SDK client. ``BrainConfig.temperature`` is not sent: the Messages API of this SDK
-(``anthropic`` 2.17) takes no sampling parameters.
+in an error: it lives only in the SDK client. ``BrainConfig.temperature`` is not sent: the
+Messages API of this SDK (``anthropic`` 2.17) takes no sampling parameters.
 
 Where the key goes: ``ANTHROPIC_API_KEY`` is the operator's and is sent only to
 ``ANTHROPIC_BASE_URL`` (else Anthropic's API). A config naming another ``base_url`` must
