@@ -7,7 +7,8 @@ scripts in order (JSON bodies with any status and headers, or raw bytes that are
 and fails loudly when misused:
 
 - a request with no reply scripted, for another path, or whose body is not JSON gets
-  HTTP 500 with a clear message *and* is noted in ``errors``;
+  HTTP 421 (Misdirected Request: an answer clients do not retry, so misuse fails at once)
+  with a clear message *and* is noted in ``errors``;
 - leaving the context with ``errors`` or with unconsumed replies raises ``AssertionError``.
 
 Building replies:
@@ -286,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             self.server.state.errors.append(message)
         body = {"type": "error", "error": {"type": "fake", "message": f"fake server: {message}"}}
-        self._send(500, body, {})
+        self._send(421, body, {})
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)

@@ -175,3 +175,24 @@ def test_the_model_comes_from_the_config_else_the_environment(
     assert AnthropicClient(BrainConfig(kind="anthropic", api_key=key)).model == "claude-y"
     config = BrainConfig(kind="anthropic", model="claude-z", api_key=key)
     assert AnthropicClient(config).model == "claude-z"
+
+
+async def test_the_fake_server_fails_loudly_when_misused(fake: FakeAnthropicServer) -> None:
+    client = client_at(fake.base_url)
+    try:
+        with pytest.raises(BrainError, match="answered 421: fake: fake server: unexpected"):
+            await client.create(**ASK)  # nothing scripted: not retried
+    finally:
+        await client.close()
+    assert fake.errors == ["unexpected request POST /v1/messages: no reply scripted"]
+    with pytest.raises(AssertionError, match="misused"):
+        fake.verify()
+    fake.clear_errors()
+    fake.add(text_message("never asked"))
+    with pytest.raises(AssertionError, match="1 scripted repl"):
+        fake.verify()
+    again = client_at(fake.base_url)
+    try:
+        await again.create(**ASK)  # consumed: verified clean on exit
+    finally:
+        await again.close()
