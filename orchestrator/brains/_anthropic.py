@@ -131,6 +131,12 @@ def _command_text(result: a.ActionResult) -> str:
     return text
 
 
+def _rejected(use: ToolUse) -> dict[str, Any]:
+    """The answer to a call of a reply that could not be used: nothing was carried out."""
+    why = f"not carried out: {use.error}" if use.error else NOT_CARRIED_OUT_INVALID
+    return _tool_result(use.id, [_text(why)], error=True)
+
+
 def _add_user(messages: list[dict[str, Any]], blocks: list[dict[str, Any]]) -> None:
     if messages and messages[-1]["role"] == "user":
         messages[-1]["content"].extend(blocks)
@@ -278,24 +284,7 @@ class AnthropicBrain(Brain):
             problem = decision.error
             if reply["content"]:
                 messages.append({"role": "assistant", "content": reply["content"]})
-            if parsed.uses:
-                _add_user(
-                    messages,
-                    [
-                        _tool_result(
-                            u.id,
-                            [
-                                _text(
-                                    f"not carried out: {u.error}"
-                                    if u.error
-                                    else NOT_CARRIED_OUT_INVALID
-                                )
-                            ],
-                            error=True,
-                        )
-                        for u in parsed.uses
-                    ],
-                )
+            _add_user(messages, [_rejected(u) for u in parsed.uses])
             _add_user(messages, [_text(f"Nothing was done: {problem}. Send a corrected reply.")])
         raise BrainError(
             f"no usable step decision after {self.config.max_retries + 1} attempt(s): {problem}"
