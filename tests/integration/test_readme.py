@@ -23,6 +23,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -313,6 +314,28 @@ def run_sdk_block(request: pytest.FixtureRequest, unit: Unit) -> None:
     assert (e.work / "notes.txt").read_text() == "hello"
 
 
+def check_brain_configs_block(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """The *Models* examples: each line builds a valid ``BrainConfig`` of the family it shows
+    (nothing is called: the models are not reachable here)."""
+    from orchestrator.brains._spaces import space_of
+    from orchestrator.domain import BrainConfig
+
+    made: list[BrainConfig] = []
+
+    def build(**fields: Any) -> BrainConfig:
+        made.append(BrainConfig(**fields))
+        return made[-1]
+
+    exec(compile(unit.text, "README", "exec"), {"BrainConfig": build})
+    assert [(c.resolved_family, space_of(c).kind) for c in made] == [
+        ("uitars", "grid"),
+        ("anthropic", "fixed"),
+        ("openai-responses", "native"),
+        ("uitars", "grid"),
+    ]
+    assert made[3].planner is not None and made[3].planner.model == "gpt-4.1"
+
+
 RULES: list[tuple[str, str, Runner]] = [
     # (lang, a regex the unit's text must match, how it runs)
     (
@@ -332,6 +355,7 @@ RULES: list[tuple[str, str, Runner]] = [
     ("python", r"rt = Runtime\.connect\(\)", run_runtime_block),
     ("python", r"api = start_local\(\)", check_notebook_block),
     ("python", r'api = Client\("http://127\.0\.0\.1:8000", api_key="KEY"\)', run_sdk_block),
+    ("python", r'BrainConfig\(kind="openai", family="uitars"', check_brain_configs_block),
 ]
 
 
