@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     """How long a task may wait for a person (an answer, an approval, a resume after a
     pause) before it fails with the reason; such waits do not count against its deadline."""
 
+    allow_acknowledge_safety_checks: bool = False
+    """Whether an agent's policy may acknowledge a model provider's pending safety checks
+    without asking a person (``ApprovalPolicy.safety_checks = "acknowledge"``); otherwise such
+    an agent is refused at hire (``ConfigError``, HTTP 422)."""
+
     model_api_retries: int = Field(default=4, ge=0, le=20)
     """How often a model API call that failed for a passing reason (429, 529 overloaded, 5xx,
     a timeout, a dropped connection) is tried again, with exponential backoff that honours the
@@ -256,6 +261,13 @@ class ModelEnv(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     """``ANTHROPIC_API_KEY``: the operator's Anthropic key; it is sent only to
     ``ANTHROPIC_BASE_URL`` (else Anthropic's API), never to a ``base_url`` a brain names."""
+
+    anthropic_custom_headers: SecretStr | None = Field(
+        default=None, validation_alias="ANTHROPIC_CUSTOM_HEADERS"
+    )
+    """``ANTHROPIC_CUSTOM_HEADERS`` (``Name: value`` lines): headers the ``anthropic`` SDK adds to
+    every request by itself; sent only to the operator's endpoint, like the key (a brain's own
+    ``base_url`` gets them removed)."""
 
     anthropic_model: str | None = Field(
         default=None, validation_alias="ORCHESTRATOR_ANTHROPIC_MODEL"

@@ -12,7 +12,9 @@ Messages API of this SDK (``anthropic`` 2.17) takes no sampling parameters.
 Where the key goes: ``ANTHROPIC_API_KEY`` is the operator's and is sent only to
 ``ANTHROPIC_BASE_URL`` (else Anthropic's API). A config naming another ``base_url`` must
 pass ``check_model_url`` and sends its own ``api_key``, or none: never the operator's (the
-SDK would read ``ANTHROPIC_API_KEY`` by itself, so a key is always passed explicitly).
+SDK would read ``ANTHROPIC_API_KEY`` by itself, so a key is always passed explicitly). The
+same holds for the headers of ``ANTHROPIC_CUSTOM_HEADERS``, which the SDK adds by itself: they
+are removed from requests to any other endpoint.
 
 Example:
     >>> from pydantic import SecretStr
@@ -72,6 +74,19 @@ def _endpoint(config: BrainConfig | PlannerConfig, env: ModelEnv) -> tuple[str, 
     return env_url.rstrip("/"), own_key or env_key or None
 
 
+def _without_operator_headers(env: ModelEnv) -> dict[str, Any]:
+    """Headers that remove the operator's ``ANTHROPIC_CUSTOM_HEADERS`` (which the SDK adds to
+    every request by itself) from requests to an endpoint that is not the operator's."""
+    if env.anthropic_custom_headers is None:
+        return {}
+    names = [
+        line.partition(":")[0].strip()
+        for line in env.anthropic_custom_headers.get_secret_value().splitlines()
+        if ":" in line
+    ]
+    return {name: anthropic.Omit() for name in names if name}
+
+
 def _excerpt(text: str, limit: int = 120) -> str:
     """The start of a reply on one line, for an error message."""
     flat = " ".join(text.split())
@@ -113,8 +128,13 @@ class AnthropicClient:
                 raise ConfigError(
                     f"no API key for Anthropic's API: set the brain's `api_key` or {ENV_API_KEY}"
                 )
+            operator = _same_url(base_url, env.anthropic_base_url or ANTHROPIC_URL)
             client = anthropic.AsyncAnthropic(
-                api_key=key or _NO_KEY, base_url=base_url, max_retries=0, timeout=TIMEOUT_S
+                api_key=key or _NO_KEY,
+                base_url=base_url,
+                max_retries=0,
+                timeout=TIMEOUT_S,
+                default_headers={} if operator else _without_operator_headers(env),
             )
         elif client.max_retries:
             client = client.with_options(max_retries=0)  # retried here, not twice

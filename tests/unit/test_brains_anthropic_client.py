@@ -145,6 +145,33 @@ async def test_the_operators_key_goes_only_to_the_operators_endpoint(
         assert OPERATOR_KEY not in str(request.headers)
 
 
+async def test_the_operators_custom_headers_go_only_to_the_operators_endpoint(
+    fake: FakeAnthropicServer, other: FakeAnthropicServer, operator_env: Callable[..., None]
+) -> None:
+    # the SDK adds ANTHROPIC_CUSTOM_HEADERS to every request by itself
+    operator_env(
+        ANTHROPIC_BASE_URL=fake.base_url,
+        ANTHROPIC_API_KEY=OPERATOR_KEY,
+        ANTHROPIC_CUSTOM_HEADERS="X-Gateway-Token: gw-secret\nX-Team: ops",
+    )
+    fake.add(text_message("a"))
+    other.add(text_message("b"))
+    for config in (
+        BrainConfig(kind="anthropic", model="claude-x"),
+        BrainConfig(kind="anthropic", model="claude-x", base_url=other.base_url),
+    ):
+        client = AnthropicClient(config)
+        try:
+            await client.create(**ASK)
+        finally:
+            await client.close()
+    (mine,) = fake.requests
+    (theirs,) = other.requests
+    assert {k.lower(): v for k, v in mine.headers.items()}["x-gateway-token"] == "gw-secret"
+    assert "gw-secret" not in str(theirs.headers)
+    assert "x-team" not in {k.lower() for k in theirs.headers}
+
+
 async def test_a_base_url_the_operator_does_not_allow_is_a_config_error(
     operator_env: Callable[..., None],
 ) -> None:
