@@ -45,6 +45,7 @@ from orchestrator.domain import (
     Waiting,
 )
 from orchestrator.errors import AgentError, BrainError, OrchestratorError
+from orchestrator.policy import ApprovalPolicy, apply_policy
 
 from ._delegation import check_plan, run_plan
 from ._outputs import collect_outputs
@@ -99,6 +100,8 @@ class TaskRunner:
     records: TaskRecords
     human_wait_timeout_s: float = HUMAN_WAIT_TIMEOUT_S
     """How long one wait for a person may last before the task fails."""
+    policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """The agent's approval policy, applied to every decision before acting."""
     history: list[StepRecord] = field(default_factory=list)
     subtask_results: dict[str, str] = field(default_factory=dict)
     _write: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
@@ -364,7 +367,11 @@ class TaskRunner:
             if seen is None:
                 seen = await self._observe()
             n = len(self.brain.usage)
-            decision = await self._ask_brain(decide, seen.obs, n)
+            decided = await self._ask_brain(decide, seen.obs, n)
+            for note in self.brain.take_notes():  # what the brain did on its own, e.g.
+                await self._record(EventKind.LOG, {"msg": note})  # acknowledged a check
+            # the policy may hold the step for a person; the history keeps the brain's own
+            decision = apply_policy(decided, self.policy)
             usage = self._usage_since(n)
             asks = isinstance(decision, Ask | AwaitApproval)  # its screen is shown to the person
             if usage or not isinstance(decision, Act):
@@ -396,11 +403,11 @@ class TaskRunner:
                         "approval",
                         Waiting(actions=actions, reason=reason, screenshot=shot),
                     )
-                    if verdict == "approved":
+                    if verdict == "approved":  # carried out as decided, not held again
                         steps += 1
-                        await self._act(decision, actions, seen, answer=verdict)
+                        await self._act(decided, actions, seen, answer=verdict)
                     else:
-                        await self._refused(decision, verdict)
+                        await self._refused(decided, actions[0], verdict)
                 case Act(actions=actions):
                     steps += 1
                     await self._act(decision, actions, seen)
@@ -408,10 +415,9 @@ class TaskRunner:
                     raise TaskFailed(f"the model's reply could not be used: {error}")
             seen = None
 
-    async def _refused(self, decision: AwaitApproval, verdict: str) -> None:
+    async def _refused(self, decision: Decision, action: a.Action, verdict: str) -> None:
         """A step a person refused fails: its first action is not carried out, with the
         person's reason (``verdict``: ``refused: why``) on the timeline and in the history."""
-        action = decision.actions[0]
         result = a.ActionResult.failure(f"a person {verdict}")
         data = {"action": action.model_dump(mode="json"), "result": result.model_dump(mode="json")}
         await self._record(EventKind.STEP, {**data, "thought": decision.thought})

@@ -228,7 +228,7 @@ class AgentTasks:
         from ._runner import TaskRunner
 
         try:
-            brain = make_brain(brain_cfg)
+            brain = make_brain(brain_cfg, policy=host.info.spec.policy)
         except Exception as e:  # noqa: BLE001 - a bad brain config fails the task, not the agent
             return await self._end(task.id, TaskState.FAILED, f"brain config: {e}")
         runner = TaskRunner(
@@ -240,6 +240,7 @@ class AgentTasks:
             host=self,
             records=self.records,
             human_wait_timeout_s=settings().human_wait_timeout_s,
+            policy=host.info.spec.policy,
         )
         self._runners[task.id] = runner
         try:
@@ -345,6 +346,7 @@ class AgentTasks:
                 role=subtask.role,
                 brain=spec.brain.model_copy(update={"script": None}),
                 desktop=spec.desktop,
+                policy=spec.policy,  # a subtree works under the policy of its root
             )
         )
 

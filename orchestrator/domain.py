@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .actions import Action
 from .brain_config import FAMILIES, BrainConfig, Family, PlannerConfig
 from .desktop import DesktopSpec
+from .policy import ApprovalPolicy
 
 __all__ = [
     "OPEN_TASK_STATES",
@@ -82,6 +83,9 @@ class AgentSpec(_Model):
     """Which brain drives the agent."""
     desktop: DesktopSpec = Field(default_factory=DesktopSpec)
     """Its desktop's size, limits and network."""
+    policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    """Which actions need a person's approval, and what to do with pending safety checks
+    (default: none need it; safety checks fail the step). Children it hires inherit it."""
 
 
 class AgentStatus(StrEnum):

@@ -3,8 +3,9 @@
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
 from fastapi import APIRouter, Response
 
-from orchestrator.config import check_model_url
+from orchestrator.config import check_model_url, settings
 from orchestrator.domain import AgentInfo, AgentSpec, AgentTree
+from orchestrator.policy import check_policy
 
 from ._front import Rt, Tenant
 
@@ -14,9 +15,11 @@ router = APIRouter(prefix="/v1", tags=["agents"])
 
 
 def check_brain(spec: AgentSpec) -> None:
-    """422 before anything starts when the brain names a model API the cluster refuses."""
+    """422 before anything starts when the brain names a model API the cluster refuses, or
+    the policy acknowledges safety checks where the operator does not allow it."""
     if spec.brain.base_url is not None:
         check_model_url(spec.brain.base_url)  # ConfigError: 422 naming the field
+    check_policy(spec.policy, allow_acknowledge=settings().allow_acknowledge_safety_checks)
 
 
 @router.post("/agents", status_code=201)

@@ -164,6 +164,7 @@ class Brain(ABC):
         self.usage: list[TokenUsage] = []
         """Token use of every model call this brain made, in order."""
         self._on_usage = on_usage
+        self._notes: list[str] = []
 
     @abstractmethod
     async def triage(self, ctx: BrainContext, obs: Observation) -> Triage:
@@ -195,6 +196,16 @@ class Brain(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections and other resources; the brain is not used afterwards."""
+
+    def take_notes(self) -> list[str]:
+        """What the brain did on its own since last asked, for the timeline (e.g. safety
+        checks it acknowledged as its policy allows); the runner records each after a
+        decision."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    def _note(self, text: str) -> None:
+        self._notes.append(text)
 
     def _record_usage(self, usage: TokenUsage) -> None:
         self.usage.append(usage)

@@ -11,7 +11,8 @@ Each request is the whole episode, rebuilt from ``ctx.history``::
     user       the current screenshot
 
 Only the latest ``max_screenshots`` screenshots are sent as images; older ones become a
-line of text, which bounds the context. A call that was not carried out (an earlier action
+line of text, which bounds the context. A question (``ask_user``, an ``Ask``) is answered
+with the person's answer as the call's result. A call that was not carried out (an earlier action
 of its step failed; ``done`` sent along with actions) is answered with why not.
 
 A reply that cannot be used (no tool call, an unknown tool, invalid arguments) is answered
@@ -21,16 +22,17 @@ in the conversation with what was wrong, and asked again up to ``max_retries`` t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from ..coords import CoordinateSpace, Mapper, NativeSpace, model_size
-from ..domain import Act, Decision, Retry
+from ..domain import Act, Ask, Decision, Retry
 from ..errors import BrainError
 from ._base import BrainContext, Observation, StepRecord
 from ._client import ModelClient
 from ._parse_chat import NO_TOOL_CALL, ChatCall, read
-from ._tools import action_arguments, chat_tools, result_text, to_model
+from ._tools import ASK_USER, action_arguments, chat_tools, result_text, to_model
 
 __all__ = ["ChatActor"]
 
@@ -42,7 +44,7 @@ _INVALID_SIBLING = (
 
 @dataclass
 class _Turn:
-    decision: Act
+    decision: Act | Ask
     content: str | None
     calls: list[ChatCall]
     obs: Observation | None
@@ -117,7 +119,7 @@ class ChatActor:
                     for i, c in enumerate(calls)
                 ]
                 continue
-            if isinstance(decision, Act):
+            if isinstance(decision, Act | Ask):
                 turn = _Turn(decision=decision, content=reading.content, calls=calls, obs=obs)
                 self._turns.append(turn)
                 # the next request sends its own screen and those of the latest turns only
@@ -157,7 +159,11 @@ class ChatActor:
             },
         ]
         for i, (record, turn) in enumerate(zip(ctx.history, turns, strict=True)):
-            if turn is None:
+            if turn is None and isinstance(record.decision, Ask):
+                content = record.decision.thought
+                question = json.dumps({"question": record.decision.question})
+                calls = [ChatCall(id=f"call_h{i}_0", name=ASK_USER, arguments=question, asks=True)]
+            elif turn is None:
                 content = record.decision.thought
                 calls = [
                     ChatCall(
@@ -174,6 +180,8 @@ class ChatActor:
             for call in calls:
                 if call.note is not None:
                     answer = call.note
+                elif call.asks:
+                    answer = f"The person answered: {record.answer or '(no answer)'}"
                 elif call.action is not None and call.action < len(record.results):
                     answer = result_text(record.results[call.action], mapper)
                 else:

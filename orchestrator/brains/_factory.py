@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..config import settings
 from ..domain import BrainConfig, Family
 from ..errors import ConfigError
+from ..policy import ApprovalPolicy, check_policy
 from ._base import Brain, UsageCallback
 from ._scripted import ScriptedBrain
 
@@ -24,12 +26,20 @@ _BRAINS: dict[Family, tuple[str, str]] = {
 }
 
 
-def make_brain(config: BrainConfig, *, on_usage: UsageCallback | None = None) -> Brain:
-    """A new brain for one task; raises ``ConfigError`` when the config cannot work.
+def make_brain(
+    config: BrainConfig,
+    *,
+    on_usage: UsageCallback | None = None,
+    policy: ApprovalPolicy | None = None,
+) -> Brain:
+    """A new brain for one task; raises ``ConfigError`` when the config cannot work (or the
+    agent's ``policy`` asks for what the operator does not allow).
 
     A brain of a model family is made by its family's class with ``(config, on_usage=...)``;
     with a ``planner``, triage and planning go to the planner's model
-    (``_planner.with_planner``).
+    (``_planner.with_planner``). The agent's approval ``policy`` is the runner's to apply,
+    except its ``safety_checks``, which only the family that receives safety checks
+    (``openai-responses``) is given: ``safety_checks=...``.
 
     Example:
         >>> from orchestrator.domain import BrainConfig
@@ -43,7 +53,11 @@ def make_brain(config: BrainConfig, *, on_usage: UsageCallback | None = None) ->
         return ScriptedBrain(config.script, on_usage=on_usage)
     module, name = _BRAINS[family]
     cls: Any = getattr(importlib.import_module(module, __package__), name)
-    brain: Brain = cls(config, on_usage=on_usage)
+    extra: dict[str, Any] = {}
+    if policy is not None and family == "openai-responses":
+        check_policy(policy, allow_acknowledge=settings().allow_acknowledge_safety_checks)
+        extra["safety_checks"] = policy.safety_checks
+    brain: Brain = cls(config, on_usage=on_usage, **extra)
     if config.planner is not None:
         with_planner: Any = importlib.import_module("._planner", __package__).with_planner
         planned: Brain = with_planner(brain, config.planner, on_usage=on_usage)

@@ -20,6 +20,7 @@ import openai
 from .. import coords
 from ..domain import BrainConfig, Decision, Plan, Triage
 from ..errors import ConfigError
+from ..policy import SafetyChecks
 from ._base import Brain, BrainContext, Observation, UsageCallback
 from ._chat import ChatActor
 from ._client import ModelClient
@@ -56,9 +57,12 @@ class OpenAIBrain(Brain):
         client: openai.AsyncOpenAI | None = None,
         on_usage: UsageCallback | None = None,
         max_screenshots: int = 3,
+        safety_checks: SafetyChecks = "fail",
     ) -> None:
         """``client`` replaces the one built from the config (it is then not closed here);
-        ``max_screenshots`` bounds the images sent per request in mode ``chat``."""
+        ``max_screenshots`` bounds the images sent per request in mode ``chat``;
+        ``safety_checks``: what to do with pending safety checks in mode ``responses`` (the
+        agent's ``ApprovalPolicy.safety_checks``)."""
         super().__init__(on_usage=on_usage)
         self.config = config
         self._client = ModelClient(config, client=client, on_usage=self._record_usage)
@@ -73,7 +77,11 @@ class OpenAIBrain(Brain):
         self._actor: ChatActor | ResponsesActor
         if self._responses:
             self._actor = ResponsesActor(
-                self._client, max_retries=config.max_retries, space=self._space
+                self._client,
+                max_retries=config.max_retries,
+                space=self._space,
+                safety_checks=safety_checks,
+                note=self._note,
             )
         else:
             self._actor = ChatActor(

@@ -6,12 +6,15 @@ the brain's actor (``_chat``) both read replies here.
 
 - each tool call of the first choice is parsed by ``_tools.parse_call``: an action (its
   points mapped from the model's space to the screen by the ``Mapper``), or ``done`` /
-  ``fail`` with the text;
-- actions are an ``Act`` (a ``done``/``fail`` sent along with them is ignored, and answered
-  so); ``done`` alone is ``Done``, ``fail`` alone ``Fail``; the message's text is the thought;
+  ``fail`` / ``ask_user`` with the text;
+- actions are an ``Act`` (a ``done``/``fail``/``ask_user`` sent along with them is ignored,
+  and answered so); ``done`` alone is ``Done``, ``fail`` alone ``Fail``, ``ask_user`` alone
+  ``Ask`` (the person's answer is the call's result in the next request); the message's
+  text is the thought;
 - a refusal is ``Fail``;
 - no tool call is ``Retry`` with ``NO_TOOL_CALL``; an unknown tool, invalid arguments, a
-  point outside the space, or both ``done`` and ``fail`` are ``Retry`` with what was wrong.
+  point outside the space, or two of ``done``, ``fail`` and ``ask_user`` are ``Retry``
+  with what was wrong.
 
 Example:
     >>> from orchestrator.coords import Mapper
@@ -30,8 +33,8 @@ from typing import Any
 
 from ..actions import Action
 from ..coords import Mapper
-from ..domain import Act, Decision, Done, Fail, Retry
-from ._tools import FAIL, ToolCallError, parse_call, to_screen
+from ..domain import Act, Ask, Decision, Done, Fail, Retry
+from ._tools import ASK_USER, DONE, ToolCallError, parse_call, to_screen
 
 __all__ = ["IGNORED_FINAL", "NO_TOOL_CALL", "ChatCall", "ChatReading", "parse", "read"]
 
@@ -39,14 +42,15 @@ _MAX_THOUGHT = 20_000
 
 NO_TOOL_CALL = (
     "Reply with a tool call: the next action(s), `done` with the report when the task is "
-    "finished, or `fail` with the reason when it cannot be done."
+    "finished, `fail` with the reason when it cannot be done, or `ask_user` with a question "
+    "only the person who gave you the task can answer."
 )
 """What a reply without a tool call is answered with."""
 IGNORED_FINAL = (
     "ignored: `{name}` must be called alone, once you have seen the results of your actions; "
     "call it again then"
 )
-"""The answer to a ``done``/``fail`` sent along with actions."""
+"""The answer to a ``done``/``fail``/``ask_user`` sent along with actions."""
 
 
 @dataclass
@@ -61,6 +65,8 @@ class ChatCall:
     """Index of the action this call became, in the decision's actions."""
     note: str | None = None
     """The answer to a call that was not carried out as an action."""
+    asks: bool = False
+    """An ``ask_user`` call: the person's answer is its result."""
 
 
 @dataclass
@@ -147,7 +153,7 @@ def read(reply: Any, mapper: Mapper) -> ChatReading:
             actions.append(parsed)
     if len({kind for _, kind, _ in finals}) > 1:
         errors.update(
-            {calls.index(c): "call either `done` or `fail`, not both" for c, _, _ in finals}
+            {calls.index(c): "call only one of `done`, `fail` and `ask_user`" for c, _, _ in finals}
         )
     if errors:
         problem = "; ".join(errors.values())
@@ -164,12 +170,14 @@ def read(reply: Any, mapper: Mapper) -> ChatReading:
             call.note = IGNORED_FINAL.format(name=kind)
         decision = Act(actions=actions, thought=thought)
     else:
-        _, kind, text = finals[0]
-        decision = (
-            Fail(reason=text, thought=thought)
-            if kind == FAIL
-            else Done(result=text, thought=thought)
-        )
+        call, kind, text = finals[0]
+        if kind == ASK_USER:
+            call.asks = True
+            decision = Ask(question=text[:20_000], thought=thought)
+        elif kind == DONE:
+            decision = Done(result=text, thought=thought)
+        else:
+            decision = Fail(reason=text, thought=thought)
     return ChatReading(decision, content=content, calls=calls)
 
 

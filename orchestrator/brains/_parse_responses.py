@@ -1,4 +1,5 @@
-"""A Responses API reply (OpenAI's computer tool, our ``shell`` and ``fail`` functions) read
+"""A Responses API reply (OpenAI's computer tool, our ``shell``, ``fail`` and ``ask_user``
+functions) read
 into a decision in screen pixels: the one parser of the ``openai-responses`` family.
 
 Pure (plain dicts in, no ``openai`` import, no I/O): ``parse_reply("openai-responses", ...)``
@@ -7,10 +8,11 @@ and the brain's actor (``_responses``) both read replies here.
 - ``computer_call`` items become our actions (``protocols.openai_call_actions``: one
   ``action``, or the batch of ``actions[]`` newer models send), every point mapped from the
   model's space to the screen by the ``Mapper``;
-- a ``function_call`` to ``shell`` is a ``Shell`` action, to ``fail`` a ``Fail`` decision;
+- a ``function_call`` to ``shell`` is a ``Shell`` action, to ``fail`` a ``Fail`` decision,
+  to ``ask_user`` (alone) an ``Ask`` of the person (the answer is the call's output);
 - calls carrying ``pending_safety_checks`` are an ``AwaitApproval`` of their actions, the
-  reason naming each check's code and message (the actor fails such a step instead, with
-  ``SAFETY_CHECK_PREFIX``, until approval policies exist);
+  reason naming each check's code and message (the actor fails, asks or acknowledges, as
+  the agent's ``ApprovalPolicy.safety_checks`` says);
 - a reply with no call is ``Done`` with its text; a refusal, or a response whose status is
   ``failed``, is ``Fail``;
 - the reasoning items' summaries (and the text sent along with calls) are the thought;
@@ -35,9 +37,9 @@ from typing import Any, Literal
 
 from ..actions import Action
 from ..coords import Mapper
-from ..domain import Act, AwaitApproval, Decision, Done, Fail, Retry
+from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Retry
 from ..protocols import openai_call_actions
-from ._tools import FAIL, ToolCallError, parse_call, to_screen
+from ._tools import ASK_USER, FAIL, ToolCallError, parse_call, to_screen
 
 __all__ = [
     "FUNCTIONS",
@@ -55,7 +57,7 @@ SAFETY_CHECK_PREFIX = "safety check pending"
 """Start of the reason of a decision held on pending safety checks."""
 SHELL = "shell"
 """The function that runs a command on the desktop."""
-FUNCTIONS = frozenset({SHELL, FAIL})
+FUNCTIONS = frozenset({SHELL, FAIL, ASK_USER})
 """The functions declared next to the computer tool."""
 
 _MAX_THOUGHT = 20_000
@@ -73,6 +75,10 @@ class Call:
     """How many actions the call became."""
     note: str | None = None
     """The answer to a call that was not carried out (a ``fail`` sent along with actions)."""
+    asks: bool = False
+    """An ``ask_user`` call: the person's answer is its output."""
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """A computer call's pending safety checks (``id``, ``code``, ``message``)."""
 
 
 @dataclass
@@ -171,6 +177,8 @@ def read(reply: Any, mapper: Mapper) -> Reading:
     calls: list[Call] = []
     errors: dict[int, str] = {}
     failure: str | None = None
+    question: Call | None = None
+    asked = ""
     for i, item in enumerate(items):
         kind: Literal["computer", "function"] = (
             "computer" if item.get("type") == "computer_call" else "function"
@@ -181,12 +189,17 @@ def read(reply: Any, mapper: Mapper) -> Reading:
         except ValueError as e:  # ToolCallError, ValidationError, OutOfSpaceError
             errors[i] = str(e)
             continue
-        if isinstance(parsed, tuple):
+        if isinstance(parsed, tuple) and parsed[0] == ASK_USER:
+            question = Call(kind, call_id, len(actions), 0, asks=True)
+            asked = parsed[1]
+            calls.append(question)
+        elif isinstance(parsed, tuple):
             failure = parsed[1]
             note = "ignored: call `fail` alone, not along with actions"
             calls.append(Call(kind, call_id, len(actions), 0, note=note))
         else:
-            calls.append(Call(kind, call_id, len(actions), len(parsed)))
+            pending = [_dict(c) for c in item.get("pending_safety_checks") or []]
+            calls.append(Call(kind, call_id, len(actions), len(parsed), checks=pending))
             actions += parsed
     reading = Reading(Retry(error="no reply"), calls, items, errors, checks)
     if checks:
@@ -197,6 +210,15 @@ def read(reply: Any, mapper: Mapper) -> Reading:
             reading.decision = Fail(reason=reason, thought=thought)
     elif errors:
         reading.decision = Retry(error="; ".join(errors.values()), thought=thought)
+    elif question is not None and (actions or failure is not None):
+        question.asks, question.note = False, "ignored: call `ask_user` alone"
+        reading.decision = (
+            Act(actions=actions, thought=thought)
+            if actions
+            else Fail(reason=failure or "", thought=thought)
+        )
+    elif question is not None:
+        reading.decision = Ask(question=asked[:20_000], thought=thought)
     elif failure is not None and not actions:
         reading.decision = Fail(reason=failure, thought=thought)
     elif actions:

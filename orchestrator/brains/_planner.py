@@ -316,6 +316,9 @@ class PlannedBrain(Brain):
     def wants_check(self) -> bool:
         return self.actor.wants_check()
 
+    def take_notes(self) -> list[str]:
+        return self.actor.take_notes()
+
     async def close(self) -> None:
         try:
             await self.planner.close()

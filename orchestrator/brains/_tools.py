@@ -2,12 +2,14 @@
 
 One function per action type (its name is the action's ``type``, its parameters the
 model's JSON schema without ``type``, ``$ref``s inlined for servers that do not resolve
-them), plus ``done(result)`` and ``fail(reason)`` to finish a task.
+them), plus ``done(result)`` and ``fail(reason)`` to finish a task and ``ask_user(question)`` to
+ask the person the task is for (the task waits for the answer, which comes back as the
+call's result).
 
 Example:
     >>> names = [t["function"]["name"] for t in chat_tools()]
     >>> names[:3], names[-3:]
-    (['click', 'double_click', 'triple_click'], ['shell', 'done', 'fail'])
+    (['click', 'double_click', 'triple_click'], ['done', 'fail', 'ask_user'])
     >>> parse_call("click", '{"x": 5, "y": 7}')
     Click(type='click', x=5, y=7, button='left', keys=[])
 """
@@ -27,6 +29,7 @@ from ..actions import Action, ActionResult, Drag, Point, Zoom, parse_action
 from ..coords import Mapper
 
 __all__ = [
+    "ASK_USER",
     "DONE",
     "FAIL",
     "ACTION_TYPES",
@@ -46,6 +49,10 @@ DONE = "done"
 """The tool that finishes the task successfully, with a report."""
 FAIL = "fail"
 """The tool that gives up on the task, with the reason."""
+ASK_USER = "ask_user"
+"""The tool that asks the person the task is for a question (the task waits for the answer)."""
+_FINALS = {DONE: "result", FAIL: "reason", ASK_USER: "question"}
+"""The tools that are no action, and their one argument."""
 
 _MAX_OUTPUT_CHARS = 4000
 """Command output longer than this is cut (head and tail kept) before the model sees it."""
@@ -115,6 +122,14 @@ def _function_schemas() -> tuple[tuple[str, str, str], ...]:
             "reason",
             "Why the task cannot be done, in a sentence or two.",
         ),
+        (
+            ASK_USER,
+            "Ask the person who gave you the task a question, when only they can answer it "
+            "(a choice, a missing detail, a confirmation). The task waits for the answer, "
+            "which comes back as this call's result. Call it alone.",
+            "question",
+            "The question, complete and self-contained.",
+        ),
     ):
         params = {
             "type": "object",
@@ -171,10 +186,11 @@ def _arguments(name: str, arguments: str | None) -> dict[str, Any]:
 
 
 def parse_call(name: str, arguments: str | None) -> Action | tuple[str, str]:
-    """Turn a tool call into an action, or ``(DONE|FAIL, text)``; raises ``ToolCallError``."""
+    """Turn a tool call into an action, or ``(DONE|FAIL|ASK_USER, text)``; raises
+    ``ToolCallError``."""
     args = _arguments(name, arguments)
-    if name in (DONE, FAIL):
-        key = "result" if name == DONE else "reason"
+    if name in _FINALS:
+        key = _FINALS[name]
         text = args.get(key)
         extra = sorted(set(args) - {key})
         if not isinstance(text, str) or extra:
@@ -182,11 +198,13 @@ def parse_call(name: str, arguments: str | None) -> Action | tuple[str, str]:
                 f"{name} takes exactly one argument, {key!r} (a string)"
                 + (f"; unexpected: {extra}" if extra else "")
             )
+        if name == ASK_USER and not text.strip():
+            raise ToolCallError("ask_user needs a question (a non-empty string)")
         return (name, text)
     if name not in ACTION_TYPES:
         raise ToolCallError(
             f"there is no tool named {name!r}; the tools are: "
-            + ", ".join([*ACTION_TYPES, DONE, FAIL])
+            + ", ".join([*ACTION_TYPES, *_FINALS])
         )
     args.pop("type", None)
     try:

@@ -90,7 +90,7 @@ async def test_request_has_tools_from_the_action_models_and_the_screenshot(
     assert list(tools) == [
         "click", "double_click", "triple_click", "mouse_down", "mouse_up", "move", "drag",
         "scroll", "type", "keypress", "hold_key", "wait", "screenshot", "cursor_position",
-        "shell", "done", "fail",
+        "shell", "done", "fail", "ask_user",
     ]  # fmt: skip
     assert all(t["type"] == "function" for t in tools.values())
     click = tools["click"]["function"]

@@ -83,7 +83,7 @@ async def test_first_request_declares_the_computer_tool_and_sends_the_screen(
         "display_height": 800,
         "environment": "linux",
     }
-    assert sorted(f["name"] for f in functions) == ["fail", "shell"]
+    assert sorted(f["name"] for f in functions) == ["ask_user", "fail", "shell"]
     shell = next(f for f in functions if f["name"] == "shell")
     assert shell["type"] == "function" and "command" in shell["parameters"]["properties"]
     assert "desktop user" in body["instructions"]

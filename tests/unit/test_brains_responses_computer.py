@@ -134,7 +134,7 @@ async def test_a_ga_model_is_sent_the_ga_computer_tool(fake: FakeOpenAIServer) -
     assert body["model"] == GA
     computer, *functions = body["tools"]
     assert computer == {"type": "computer"}
-    assert sorted(f["name"] for f in functions) == ["fail", "shell"]
+    assert sorted(f["name"] for f in functions) == ["ask_user", "fail", "shell"]
     assert body["reasoning"] == {"summary": "concise"}
 
 
