@@ -13,8 +13,8 @@ Each step's request is the whole episode, rebuilt from ``ctx.history``::
     assistant  the reply of step 1, its content blocks as the model sent them
     user       one tool_result per tool_use: the screenshot after the step (on the last
                computer action carried out), a zoom's image, the shell output of bash and
-               the editor; is_error with the error for a failed action, "not carried out"
-               for those after it
+               the editor, the person's answer to ``ask_user``; is_error with the error
+               for a failed action, "not carried out" for those after it
     ...
     (the last user message's last block carries cache_control)
 
@@ -48,7 +48,18 @@ from typing import Any
 
 from .. import actions as a
 from ..coords import Mapper, image_size, model_size
-from ..domain import Act, BrainConfig, Decision, Done, Fail, Plan, PlannerConfig, Retry, Triage
+from ..domain import (
+    Act,
+    Ask,
+    BrainConfig,
+    Decision,
+    Done,
+    Fail,
+    Plan,
+    PlannerConfig,
+    Retry,
+    Triage,
+)
 from ..errors import BrainError
 from ._anthropic_client import AnthropicClient
 from ._anthropic_tools import tool_versions, tools
@@ -72,7 +83,8 @@ _ACT = (
     "text editor views and edits files by absolute path: prefer them for files and checks. "
     "When the task is done and verified, reply without a tool call with a short report "
     "holding the facts the requester needs (paths, versions, URLs); if it cannot be done, "
-    "reply with `FAILED:` and the reason."
+    "reply with `FAILED:` and the reason. When only the person who gave you the task can "
+    "answer something, call `ask_user` with the question, alone."
 )
 FAILED_PREFIX = "FAILED:"
 """A final reply starting with this fails the task with the rest as the reason."""
@@ -80,7 +92,7 @@ FAILED_PREFIX = "FAILED:"
 
 @dataclass
 class _Turn:
-    decision: Act
+    decision: Act | Ask
     content: list[Any]
     """The reply's content blocks, as the model sent them."""
     uses: list[ToolUse]
@@ -269,7 +281,7 @@ class AnthropicBrain(Brain):
             decision = parsed.decision
             if isinstance(decision, Fail):
                 raise BrainError(f"the model refused to act: {parsed.text or 'no reason given'}")
-            if isinstance(decision, Act):
+            if isinstance(decision, Act | Ask):
                 self._turns.append(_Turn(decision, list(reply["content"]), parsed.uses, obs))
                 for old in self._turns[: -(self._max_images + 1)]:
                     old.obs = None
@@ -326,13 +338,17 @@ class AnthropicBrain(Brain):
             and u.action is not None
             and u.action < len(results)
             and results[u.action].ok
-            and not isinstance(turn.decision.actions[u.action], a.Zoom)
+            and not isinstance(record.actions[u.action], a.Zoom)
         ]
         carrier = shown[-1].id if shown else None
         blocks: list[dict[str, Any]] = []
         for use in turn.uses:
             if use.note is not None:
                 blocks.append(_tool_result(use.id, [_text(use.note)], error=False))
+                continue
+            if use.question is not None:
+                answer = f"The person answered: {record.answer or '(no answer)'}"
+                blocks.append(_tool_result(use.id, [_text(answer)], error=False))
                 continue
             if use.action is None or use.action >= len(results):
                 blocks.append(_tool_result(use.id, [_text(NOT_CARRIED_OUT)], error=True))
@@ -353,7 +369,7 @@ class AnthropicBrain(Brain):
                 blocks.append(_tool_result(use.id, content, error=False))
         if carrier is None:
             blocks += [_text("The screen after this step:"), _screen(after)]
-        if record.answer is not None:
+        if record.answer is not None and not isinstance(record.decision, Ask):
             blocks.append(_text(f"A person answered: {record.answer}"))
         return blocks
 

@@ -39,6 +39,8 @@ from typing import Any, Literal
 from ..actions import MAX_COMMAND_CHARS, Shell
 
 __all__ = [
+    "ASK_USER",
+    "ASK_USER_TOOL",
     "BASH",
     "COMPUTER",
     "EDITOR_NAMES",
@@ -55,6 +57,25 @@ BASH = "bash"
 """The bash tool's name."""
 EDITOR_NAMES = frozenset({"str_replace_based_edit_tool", "str_replace_editor"})
 """The text editor's names (20250728 and 20250124)."""
+ASK_USER = "ask_user"
+"""Our custom tool that asks the person the task is for a question."""
+ASK_USER_TOOL: dict[str, Any] = {
+    "name": ASK_USER,
+    "description": (
+        "Ask the person who gave you the task a question, when only they can answer it (a "
+        "choice, a missing detail, a confirmation). The task waits for the answer, which "
+        "comes back as this tool's result. Call it alone, not along with other tools."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "question": {"type": "string", "description": "The question, self-contained."}
+        },
+        "required": ["question"],
+        "additionalProperties": False,
+    },
+}
+"""The ``ask_user`` custom tool's declaration (a client tool with an input schema)."""
 
 ComputerVersion = Literal["computer_20250124", "computer_20251124"]
 _BETAS: dict[str, str] = {
@@ -123,8 +144,8 @@ def tool_versions(model: str, *, computer: ComputerVersion | None = None) -> Too
 
 
 def tools(versions: ToolVersions, image: tuple[int, int]) -> list[dict[str, Any]]:
-    """The tool declarations: the computer (for screenshots of ``image`` ``(w, h)``), bash
-    and the text editor."""
+    """The tool declarations: the computer (for screenshots of ``image`` ``(w, h)``), bash,
+    the text editor, and our ``ask_user``."""
     computer: dict[str, Any] = {
         "type": versions.computer,
         "name": COMPUTER,
@@ -137,6 +158,7 @@ def tools(versions: ToolVersions, image: tuple[int, int]) -> list[dict[str, Any]
         computer,
         {"type": "bash_20250124", "name": BASH},
         {"type": versions.editor, "name": versions.editor_name},
+        ASK_USER_TOOL,
     ]
 
 

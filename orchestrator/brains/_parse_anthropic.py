@@ -12,6 +12,9 @@ became). A reply, as the server sent it (a ``message`` object):
   command runs in a fresh shell here);
 - the text editor (``str_replace_based_edit_tool`` or ``str_replace_editor``) becomes a
   ``Shell`` action doing the edit on the desktop (``_anthropic_tools.editor_command``);
+- our ``ask_user`` tool, called alone, is an ``Ask`` of the person (the answer is its
+  tool result in the next request); called along with other tools it is ignored, and
+  answered so;
 - text blocks are the thought when there are tool calls, and the report (``Done``) of a
   reply that calls no tool;
 - ``stop_reason: refusal`` is ``Fail`` with the reason (the brain raises ``BrainError``);
@@ -31,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,9 +44,16 @@ from pydantic import ValidationError
 
 from .. import actions as a
 from ..coords import Mapper, OutOfSpaceError
-from ..domain import Act, Decision, Done, Fail, Retry
+from ..domain import Act, Ask, Decision, Done, Fail, Retry
 from ..protocols import from_anthropic
-from ._anthropic_tools import BASH, COMPUTER, EDITOR_NAMES, EditorError, editor_command
+from ._anthropic_tools import (
+    ASK_USER,
+    BASH,
+    COMPUTER,
+    EDITOR_NAMES,
+    EditorError,
+    editor_command,
+)
 
 __all__ = ["Parsed", "ToolUse", "parse", "read"]
 
@@ -52,7 +63,9 @@ _NEEDS_POINT = frozenset(
     {"left_click", "right_click", "middle_click", "double_click", "triple_click", "scroll"}
 )
 
-Kind = Literal["computer", "bash", "editor", "unknown"]
+Kind = Literal["computer", "bash", "editor", "ask", "unknown"]
+ASK_ALONE = "ignored: call ask_user alone, not along with other tools"
+"""The answer to an ``ask_user`` call sent along with other tool calls."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,8 @@ class ToolUse:
     """Why it cannot be carried out (the reply is then a ``Retry``)."""
     note: str | None = None
     """The answer to a call that needs no action (a bash restart)."""
+    question: str | None = None
+    """An ``ask_user`` call's question (its answer is the person's)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,13 @@ def read(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) -
     errors = [f"{u.name} call {u.id}: {u.error}" for u in uses if u.error]
     if errors:
         return Parsed(Retry(error="; ".join(errors)[:20_000], thought=thought), uses, said)
+    asks = [u for u in uses if u.question is not None]
+    if asks and len(asks) == len(uses) == 1:
+        return Parsed(Ask(question=asks[0].question or "", thought=thought), uses, said)
+    if asks:
+        uses = [
+            dataclasses.replace(u, question=None, note=ASK_ALONE) if u.question else u for u in uses
+        ]
     if uses:
         return Parsed(Act(actions=acts, thought=thought), uses, said)
     if stop == "max_tokens":
@@ -143,6 +165,8 @@ def _convert(
         if name == BASH
         else "editor"
         if name in EDITOR_NAMES
+        else "ask"
+        if name == ASK_USER
         else "unknown"
     )
     try:
@@ -160,10 +184,15 @@ def _convert(
                 action = a.Shell(command=command)
             case "editor":
                 action = editor_command(dict(data), name=name)
+            case "ask":
+                question = data.get("question")
+                if not isinstance(question, str) or not question.strip():
+                    raise ValueError("'question' must be a non-empty string")
+                return ToolUse(use_id, name, kind, question=question[:20_000])
             case _:
                 raise ValueError(
-                    f"there is no tool {name!r}; the tools are {COMPUTER}, {BASH} and "
-                    "the text editor"
+                    f"there is no tool {name!r}; the tools are {COMPUTER}, {BASH}, "
+                    f"the text editor and {ASK_USER}"
                 )
     except ValidationError as e:
         problems = "; ".join(str(x["msg"]) for x in e.errors(include_url=False))

@@ -46,7 +46,8 @@ _ACT = (
     "the screen shows in between. After your actions you get their results and a new "
     "screenshot. When the task is done and you have verified it, call `done` with a short "
     "report holding the facts the requester needs (paths, versions, URLs); if it cannot be "
-    "done, call `fail` with the reason."
+    "done, call `fail` with the reason. When only the person who gave you the task can "
+    "answer something (a choice, a missing detail), call `ask_user` with the question."
 )
 
 _ACT_COMPUTER = (
@@ -54,7 +55,8 @@ _ACT_COMPUTER = (
     "on the desktop and returns its exit code and output (use it to install software as user "
     "root, handle files and check facts). When the task is done and verified, stop calling "
     "tools and reply with a short report holding the facts the requester needs (paths, "
-    "versions, URLs). If it cannot be done, call `fail` with the reason."
+    "versions, URLs). If it cannot be done, call `fail` with the reason. When only the "
+    "person who gave you the task can answer something, call `ask_user` with the question."
 )
 
 

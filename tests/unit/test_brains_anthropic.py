@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from orchestrator import actions as a
 from orchestrator.brains import BrainContext, Observation, StepRecord, make_brain
 from orchestrator.brains._anthropic import OMITTED, AnthropicBrain
+from orchestrator.brains._anthropic_tools import ASK_USER_TOOL
 from orchestrator.domain import Act, BrainConfig, Done, Fail, Plan, Triage
 from orchestrator.errors import BrainError
 from tests.fakes.anthropic_server import (
@@ -137,6 +138,7 @@ async def test_the_request_declares_the_tools_for_the_image_sent_with_the_beta(
         computer_tool,
         {"type": "bash_20250124", "name": "bash"},
         {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+        ASK_USER_TOOL,
     ]
     assert f"{image[0]}x{image[1]} pixels" in body["system"][0]["text"]
     (shot,) = all_images(body)

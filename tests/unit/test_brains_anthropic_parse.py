@@ -11,7 +11,13 @@ import pytest
 
 from orchestrator import actions as a
 from orchestrator.brains import parse_reply
-from orchestrator.brains._anthropic_tools import EditorError, editor_command, tool_versions, tools
+from orchestrator.brains._anthropic_tools import (
+    ASK_USER_TOOL,
+    EditorError,
+    editor_command,
+    tool_versions,
+    tools,
+)
 from orchestrator.brains._parse_anthropic import RESTART_NOTE, read
 from orchestrator.coords import FixedSpace, Mapper, image_size
 from orchestrator.domain import Act, Done, Fail, Retry
@@ -207,6 +213,7 @@ def test_tool_versions_by_model(
     assert declared[1:] == [
         {"type": "bash_20250124", "name": "bash"},
         {"type": editor_type, "name": editor_name},
+        ASK_USER_TOOL,
     ]
     assert tool_versions(model, computer="computer_20251124").zoom
 

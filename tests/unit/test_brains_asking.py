@@ -1,6 +1,6 @@
 """Brains asking a person, against the fake model servers: OpenAI's pending safety checks as
-the agent's policy says (fail, ask, acknowledge), and the ``ask_user`` tool of the chat-tools
-and Responses families, with the person's answer in the next request."""
+the agent's policy says (fail, ask, acknowledge), and the ``ask_user`` tool of the chat-tools,
+Responses and Anthropic families, with the person's answer in the next request."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ import pytest
 from orchestrator import actions as a
 from orchestrator.actions import ActionResult
 from orchestrator.brains import BrainContext, Observation, StepRecord, make_brain
+from orchestrator.brains._anthropic import AnthropicBrain
 from orchestrator.brains._openai import OpenAIBrain
 from orchestrator.domain import Act, Ask, AwaitApproval, BrainConfig, Done, Fail
 from orchestrator.errors import ConfigError
 from orchestrator.policy import ApprovalPolicy
+from tests.fakes.anthropic_server import (
+    FakeAnthropicServer,
+    message,
+    text,
+    text_message,
+    tool_use,
+)
 from tests.fakes.openai_server import (
     CHAT,
     RESPONSES,
@@ -270,3 +278,80 @@ async def test_responses_ask_user_is_an_ask_answered_in_the_function_output(
             "output": "The person answered: the work one",
         }
     ]
+
+
+# ---------------------------------------------------------------------- Anthropic's ask_user
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[FakeAnthropicServer]:
+    async with FakeAnthropicServer() as server:
+        yield server
+
+
+def claude_brain(fake: FakeAnthropicServer) -> AnthropicBrain:
+    config = BrainConfig(
+        kind="anthropic", model="claude-sonnet-4-5", base_url=fake.base_url, api_key="own"
+    )
+    brain = make_brain(config)
+    assert isinstance(brain, AnthropicBrain)
+    return brain
+
+
+async def test_anthropic_ask_user_is_an_ask_answered_in_its_tool_result(
+    claude: FakeAnthropicServer,
+) -> None:
+    brain = claude_brain(claude)
+    ctx = context()
+    claude.add(
+        message(
+            text("Which one?"),
+            tool_use("ask_user", {"question": "Which link, the first or the second?"}, id="tu1"),
+            stop_reason="tool_use",
+        )
+    )
+    decision = await brain.step(ctx, shot(1))
+    assert decision == Ask(question="Which link, the first or the second?", thought="Which one?")
+    assert claude_tools(claude)[-1]["name"] == "ask_user"
+
+    ctx.history.append(StepRecord(decision, [], answer="the second"))
+    claude.add(text_message("Opened the second link."))
+    assert await brain.step(ctx, shot(2)) == Done(result="Opened the second link.")
+    messages = claude.bodies()[1]["messages"]
+    assert messages[1]["role"] == "assistant"
+    assert messages[1]["content"][1]["id"] == "tu1"
+    results = [b for b in messages[2]["content"] if b.get("type") == "tool_result"]
+    assert [(r["tool_use_id"], r["content"][0]["text"]) for r in results] == [
+        ("tu1", "The person answered: the second")
+    ]
+    assert "is_error" not in results[0]
+
+
+async def test_anthropic_ask_user_along_with_an_action_is_ignored_and_told(
+    claude: FakeAnthropicServer,
+) -> None:
+    brain = claude_brain(claude)
+    ctx = context()
+    claude.add(
+        message(
+            tool_use("bash", {"command": "ls"}, id="b1"),
+            tool_use("ask_user", {"question": "Now?"}, id="q1"),
+            stop_reason="tool_use",
+        )
+    )
+    decision = await brain.step(ctx, shot(1))
+    assert isinstance(decision, Act) and decision.actions == [a.Shell(command="ls")]
+    ctx.history.append(StepRecord(decision, [ActionResult(ok=True)]))
+    claude.add(text_message("done"))
+    await brain.step(ctx, shot(2))
+    results = {
+        b["tool_use_id"]: b
+        for b in claude.bodies()[1]["messages"][2]["content"]
+        if b.get("type") == "tool_result"
+    }
+    assert "ask_user alone" in results["q1"]["content"][0]["text"]
+
+
+def claude_tools(fake: FakeAnthropicServer) -> list[dict[str, Any]]:
+    tools: list[dict[str, Any]] = fake.bodies()[-1]["tools"]
+    return tools
