@@ -408,9 +408,10 @@ class AgentActor:
     async def get_task(self, task_id: str) -> TaskInfo:
         return self._tasks.get(task_id)
 
-    async def cancel_task(self, task_id: str) -> TaskInfo:
-        """Cancel a task and, through it, every subtask in the subtree."""
-        return await self._tasks.cancel(task_id)
+    async def cancel_task(self, task_id: str, why: str | None = None) -> TaskInfo:
+        """Cancel a task and, through it, every subtask in the subtree (``why``: the reason
+        recorded with each end, an exceeded budget's say; default ``cancelled``)."""
+        return await self._tasks.cancel(task_id, reason=why)
 
     async def answer(self, task_id: str, text: str) -> TaskInfo:
         """A person's answer to the question a task waits on (``input_required``)."""

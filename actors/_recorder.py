@@ -31,6 +31,7 @@ from orchestrator.domain import (
 )
 from orchestrator.records import MAX_LIMIT, GcReport, RecordStore, StoreStats, open_store
 from orchestrator.tenants import ApiKey, Quotas
+from orchestrator.usage import Usage
 
 from ._names import NAMESPACE, RECORDER_NAME, actor_alive, alive_actor_ids
 
@@ -307,6 +308,26 @@ class Recorder:
 
     async def list_tasks(self, **filters: Any) -> list[TaskInfo]:
         return await asyncio.to_thread(lambda: self._store.list_tasks(**filters))
+
+    async def task_usage(self, task_ids: list[str]) -> dict[str, tuple[Usage, Usage]]:
+        """``{task id: (its own usage, its subtree's)}``, summed from the events, priced with
+        this process's ``ORCHESTRATOR_MODEL_PRICES``."""
+        spent: dict[str, tuple[Usage, Usage]] = await asyncio.to_thread(
+            self._store.task_usage, task_ids
+        )
+        return spent
+
+    async def with_usage(self, tasks: list[TaskInfo]) -> list[TaskInfo]:
+        """``tasks`` with their ``usage`` and ``subtree_usage`` filled in."""
+        filled: list[TaskInfo] = await asyncio.to_thread(self._store.with_usage, tasks)
+        return filled
+
+    async def agent_usage(self, agent_id: str) -> tuple[Usage, Usage] | None:
+        """What the agent's tasks spent, and those of its subtree of agents (None: unknown)."""
+        spent: tuple[Usage, Usage] | None = await asyncio.to_thread(
+            self._store.agent_usage, agent_id
+        )
+        return spent
 
     async def stats(self, tenant: str | None = None) -> StoreStats:
         """How many of ``tenant``'s (or all) agents are in each status and tasks in each

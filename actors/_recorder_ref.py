@@ -22,6 +22,7 @@ from orchestrator.domain import AgentInfo, AgentStatus, Event, TaskInfo, TaskSta
 from orchestrator.errors import RecordError
 from orchestrator.records import MAX_LIMIT, SQLiteStore, StoreStats
 from orchestrator.tenants import ApiKey, Quotas
+from orchestrator.usage import Usage
 
 from ._agent_ref import ours, ray_call
 from ._names import NAMESPACE, RECORDER_NAME
@@ -31,7 +32,9 @@ __all__ = ["LOCAL_CHECK_S", "LOCAL_READS", "RecorderRef"]
 
 log = logging.getLogger(__name__)
 
-LOCAL_READS = frozenset({"get_agent", "get_task", "get_task_of", "active_api_keys"})
+LOCAL_READS = frozenset(
+    {"get_agent", "get_task", "get_task_of", "active_api_keys", "with_usage", "agent_usage"}
+)
 """Recorder reads a process on the recorder's node makes from the records' file itself."""
 LOCAL_CHECK_S = 2.0
 """How often a process reading the records locally checks that the recorder is the same."""
@@ -204,6 +207,18 @@ class RecorderRef:
             offset=offset,
         )
         return tasks
+
+    async def with_usage(self, tasks: list[TaskInfo]) -> list[TaskInfo]:
+        """``tasks`` with their ``usage`` and ``subtree_usage`` filled in (from the events)."""
+        if not tasks:
+            return tasks
+        filled: list[TaskInfo] = await self._call("with_usage", tasks)
+        return filled
+
+    async def agent_usage(self, agent_id: str) -> tuple[Usage, Usage] | None:
+        """What the agent's tasks spent, and those of its subtree of agents."""
+        spent: tuple[Usage, Usage] | None = await self._call("agent_usage", agent_id)
+        return spent
 
     async def events(
         self,

@@ -47,6 +47,7 @@ from orchestrator.domain import (
 from orchestrator.errors import AgentError, BrainError, OrchestratorError
 from orchestrator.policy import ApprovalPolicy, apply_policy
 
+from ._budget import BudgetExceeded, BudgetWatch, as_budget_records
 from ._delegation import check_plan, run_plan
 from ._outputs import collect_outputs
 from ._task_ports import TaskDesktop, TaskFailed, TaskHost, TaskRecords
@@ -104,6 +105,11 @@ class TaskRunner:
     """The agent's approval policy, applied to every decision before acting."""
     history: list[StepRecord] = field(default_factory=list)
     subtask_results: dict[str, str] = field(default_factory=dict)
+    budget: BudgetWatch | None = None
+    """Checks the subtree budgets after each model call and step (``_budget``); default: one
+    over ``records`` that ends only this task."""
+    cancel_reason: str = "cancelled"
+    """The reason recorded when the task is cancelled (set by whoever cancels it)."""
     _write: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _deadline: asyncio.Timeout | None = field(default=None, init=False, repr=False)
     _person: asyncio.Future[str] | None = field(default=None, init=False, repr=False)
@@ -194,6 +200,9 @@ class TaskRunner:
         self.subtask_results = dict(spec.inputs)
         result: str | None = None
         error: str | None = None
+        ended = TaskState.FAILED
+        if self.budget is None:
+            self.budget = BudgetWatch(as_budget_records(self.records))
         try:
             async with asyncio.timeout(spec.deadline_s) as self._deadline:
                 await self._set(TaskState.RUNNING)
@@ -201,8 +210,10 @@ class TaskRunner:
         except TimeoutError:
             error = f"deadline of {spec.deadline_s:g} s passed"
         except asyncio.CancelledError:
-            await asyncio.shield(self._set(TaskState.CANCELLED, error="cancelled"))
+            await asyncio.shield(self._set(TaskState.CANCELLED, error=self.cancel_reason))
             raise
+        except BudgetExceeded as e:  # its subtree is cancelled with the reason
+            error, ended = str(e), TaskState.CANCELLED
         except TaskFailed as e:
             error = str(e)
         except BrainError as e:
@@ -217,12 +228,12 @@ class TaskRunner:
         try:
             await self._keep_outputs()
         except asyncio.CancelledError:
-            await asyncio.shield(self._set(TaskState.CANCELLED, error="cancelled"))
+            await asyncio.shield(self._set(TaskState.CANCELLED, error=self.cancel_reason))
             raise
         if error is None:
             await self._set(TaskState.SUCCEEDED, result=result)
         else:
-            await self._set(TaskState.FAILED, error=error)
+            await self._set(ended, error=error)
         return self.task
 
     async def _keep_outputs(self) -> None:
@@ -288,6 +299,8 @@ class TaskRunner:
         if screenshot is not None:
             blob = (screenshot, "image/jpeg")
         await self.records.append_event(self._event(kind, data), blob)
+        if kind in (EventKind.MODEL, EventKind.STEP) and self.budget is not None:
+            await self.budget.check(self.task)  # spent: BudgetExceeded when over a budget
 
     # ------------------------------------------------------------------ deciding
 

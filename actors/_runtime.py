@@ -170,6 +170,9 @@ class Runtime:
         info = await self._record(agent_id, tenant)
         if info.status in _RUNNING and not await asyncio.to_thread(actor_alive, info):
             info = await self._dead(info)
+        spent = await self.records.agent_usage(info.id)
+        if spent is not None:  # what its tasks spent, and its subtree's
+            info = info.model_copy(update={"usage": spent[0], "subtree_usage": spent[1]})
         return info
 
     async def _record(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
@@ -232,7 +235,12 @@ class Runtime:
         return await ref.assign(spec)
 
     async def task(self, task_id: str, tenant: str | None = None) -> TaskInfo:
-        """The task; with ``tenant``, only if its agent belongs to that tenant (one call)."""
+        """The task with its usage and its subtree's; with ``tenant``, only if its agent
+        belongs to that tenant."""
+        return (await self.records.with_usage([await self._task(task_id, tenant)]))[0]
+
+    async def _task(self, task_id: str, tenant: str | None = None) -> TaskInfo:
+        """The task as recorded (one call)."""
         if tenant is None:
             task = await self.records.get_task(task_id)
         else:
@@ -253,17 +261,18 @@ class Runtime:
         """The tenant's tasks, newest first (an agent of another tenant: ``NotFoundError``)."""
         if agent_id is not None:
             await self._record(agent_id, tenant)
-        return await self.records.list_tasks(
+        tasks = await self.records.list_tasks(
             agent_id=agent_id, tenant=tenant, state=state, limit=limit, offset=offset
         )
+        return await self.records.with_usage(tasks)
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
-        task = await self.task(task_id)
+        task = await self._task(task_id)
         ref = await self.agent_ref(task.agent_id)
         return await ref.wait_task(task_id, timeout_s)
 
     async def cancel(self, task_id: str, tenant: str | None = None) -> TaskInfo:
-        task = await self.task(task_id, tenant)
+        task = await self._task(task_id, tenant)
         ref = await self.agent_ref(task.agent_id)
         return await ref.cancel_task(task_id)
 
@@ -284,7 +293,7 @@ class Runtime:
     async def _open_task(self, task_id: str, tenant: str | None) -> tuple[TaskInfo, RayAgentRef]:
         """The task (``NotFoundError`` for an unknown id or another tenant's) and its running
         agent; ``AgentError`` once it has ended."""
-        task = await self.task(task_id, tenant)
+        task = await self._task(task_id, tenant)
         if task.state.done:
             raise AgentError(f"task {task_id} has ended ({task.state.value})")
         return task, await self.agent_ref(task.agent_id)
@@ -350,7 +359,7 @@ class Runtime:
 
     async def pin(self, task_id: str, pinned: bool, tenant: str | None = None) -> None:
         """Pin the task's run (kept by garbage collection whatever its age), or unpin it."""
-        await self.task(task_id, tenant)  # NotFoundError for an unknown id or another tenant's
+        await self._task(task_id, tenant)  # NotFoundError for an unknown id or another tenant's
         await self.records.pin_task(task_id, pinned)
 
     async def stats(self, tenant: str) -> StoreStats:

@@ -37,6 +37,7 @@ from orchestrator.domain import (
 )
 from orchestrator.errors import AgentError, NotFoundError
 
+from ._budget import RecorderReads, agent_budget_watch
 from ._names import slug
 from ._task_ports import ParentTask, TaskDesktop, TaskRecords
 
@@ -95,8 +96,8 @@ class AgentRecords(TaskRecords, Protocol):
         ...
 
 
-class RecorderRecords:
-    """``AgentRecords`` over the recorder actor."""
+class RecorderRecords(RecorderReads):
+    """``AgentRecords`` over the recorder actor (and the budget check's reads)."""
 
     def __init__(self, recorder: Any) -> None:
         self._recorder = recorder
@@ -240,6 +241,7 @@ class AgentTasks:
             host=self,
             records=self.records,
             human_wait_timeout_s=settings().human_wait_timeout_s,
+            budget=agent_budget_watch(self.records),
             policy=host.info.spec.policy,
         )
         self._runners[task.id] = runner
@@ -262,10 +264,15 @@ class AgentTasks:
             await asyncio.wait({running}, timeout=timeout_s)
         return self.get(task_id)
 
-    async def cancel(self, task_id: str, why: str = "cancelled") -> TaskInfo:
-        """Cancel a task and, through it, every subtask in the subtree."""
+    async def cancel(
+        self, task_id: str, why: str = "cancelled", *, reason: str | None = None
+    ) -> TaskInfo:
+        """Cancel a task and, through it, every subtask in the subtree (``reason``: the error
+        recorded for each, an exceeded budget's say; else ``cancelled``)."""
         self.get(task_id)
         running = self._running.get(task_id)
+        if reason is not None and task_id in self._runners:
+            self._runners[task_id].cancel_reason = why = reason
         if running is not None:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
@@ -381,8 +388,9 @@ class AgentTasks:
             try:
                 final: TaskInfo = await child.handle.wait_task.remote(ct.id)
             except asyncio.CancelledError:
+                why = getattr(self._runners.get(parent.task.id), "cancel_reason", "cancelled")
                 with contextlib.suppress(RayActorError):
-                    await asyncio.shield(child.handle.cancel_task.remote(ct.id))
+                    await asyncio.shield(child.handle.cancel_task.remote(ct.id, why))
                 raise
             except RayActorError as e:
                 await self._record_dead(child)

@@ -85,7 +85,17 @@ def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
         for task in api.tasks(state=state, limit=limit):
             info = task.info
             outcome = " ".join((_waits_on(task) or info.result or info.error or "").split())[:70]
-            echo(f"{info.id}  {info.state.value:<9}  {info.agent_id}  {outcome}")
+            echo(f"{info.id}  {info.state.value:<9}  {info.agent_id}  {outcome}{_spent(info)}")
+
+
+def _spent(info: Any) -> str:
+    """What a task's subtree spent, short, once it spent anything: ``  [12,400 tok $0.0310,
+    7 steps]`` (``$?``: a model without a configured price was called)."""
+    usage = info.subtree_usage
+    if usage is None or not (usage.model_calls or usage.steps):
+        return ""
+    cost = "$?" if usage.cost_usd is None else f"${usage.cost_usd:.4f}"
+    return f"  [{usage.tokens:,} tok {cost}, {usage.steps} steps]"
 
 
 def _waits_on(task: Any) -> str | None:
@@ -142,9 +152,18 @@ def _watch(url: str, api_key: str, task_id: str) -> None:
             echo(f"{e.seq:>6}  {e.kind.value:<7}  {_describe(e.data)}")
         task.refresh()
         echo(f"task {task.id}: {task.state.value}: {task.result or task.error}")
+        if task.usage is not None and task.subtree_usage is not None:
+            echo(
+                f"spent: {task.usage.summary()}; with its subtasks: {task.subtree_usage.summary()}"
+            )
 
 
 def _describe(data: dict[str, Any]) -> str:
+    usage = data.get("usage")
+    if isinstance(usage, list) and usage:  # a model call: what it decided, its tokens
+        tokens = sum(int(u.get("input_tokens", 0)) + int(u.get("output_tokens", 0)) for u in usage)
+        said = {k: v for k, v in data.items() if k != "usage"}
+        return f"[{tokens:,} tok] " + " ".join(str(said).split())[:90]
     action = data.get("action")
     if isinstance(action, dict):
         ok = "ok" if data.get("result", {}).get("ok") else "failed"

@@ -171,6 +171,24 @@ class Settings(BaseSettings):
     """How long a task may wait for a person (an answer, an approval, a resume after a
     pause) before it fails with the reason; such waits do not count against its deadline."""
 
+    model_prices: str | None = None
+    """Prices of models, in USD per million tokens: JSON, or the path of a JSON or YAML
+    file, mapping a model name or glob to ``{"input": ..., "output": ..., "cached_input":
+    ...}`` (``orchestrator.usage.Price``). None is assumed: a call to a model without a
+    price has an unknown cost (None, not 0)."""
+
+    @field_validator("model_prices")
+    @classmethod
+    def _check_prices(cls, value: str | None) -> str | None:
+        from .errors import ConfigError
+        from .usage import parse_prices
+
+        try:
+            parse_prices(value)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("ORCHESTRATOR_MODEL_PRICES: ")) from None
+        return value
+
     allow_acknowledge_safety_checks: bool = False
     """Whether an agent's policy may acknowledge a model provider's pending safety checks
     without asking a person (``ApprovalPolicy.safety_checks = "acknowledge"``); otherwise such

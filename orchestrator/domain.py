@@ -17,6 +17,7 @@ from .actions import Action
 from .brain_config import FAMILIES, BrainConfig, Family, PlannerConfig
 from .desktop import DesktopSpec
 from .policy import ApprovalPolicy
+from .usage import Budget, Usage
 
 __all__ = [
     "OPEN_TASK_STATES",
@@ -29,6 +30,7 @@ __all__ = [
     "Ask",
     "AwaitApproval",
     "BrainConfig",
+    "Budget",
     "Decision",
     "Delegate",
     "Done",
@@ -46,6 +48,7 @@ __all__ = [
     "TaskState",
     "TokenUsage",
     "Triage",
+    "Usage",
     "Waiting",
     "new_id",
     "now",
@@ -120,6 +123,11 @@ class AgentInfo(_Model):
     """Why it failed, when it did."""
     created_at: float = Field(default_factory=now)
     """When it was hired."""
+    usage: Usage | None = None
+    """What its tasks spent (``GET /v1/agents/{id}``; computed from the records when read,
+    never stored)."""
+    subtree_usage: Usage | None = None
+    """What its tasks and those of every agent below it spent (computed, never stored)."""
 
 
 class TaskState(StrEnum):
@@ -195,6 +203,9 @@ class TaskSpec(_Model):
     )
     """Files or directories on the agent's desktop to keep when the task ends (succeeded or
     failed): each is stored with the records and is part of the task's artifacts."""
+    budget: Budget | None = None
+    """Limits for this task's whole subtree (it and its subtasks, recursively): exceeded,
+    the task and every open subtask are cancelled with the reason (``orchestrator.usage``)."""
 
 
 class Waiting(_Model):
@@ -226,6 +237,11 @@ class TaskInfo(_Model):
     """While the task waits for a person's answer or approval: what it waits on."""
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
+    usage: Usage | None = None
+    """What the task itself spent: its model calls, steps and running time (computed from
+    its events when read through the runtime, ``GET /v1/tasks/{id}``; never stored)."""
+    subtree_usage: Usage | None = None
+    """What it and all its subtasks, recursively, spent (computed like ``usage``)."""
 
 
 class AgentTree(_Model):
@@ -367,6 +383,9 @@ class TokenUsage(_Model):
     input_tokens: int = 0
     output_tokens: int = 0
     model: str | None = None
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` read from the provider's prompt cache, when the brain
+    reports it (priced at ``Price.cached_input``)."""
 
 
 class EventKind(StrEnum):

@@ -31,7 +31,9 @@ E = TypeVar("E", bound=StrEnum)
 
 
 # The brain's API key is a secret: it is never written to the records.
-_AGENT_EXCLUDE: Any = {"spec": {"brain": {"api_key"}}}
+_AGENT_EXCLUDE: Any = {"spec": {"brain": {"api_key"}}, "usage": True, "subtree_usage": True}
+_TASK_EXCLUDE: Any = {"usage", "subtree_usage"}
+"""Usage is computed from the events when read (``_usage``), never stored."""
 
 
 def enum_values(kind: type[E], value: E | Iterable[E] | None) -> list[str] | None:
@@ -93,7 +95,7 @@ def upsert_task(db: sqlite3.Connection, info: TaskInfo) -> bool:
             info.state.value,
             info.created_at,
             info.updated_at,
-            info.model_dump_json(),
+            info.model_dump_json(exclude=_TASK_EXCLUDE),
         ),
     )
     return bool(cursor.rowcount)

@@ -18,6 +18,7 @@ from typing import Any
 from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
 from ..errors import RecordError
 from ..tenants import ApiKey, Quotas
+from ..usage import Prices, Usage, configured_prices
 from . import _tenants as tenants
 from ._blobs import address_of, check_address
 from ._db import DB_NAME, Database
@@ -36,6 +37,7 @@ from ._rows import (
     upsert_task,
 )
 from ._store import MAX_LIMIT, RecordStore, StoreStats
+from ._usage import agent_usage, task_usage
 
 __all__ = ["DB_NAME", "SQLiteStore"]
 
@@ -144,6 +146,33 @@ class SQLiteStore(Database, RecordStore):
             )
             rows = self._rows("list tasks", sql, [*where.params, limit, offset])
             return [TaskInfo.model_validate_json(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ usage
+
+    def task_usage(
+        self, task_ids: Iterable[str], prices: Prices | None = None
+    ) -> dict[str, tuple[Usage, Usage]]:
+        ids = list(dict.fromkeys(task_ids))
+        prices = configured_prices() if prices is None else prices
+        with self._errors("sum the usage of tasks"):
+            db = self._reader()
+            db.execute("BEGIN")  # one snapshot of the records
+            try:
+                return task_usage(db, ids, prices)
+            finally:
+                db.execute("COMMIT")
+
+    def agent_usage(
+        self, agent_id: str, prices: Prices | None = None
+    ) -> tuple[Usage, Usage] | None:
+        prices = configured_prices() if prices is None else prices
+        with self._errors(f"sum the usage of agent {agent_id}"):
+            db = self._reader()
+            db.execute("BEGIN")
+            try:
+                return agent_usage(db, agent_id, prices)
+            finally:
+                db.execute("COMMIT")
 
     # ------------------------------------------------------------------ counts
 

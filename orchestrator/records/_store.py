@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
 from ..tenants import ApiKey, Quotas
+from ..usage import Prices, Usage
 from ._gc import GcReport
 
 __all__ = ["MAX_LIMIT", "RecordStore", "StoreStats"]
@@ -156,6 +157,33 @@ class RecordStore(abc.ABC):
             limit: at most this many (1 to ``MAX_LIMIT``).
             offset: skip this many first (for paging).
         """
+
+    # ------------------------------------------------------------------ usage
+
+    @abc.abstractmethod
+    def task_usage(
+        self, task_ids: Iterable[str], prices: Prices | None = None
+    ) -> dict[str, tuple[Usage, Usage]]:
+        """``{task id: (its own usage, its subtree's)}`` for each stored task of ``task_ids``
+        (unknown ids are left out), summed from the events (``orchestrator.records._usage``):
+        what the records hold is what was spent. ``prices``: default the configured ones."""
+
+    @abc.abstractmethod
+    def agent_usage(
+        self, agent_id: str, prices: Prices | None = None
+    ) -> tuple[Usage, Usage] | None:
+        """``(what the agent's tasks spent, what those of its subtree of agents spent)``, or
+        None for an unknown agent."""
+
+    def with_usage(self, tasks: list[TaskInfo], prices: Prices | None = None) -> list[TaskInfo]:
+        """``tasks`` with their ``usage`` and ``subtree_usage`` filled in."""
+        spent = self.task_usage([t.id for t in tasks], prices)
+        return [
+            t.model_copy(update={"usage": spent[t.id][0], "subtree_usage": spent[t.id][1]})
+            if t.id in spent
+            else t
+            for t in tasks
+        ]
 
     # ------------------------------------------------------------------ counts
 

@@ -23,6 +23,7 @@ from ..domain import (
     TaskSpec,
     TaskState,
 )
+from ..usage import Budget
 from ._client import POLL_MAX_S, POLL_MIN_S
 from ._errors import ApiError
 from ._http import (
@@ -198,9 +199,12 @@ class AsyncAgent(AgentView):
         *,
         step_budget: int | None = None,
         deadline_s: float | None = None,
+        budget: Budget | dict[str, Any] | None = None,
     ) -> AsyncTask:
         """Give the agent a task (a description or a ``TaskSpec``); returns it pending."""
-        spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
+        spec = task_spec(
+            task, script=script, step_budget=step_budget, deadline_s=deadline_s, budget=budget
+        )
         return AsyncTask(self.client, await self.client.call(calls.assign(self.id, spec)))
 
     async def reset_desktop(self) -> AsyncAgent:

@@ -21,6 +21,7 @@ from ..domain import (
     TaskSpec,
     TaskState,
 )
+from ..usage import Budget
 from ._errors import ApiError
 from ._http import (
     Call,
@@ -203,6 +204,7 @@ class Agent(AgentView):
         *,
         step_budget: int | None = None,
         deadline_s: float | None = None,
+        budget: Budget | dict[str, Any] | None = None,
     ) -> Task:
         """Give the agent a task (a description or a ``TaskSpec``); returns it pending.
 
@@ -212,7 +214,9 @@ class Agent(AgentView):
             >>> t.wait().result                                  # doctest: +SKIP
             'hi'
         """
-        spec = task_spec(task, script=script, step_budget=step_budget, deadline_s=deadline_s)
+        spec = task_spec(
+            task, script=script, step_budget=step_budget, deadline_s=deadline_s, budget=budget
+        )
         return Task(self.client, self.client.call(calls.assign(self.id, spec)))
 
     def reset_desktop(self) -> Agent:

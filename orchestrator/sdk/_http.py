@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from ..actions import Action, ActionResult, CommandResult, parse_action
 from ..domain import AgentInfo, AgentSpec, AgentTree, Event, TaskInfo, TaskSpec, TaskState
+from ..usage import Budget
 from ._errors import UnavailableError, error_from
 
 __all__ = ["Call", "EventPage", "RemoteFile", "Retry", "Screenshot", "calls"]
@@ -318,12 +319,17 @@ def task_spec(
     script: dict[str, Any] | None = None,
     step_budget: int | None = None,
     deadline_s: float | None = None,
+    budget: Budget | dict[str, Any] | None = None,
 ) -> TaskSpec:
-    """A ``TaskSpec`` from a spec, or from a description and the fields given."""
+    """A ``TaskSpec`` from a spec, or from a description and the fields given (``budget``:
+    limits for the task's whole subtree, ``orchestrator.usage.Budget``)."""
     fields: dict[str, Any] = (
         task.model_dump(exclude_unset=True) if isinstance(task, TaskSpec) else {"description": task}
     )
-    for k, v in {"script": script, "step_budget": step_budget, "deadline_s": deadline_s}.items():
+    given = {"script": script, "step_budget": step_budget, "deadline_s": deadline_s}
+    if budget is not None:
+        given["budget"] = budget if isinstance(budget, dict) else budget.model_dump()
+    for k, v in given.items():
         if v is not None:
             fields[k] = v
     return TaskSpec.model_validate(fields)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..domain import AgentInfo, TaskInfo, TaskState, Waiting
+from ..domain import AgentInfo, TaskInfo, TaskState, Usage, Waiting
 
 __all__ = ["NEEDS_PERSON", "AgentView", "TaskView"]
 
@@ -23,6 +23,17 @@ class AgentView:
     @property
     def path(self) -> str:
         return self.info.path
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the agent's tasks spent (model calls, tokens, cost, steps, running time), as
+        last read (``refresh()`` reads it again)."""
+        return self.info.usage
+
+    @property
+    def subtree_usage(self) -> Usage | None:
+        """What the tasks of the agent and of every agent below it spent, as last read."""
+        return self.info.subtree_usage
 
 
 class TaskView:
@@ -51,6 +62,18 @@ class TaskView:
     def error(self) -> str | None:
         """Why it failed or was cancelled."""
         return self.info.error
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the task itself spent (model calls, tokens, cost in USD or None when a model
+        has no configured price, steps, running seconds), as last read (``refresh()``)."""
+        return self.info.usage
+
+    @property
+    def subtree_usage(self) -> Usage | None:
+        """What it and all its subtasks, recursively, spent: what its ``spec.budget``
+        limits. Example: ``task.refresh().subtree_usage.tokens``."""
+        return self.info.subtree_usage
 
     @property
     def needs_person(self) -> bool:

@@ -288,7 +288,9 @@ class LocalRuntime(PersonPart):
         info = self.store.get_agent(agent_id)
         if info is None or (tenant is not None and info.tenant != tenant):
             raise NotFoundError(f"no agent {agent_id}")
-        return info
+        spent = self.store.agent_usage(agent_id)
+        own, subtree = spent if spent is not None else (None, None)
+        return info.model_copy(update={"usage": own, "subtree_usage": subtree})
 
     async def agent_ref(self, agent_id: str, tenant: str | None = None) -> LocalAgent:
         self.calls.append("agent_ref")
@@ -325,7 +327,7 @@ class LocalRuntime(PersonPart):
             task = task if owner is not None and owner.tenant == tenant else None
         if task is None:
             raise NotFoundError(f"no task {task_id}")
-        return task
+        return self.store.with_usage([task])[0]
 
     async def list_tasks(
         self,
@@ -339,7 +341,8 @@ class LocalRuntime(PersonPart):
         self.calls.append("list_tasks")
         if agent_id is not None:
             await self.agent(agent_id, tenant)
-        return self.store.list_tasks(agent_id, tenant, state, limit=limit, offset=offset)
+        tasks = self.store.list_tasks(agent_id, tenant, state, limit=limit, offset=offset)
+        return self.store.with_usage(tasks)
 
     async def events(
         self,

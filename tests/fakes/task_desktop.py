@@ -37,6 +37,7 @@ from orchestrator.domain import (
     new_id,
 )
 from orchestrator.records import SQLiteStore
+from orchestrator.usage import Usage
 
 __all__ = ["LocalHost", "StandInDesktop", "StoreRecords", "new_task"]
 
@@ -190,6 +191,12 @@ class StoreRecords:
 
     async def put_agent(self, info: AgentInfo) -> None:
         self.store.put_agent(info)
+
+    async def get_task(self, task_id: str) -> TaskInfo | None:
+        return self.store.get_task(task_id)
+
+    async def task_usage(self, task_ids: list[str]) -> dict[str, tuple[Usage, Usage]]:
+        return self.store.task_usage(task_ids)
 
     async def admit_task(self, task: TaskInfo) -> None:
         self.store.admit_task(task)
