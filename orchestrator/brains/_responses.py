@@ -267,8 +267,11 @@ class ResponsesActor:
         for a question or an approval, the person's answer)."""
         items: list[dict[str, Any]] = []
         notes: list[str] = []
-        approved = self._acknowledge or (
-            isinstance(record.decision, AwaitApproval) and record.answer == "approved"
+        # a person refused the step (the checks', or a policy rule's): nothing to acknowledge
+        refused = record.answer is not None and record.answer != "approved"
+        approved = not refused and (
+            self._acknowledge
+            or (isinstance(record.decision, AwaitApproval) and record.answer == "approved")
         )
         for call in self._calls:
             results = record.results[call.first : call.first + call.count]

@@ -355,3 +355,20 @@ async def test_anthropic_ask_user_along_with_an_action_is_ignored_and_told(
 def claude_tools(fake: FakeAnthropicServer) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = fake.bodies()[-1]["tools"]
     return tools
+
+
+async def test_acknowledged_checks_of_a_step_a_person_then_refused_are_not_acknowledged(
+    fake: FakeOpenAIServer,
+) -> None:
+    # acknowledge mode, but the agent's approve rules held the step and a person refused it
+    brain = responses_brain(fake, "acknowledge")
+    ctx = context()
+    fake.add(checked_click())
+    decision = await brain.step(ctx, shot(1))
+    assert isinstance(decision, Act)
+    refused = ActionResult.failure("a person refused: no")
+    ctx.history.append(StepRecord(decision, [refused], answer="refused: no"))
+    fake.add(responses_reply(message_item("ok")))
+    await brain.step(ctx, shot(2))
+    (output,) = computer_outputs(fake.bodies(RESPONSES)[1])
+    assert "acknowledged_safety_checks" not in output
