@@ -15,6 +15,7 @@ safety check waits for a person's approval, which the test gives, then lands.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from orchestrator import coords
 from orchestrator.actions import parse_action
 from orchestrator.brains import _spaces
 from orchestrator.domain import Act, AgentSpec, BrainConfig, EventKind, TaskSpec, TaskState
+from orchestrator.policy import ApprovalPolicy
 from tests.fakes import anthropic_server as ant
 from tests.fakes import openai_server as oai
 from tests.fakes.replay import Fixture, check, load_fixtures
@@ -52,6 +54,20 @@ class Wire:
 
 
 _TRIAGE = {"decision": "do", "reason": "replaying a recorded reply"}
+_replayed = itertools.count(1)
+
+
+def _whole_response(body: dict[str, Any]) -> dict[str, Any]:
+    """A recorded Responses body with the envelope a server always sends filled in where the
+    recording kept only the ``output`` (the Azure docs' sample): without an ``id`` the brain
+    could not chain its next request to it (``previous_response_id``)."""
+    envelope = {
+        "id": f"resp_replayed_{next(_replayed)}",
+        "object": "response",
+        "created_at": 0,
+        "status": "completed",
+    }
+    return {**envelope, **body}
 
 
 def _qwen_terminate() -> Any:
@@ -65,7 +81,7 @@ WIRES: dict[str, Wire] = {
     "openai-responses": Wire(
         "openai",
         lambda: [oai.responses_reply(oai.message_item(json.dumps(_TRIAGE)))],
-        lambda body: oai.Reply(oai.RESPONSES, body),
+        lambda body: oai.Reply(oai.RESPONSES, _whole_response(body)),
         lambda: oai.responses_reply(oai.message_item("replayed")),
     ),
     "chat-tools": Wire(
@@ -205,6 +221,21 @@ async def replay(
         problems.append(f"{f.name}: screenshots of {sizes}, expected {image}")
     events = await agents.events(task_id=done.id)
     steps = [e.data for e in events if e.kind == EventKind.STEP]
+    if kind == "await_approval":  # approved: the checks are acknowledged to the model
+        pending = [
+            c["id"]
+            for item in f.reply.get("output", [])
+            if item.get("type") == "computer_call"
+            for c in item.get("pending_safety_checks", [])
+        ]
+        acked = [i for r in fake.requests[seen:] for i in _items(r.body, "computer_call_output")]
+        ids = (
+            [c.get("id") for c in (acked[-1].get("acknowledged_safety_checks") or [])]
+            if acked
+            else []
+        )
+        if not pending or ids != pending:
+            problems.append(f"{f.name}: approved checks {pending}, acknowledged {ids}")
     if kind in ("done", "fail", "retry"):  # nothing done on the screen
         if steps:
             problems.append(f"{f.name}: a {kind} decision, yet the runner did {steps}")
@@ -221,6 +252,16 @@ async def replay(
         elif want is not None and (cursor is None or (cursor["x"], cursor["y"]) != want):
             problems.append(f"{f.name}: {s['action']['type']} at {want}, cursor {cursor}")
     return problems
+
+
+def _items(body: Any, kind: str) -> list[dict[str, Any]]:
+    """The input items of a Responses request of type ``kind``."""
+    items = body.get("input")
+    return (
+        [i for i in items if isinstance(i, dict) and i.get("type") == kind]
+        if isinstance(items, list)
+        else []
+    )
 
 
 def _point_after(action: dict[str, Any]) -> tuple[int, int] | None:
@@ -257,6 +298,7 @@ async def test_recorded_replies_land_where_expected(
         role="replayer",
         brain=brain,
         desktop=DesktopSpec(image=agents.session.image, width=width, height=height),
+        policy=ApprovalPolicy(safety_checks="ask"),  # a pending safety check asks a person
     )
     info = await agents.runtime.create_agent(agents.tenant, spec)
     agents.created.append(info)
