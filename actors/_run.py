@@ -36,8 +36,8 @@ def _describe(event: Event, path: str) -> str | None:
             return f"{path}: decides to {d.get('decision')}"
         roles = ", ".join(f"{s['id']} ({s['role']})" for s in d.get("subtasks", []))
         return f"{path}: plans {roles}"
-    if event.kind == EventKind.LOG:
-        return f"{path}: {_short(str(d))}"
+    if event.kind == EventKind.LOG:  # one with a message (a review round's...) shows it
+        return f"{path}: {_short(str(d.get('msg') or d))}"
     return None
 
 

@@ -11,7 +11,8 @@ it to the records (``TaskRecords``), and its host, the agent, reads the task fro
 - Delegate: a plan of subtasks (a DAG); the host (``TaskHost``) runs each on a specialist;
   independent ones run in parallel; a failed subtask is retried on a fresh specialist up
   to ``max_attempts``; then the agent may check the results on its own desktop.
-- A person may pause the task (``paused``, between two steps) and resume it.
+- A person may pause the task (``paused``, between two steps; at once while it waits on
+  subtasks, which start no more until it is resumed) and resume it (``_person_waits``).
 The task runs under its deadline, except while it waits for a person: each such wait has
 its own timeout (``human_wait_timeout_s``) and fails the task when it passes. Cancelling
 the task cancels the subtasks in the subtree.
@@ -44,12 +45,13 @@ from orchestrator.domain import (
     TaskState,
     Waiting,
 )
-from orchestrator.errors import AgentError, BrainError, OrchestratorError
+from orchestrator.errors import BrainError, OrchestratorError
 from orchestrator.policy import ApprovalPolicy, apply_policy
 
 from ._budget import BudgetExceeded, BudgetWatch, as_budget_records
-from ._delegation import check_plan, run_plan
+from ._delegation import PauseHold, check_plan, run_plan
 from ._outputs import collect_outputs
+from ._person_waits import PersonWaits
 from ._task_ports import TaskDesktop, TaskFailed, TaskHost, TaskRecords
 
 __all__ = ["TaskFailed", "TaskRunner"]
@@ -83,7 +85,7 @@ class _Seen:
 
 
 @dataclass
-class TaskRunner:
+class TaskRunner(PersonWaits):
     """Runs one task for an agent to its end state, owning the task's record meanwhile.
 
     Example (``tests/unit/test_runner.py`` runs it on a desktop stand-in)::
@@ -114,83 +116,6 @@ class TaskRunner:
     _deadline: asyncio.Timeout | None = field(default=None, init=False, repr=False)
     _person: asyncio.Future[str] | None = field(default=None, init=False, repr=False)
     _pause_asked: bool = field(default=False, init=False, repr=False)
-
-    # ------------------------------------------------------------------ a person's part
-
-    async def answer(self, text: str) -> TaskInfo:
-        """A person's answer to the question the task waits on (``input_required``)."""
-        self._give(TaskState.INPUT_REQUIRED, text, "an answer")
-        return self.task
-
-    async def approve(self, approved: bool, reason: str | None = None) -> TaskInfo:
-        """A person approves the actions the task waits on, or refuses them (``reason``: why):
-        refused, the step fails with the reason and the brain decides again knowing it."""
-        verdict = "approved" if approved else f"refused: {reason}" if reason else "refused"
-        self._give(TaskState.APPROVAL_REQUIRED, verdict, "approval")
-        return self.task
-
-    async def pause(self) -> TaskInfo:
-        """Pause the task: it turns ``paused`` before its next step of its own loop (while
-        it waits on subtasks, before it checks them) and stays so until ``resume``."""
-        if self.task.state.done:
-            raise AgentError(f"task {self.task.id} has ended ({self.task.state.value})")
-        if self.task.state != TaskState.PAUSED:  # paused twice: one resume goes on
-            self._pause_asked = True
-        return self.task
-
-    async def resume(self) -> TaskInfo:
-        """Resume a paused task (or withdraw a pause not yet taken)."""
-        if self.task.state == TaskState.PAUSED:
-            self._give(TaskState.PAUSED, "resumed", "resuming")
-        elif self._pause_asked:
-            self._pause_asked = False
-        else:
-            raise AgentError(f"task {self.task.id} is not paused ({self.task.state.value})")
-        return self.task
-
-    def _give(self, state: TaskState, reply: str, what: str) -> None:
-        person = self._person
-        if self.task.state != state or person is None or person.done():
-            raise AgentError(
-                f"task {self.task.id} is not waiting for {what} ({self.task.state.value})"
-            )
-        person.set_result(reply)
-
-    async def _wait_for_person(
-        self, state: TaskState, what: str, waiting: Waiting | None = None
-    ) -> str:
-        """Wait in ``state`` for a person's reply (``waiting``: on what, in the record and its
-        event); the deadline stands still meanwhile."""
-        loop = asyncio.get_running_loop()
-        deadline = self._deadline
-        when = deadline.when() if deadline is not None else None
-        started = loop.time()
-        if deadline is not None:
-            deadline.reschedule(None)
-        self._person = loop.create_future()
-        try:
-            shown = waiting.model_dump(mode="json") if waiting else {}
-            said = {k: v for k, v in shown.items() if v not in (None, [])}
-            await self._set(state, waiting=waiting, **said)
-            try:
-                async with asyncio.timeout(self.human_wait_timeout_s):
-                    reply = await self._person
-            except TimeoutError:
-                raise TaskFailed(
-                    f"waited {self.human_wait_timeout_s:g} s for {what}; nobody came"
-                ) from None
-        finally:
-            self._person = None
-            if deadline is not None and when is not None:
-                deadline.reschedule(when + (loop.time() - started))
-        await self._set(TaskState.RUNNING)
-        return reply
-
-    async def _pause_point(self) -> None:
-        """Between two steps: stay paused while a person asked for it."""
-        if self._pause_asked:
-            self._pause_asked = False
-            await self._wait_for_person(TaskState.PAUSED, "a resume after the pause")
 
     # ------------------------------------------------------------------ the task's life
 
@@ -312,6 +237,7 @@ class TaskRunner:
             agent_path=self.agent_path,
             subtask_results=dict(self.subtask_results),
             history=self.history,
+            follow_up=self.task.spec.follow_up,
         )
 
     async def _observe(self) -> _Seen:
@@ -331,6 +257,7 @@ class TaskRunner:
         return _Seen(obs, shot.data)
 
     async def _triage_and_work(self) -> str:
+        await self._pause_point()  # paused while pending: before the first step
         seen = await self._observe()
         n = len(self.brain.usage)
         triage = await self._ask_brain(self.brain.triage, seen.obs, n)
@@ -474,10 +401,16 @@ class TaskRunner:
     async def _delegate(self, decision: Delegate) -> str:
         plan = decision.plan
         check_plan(plan)  # a plan that cannot run fails before the task waits on it
+        self._hold = hold = PauseHold(self._paused_waiting)  # a pause: none starts
         await self._set(TaskState.WAITING)
-        self.subtask_results = await run_plan(
-            self, self.host, plan, lambda data: self._record(EventKind.LOG, data)
-        )
+        try:
+            self.subtask_results = await run_plan(
+                self, self.host, plan, lambda data: self._record(EventKind.LOG, data), hold.passed
+            )
+            await hold.passed()  # paused while the last subtasks ran: resumed first
+        finally:
+            self._hold = None
+            await hold.close()
         await self._set(TaskState.RUNNING)
         if plan.check is not None or self.brain.wants_check():
             verdict = await self._loop(self._check_decide, first=None, may_delegate=False)

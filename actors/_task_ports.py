@@ -124,8 +124,28 @@ class TaskHost(Protocol):
     """What the runner needs from its agent to delegate."""
 
     async def run_subtask(
-        self, parent: ParentTask, subtask: Subtask, spec: TaskSpec, attempt: int
+        self,
+        parent: ParentTask,
+        subtask: Subtask,
+        spec: TaskSpec,
+        attempt: int,
+        on: str | None = None,
     ) -> TaskInfo:
-        """Run ``subtask`` (as ``spec``) on a specialist (a fresh one when ``attempt`` > 1)
-        and return the child task as it ended; cancelling this cancels the child task."""
+        """Run ``subtask`` (as ``spec``) on a specialist (a fresh one when ``attempt`` > 1;
+        ``on``: that held child, for review rounds) and return the child task as it ended;
+        cancelling this cancels the child task."""
+        ...
+
+    def hold(self, agent_id: str, held: bool) -> None:
+        """Hold a child for review rounds (no other subtask is given to it), or let it go."""
+        ...
+
+    async def staff(self, role: str, avoid: str | None = None) -> str:
+        """The id of an idle child with ``role`` (not ``avoid``), or of a new hire; held.
+        ``TaskFailed`` when none can be hired."""
+        ...
+
+    async def copy_files(self, source: str, target: str, paths: list[str], into: str) -> list[str]:
+        """Copy ``paths`` from child ``source``'s desktop into ``into`` on child ``target``'s;
+        a line per path: where it went, or why it did not."""
         ...

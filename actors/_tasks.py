@@ -39,6 +39,8 @@ from orchestrator.errors import AgentError, NotFoundError
 
 from ._budget import RecorderReads, agent_budget_watch
 from ._names import slug
+from ._person_waits import paused_in_records
+from ._review import ReviewHost
 from ._task_ports import ParentTask, TaskDesktop, TaskRecords
 
 if TYPE_CHECKING:  # the runner and the brains are imported with a task's first run
@@ -127,8 +129,9 @@ def _cause(e: BaseException) -> str:
     return f"{type(cause).__name__}: {first[0] if first else ''}"
 
 
-class AgentTasks:
-    """An agent's tasks: assign, wait, cancel, a person's answers; and delegation."""
+class AgentTasks(ReviewHost):
+    """An agent's tasks: assign, wait, cancel, a person's answers; and delegation (with
+    review rounds: ``ReviewHost``)."""
 
     def __init__(self, host: AgentHost, records: AgentRecords) -> None:
         self._host = host
@@ -137,6 +140,8 @@ class AgentTasks:
         """Tasks no runner owns: not started yet, or ended."""
         self._runners: dict[str, TaskRunner] = {}
         self._running: dict[str, asyncio.Task[TaskInfo]] = {}
+        self._pause_first: set[str] = set()
+        """Pending tasks a person paused: paused before their first step."""
 
     # ------------------------------------------------------------------ reading
 
@@ -171,6 +176,8 @@ class AgentTasks:
             await self.records.admit_task(task)  # QuotaExceededError: not accepted
         self._kept[task.id] = task
         self._kept[task.id] = await self._put(task, description=spec.description)
+        if parent_task_id is not None and await paused_in_records(self.records, parent_task_id):
+            self._pause_first.add(task.id)  # its parent is paused: it starts paused
         self._running[task.id] = asyncio.create_task(self._run(task))
         return task
 
@@ -242,12 +249,17 @@ class AgentTasks:
             records=self.records,
             human_wait_timeout_s=settings().human_wait_timeout_s,
             budget=agent_budget_watch(self.records),
+            history=self.history_for(task.spec),  # a follow-up goes on from its task's steps
             policy=host.info.spec.policy,
         )
         self._runners[task.id] = runner
+        if task.id in self._pause_first:  # paused while pending: before its first step
+            self._pause_first.discard(task.id)
+            await runner.pause()
         try:
             return await runner.run()
         finally:
+            self.keep_history(task.id, runner.history)
             await brain.close()
 
     def _forget(self, task_id: str) -> bool:
@@ -307,19 +319,33 @@ class AgentTasks:
         return await self._runner(task_id).approve(approved, reason)
 
     async def pause(self, task_id: str) -> TaskInfo:
-        """Pause the task before its next step."""
+        """Pause the task before its next step (a pending one: before its first)."""
+        if task_id not in self._runners and self.get(task_id).state == TaskState.PENDING:
+            self._pause_first.add(task_id)
+            return self.get(task_id)
         return await self._runner(task_id).pause()
 
     async def resume(self, task_id: str) -> TaskInfo:
-        """Resume a paused task."""
+        """Resume a paused task (or withdraw a pause not yet taken)."""
+        if task_id in self._pause_first:
+            self._pause_first.discard(task_id)
+            return self.get(task_id)
         return await self._runner(task_id).resume()
 
     # ------------------------------------------------------------------ delegation (TaskHost)
 
     async def run_subtask(
-        self, parent: ParentTask, subtask: Subtask, spec: TaskSpec, attempt: int
+        self,
+        parent: ParentTask,
+        subtask: Subtask,
+        spec: TaskSpec,
+        attempt: int,
+        on: str | None = None,
     ) -> TaskInfo:
-        """Give a subtask to an idle child with its role (a fresh hire on retries); await it."""
+        """Give a subtask to an idle child with its role (a fresh hire on retries; ``on``: that
+        held child, a review round); await it."""
+        if on is not None:
+            return await self.run_held(on, parent, subtask, spec)
         child = None if attempt > 1 else self._idle_child(subtask.role)
         if child is None:
             name = self._free_name(slug(subtask.role))
@@ -380,6 +406,9 @@ class AgentTasks:
                 error = f"specialist {child.info.path} is gone: {_cause(e)}"
                 return await self._failed_attempt(child.info.id, parent, spec, error)
             await parent.add_subtask(ct)
+            if parent.task.state == TaskState.PAUSED:  # assigned while its parent is paused
+                with contextlib.suppress(Exception):  # it ended already: nothing to pause
+                    await child.handle.pause.remote(ct.id)
             sent = {"subtask": subtask.id, "task_id": ct.id}
             me = self._host.info.path
             await self._message(
@@ -420,7 +449,8 @@ class AgentTasks:
 
     def _idle_child(self, role: str) -> ChildSlot | None:
         for c in self._host.children.values():
-            if not c.busy and c.handle is not None and c.info.spec.role == role:
+            held = c.info.id in self._held
+            if not c.busy and not held and c.handle is not None and c.info.spec.role == role:
                 slot: ChildSlot = c
                 return slot
         return None

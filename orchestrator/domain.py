@@ -39,9 +39,11 @@ __all__ = [
     "FAMILIES",
     "Fail",
     "Family",
+    "FollowUp",
     "Plan",
     "PlannerConfig",
     "Retry",
+    "Review",
     "Subtask",
     "TaskInfo",
     "TaskSpec",
@@ -183,6 +185,18 @@ PERSON_WAIT_STATES: tuple[TaskState, ...] = (
 not count against the task's deadline or step budget."""
 
 
+class FollowUp(_Model):
+    """What makes a task a review round's follow-up: the same specialist, on the same desktop,
+    goes on from the task it did (its step history) with the reviewer's feedback."""
+
+    task_id: str
+    """The task this one follows (its history starts this one's)."""
+    round: Annotated[int, Field(ge=2, le=5)]
+    """The review round this follow-up is for (the first round is the original task)."""
+    feedback: Annotated[str, Field(max_length=20_000)]
+    """What the reviewer found wrong."""
+
+
 class TaskSpec(_Model):
     """A task given to an agent."""
 
@@ -206,6 +220,8 @@ class TaskSpec(_Model):
     budget: Budget | None = None
     """Limits for this task's whole subtree (it and its subtasks, recursively): exceeded,
     the task and every open subtask are cancelled with the reason (``orchestrator.usage``)."""
+    follow_up: FollowUp | None = None
+    """Set on a review round's follow-up task (see ``Review``)."""
 
 
 class Waiting(_Model):
@@ -262,6 +278,22 @@ class Triage(_Model):
     """Why, in a sentence."""
 
 
+class Review(_Model):
+    """A reviewer for a subtask: once the specialist succeeds, a reviewer (an idle child with
+    ``role``, or a new hire, on its own desktop, with copies of the subtask's ``outputs``)
+    passes the result or gives feedback; feedback goes back to the same specialist as a
+    follow-up (``FollowUp``), for up to ``rounds`` rounds (see ``actors._review``)."""
+
+    role: Role
+    """The reviewer's expertise."""
+    rounds: Annotated[int, Field(ge=1, le=5)] = 2
+    """Most review rounds; still failing after the last, the attempt at the subtask fails."""
+    instructions: Annotated[str, Field(max_length=20_000)] | None = None
+    """What to check."""
+    script: dict[str, Any] | None = None
+    """For scripted brains: the reviewer's own plan (it ends with a ``verdict`` step)."""
+
+
 class Subtask(_Model):
     """One part of a plan, naming the expertise it needs."""
 
@@ -275,6 +307,12 @@ class Subtask(_Model):
     """Subtasks that must succeed first (their results are passed along)."""
     script: dict[str, Any] | None = None
     """For scripted brains: the specialist's own plan."""
+    outputs: Annotated[list[OutputPath], Field(max_length=MAX_OUTPUTS)] = Field(
+        default_factory=list
+    )
+    """Files the specialist produces: kept with its task, and copied to a reviewer's desktop."""
+    review: Review | None = None
+    """A reviewer who checks the result before it counts (none: it counts at once)."""
 
 
 class Plan(_Model):

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..actions import Action, ActionResult
-from ..domain import Decision, Plan, TokenUsage, Triage
+from ..domain import Decision, FollowUp, Plan, TokenUsage, Triage
 
 __all__ = ["Brain", "BrainContext", "Observation", "StepRecord", "UsageCallback"]
 
@@ -149,7 +149,10 @@ class BrainContext:
     """Results of the subtasks this task builds on, by subtask id: the prerequisites of a
     specialist's task, or the delegating agent's own subtasks once they are done."""
     history: list[StepRecord] = field(default_factory=list)
-    """The steps taken on this task so far, oldest first."""
+    """The steps taken on this task so far, oldest first (a review round's follow-up starts
+    with the steps of the task it follows)."""
+    follow_up: FollowUp | None = None
+    """On a review round's follow-up: the round and the reviewer's feedback."""
 
 
 class Brain(ABC):

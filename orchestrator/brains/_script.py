@@ -27,6 +27,24 @@ A script is a dict (usually YAML) in ``BrainConfig.script`` or ``TaskSpec.script
       - check: {command: "curl -s localhost", expect: hi}
     result: "site up: {{ results.page }}"
 
+    # a subtask with a reviewer (review rounds, see ``actors._review``)
+    subtasks:
+      - id: write
+        role: writer
+        description: Write ~/hello.txt.
+        outputs: [hello.txt]            # copied to ~/review/ on the reviewer's desktop
+        script:
+          steps: [{type: shell, command: "echo draft > hello.txt"}]
+          follow_up:                    # a follow-up round's steps (default: `steps` again)
+            - {type: shell, command: "echo 'round {{ round }}: {{ feedback }}' > hello.txt"}
+        review:
+          role: editor
+          rounds: 2
+          instructions: The greeting must say hello.
+          script:                       # the reviewer's script ends with its verdict
+            steps:
+              - verdict: {command: "grep -q hello ~/review/hello.txt || echo 'say hello'"}
+
 Steps:
 
 - an action: any ``orchestrator.actions`` action as a dict, ``{type: ..., ...}``;
@@ -37,7 +55,15 @@ Steps:
 - ``{ask: "question"}``: ask a person and wait (``input_required``); the answer is the
   step's output (``{{ outputs[-1] }}``);
 - ``{approve: "why", actions: [action, ...]}``: wait (``approval_required``) until a person
-  approves the actions, then carry them out; refused, the task fails.
+  approves the actions, then carry them out; refused, the task fails;
+- ``{verdict: {command, user, timeout_s, cwd}}`` (a reviewer's last step): a shell command
+  whose exit status is the verdict: 0 reports ``PASS`` (its output: notes), anything else
+  ``FAIL: <its output>`` (the feedback); the task succeeds either way (a command that times
+  out or is killed fails it). The script's report is the verdict (no ``result``).
+
+A review round's follow-up (``TaskSpec.follow_up``) runs ``follow_up`` when the script has
+it (else ``steps`` again); ``{{ feedback }}`` and ``{{ round }}`` are the reviewer's
+feedback and the round (empty and ``1`` in the first round).
 
 A shell action that exits non-zero or times out fails the task too (as ``set -e`` would;
 append ``|| true`` to allow it), and so does any action the desktop could not carry out.
@@ -72,8 +98,10 @@ __all__ = [
     "CheckStep",
     "Script",
     "ScriptCheck",
+    "ScriptReview",
     "ScriptSubtask",
     "Step",
+    "VerdictStep",
 ]
 
 TEMPLATED_FIELDS = ("command", "text", "cwd")
@@ -144,7 +172,32 @@ class ApproveStep(_Model):
     """The actions, carried out in one decision once approved."""
 
 
-_KINDS = {"check": CheckStep, "batch": BatchStep, "ask": AskStep, "approve": ApproveStep}
+class ScriptVerdict(_Model):
+    """A reviewer's verdict: a shell command whose exit status decides."""
+
+    command: Annotated[_Template, Field(min_length=1, max_length=100_000)]
+    """The command line, run by bash: exit 0 passes; its output is the notes or feedback."""
+    user: Literal["agent", "root"] = "agent"
+    """Run as the desktop user or as root."""
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Kill the command (and fail the review task) after this many seconds."""
+    cwd: _Template | None = None
+    """Working directory; the user's home when omitted."""
+
+
+class VerdictStep(_Model):
+    """A reviewer's last step: its verdict (``PASS`` or ``FAIL: feedback``) is the report."""
+
+    verdict: ScriptVerdict
+
+
+_KINDS = {
+    "check": CheckStep,
+    "batch": BatchStep,
+    "ask": AskStep,
+    "approve": ApproveStep,
+    "verdict": VerdictStep,
+}
 
 
 def _step_kind(value: Any) -> str | None:
@@ -164,18 +217,34 @@ Step = Annotated[
     | Annotated[CheckStep, Tag("check")]
     | Annotated[BatchStep, Tag("batch")]
     | Annotated[AskStep, Tag("ask")]
-    | Annotated[ApproveStep, Tag("approve")],
+    | Annotated[ApproveStep, Tag("approve")]
+    | Annotated[VerdictStep, Tag("verdict")],
     Discriminator(
         _step_kind,
         custom_error_type="script_step",
         custom_error_message=(
             "a step is an action ({type: ..., ...}), a {check: {command: ...}}, a "
-            "{batch: [actions]}, an {ask: question} or an {approve: why, actions: [actions]}"
+            "{batch: [actions]}, an {ask: question}, an {approve: why, actions: [actions]} "
+            "or a {verdict: {command: ...}}"
         ),
     ),
 ]
-"""One step of a script: an action, a check, a batch of actions, a question or actions
-awaiting approval."""
+"""One step of a script: an action, a check, a batch of actions, a question, actions
+awaiting approval or a reviewer's verdict."""
+
+
+class ScriptReview(_Model):
+    """A reviewer for a subtask (``orchestrator.domain.Review``), with its own script."""
+
+    role: Annotated[str, Field(min_length=1, max_length=200)]
+    """The reviewer's expertise."""
+    rounds: Annotated[int, Field(ge=1, le=5)] = 2
+    """Most review rounds."""
+    instructions: Annotated[str, Field(max_length=20_000)] | None = None
+    """What to check."""
+    script: Script | None = None
+    """The reviewer's script (it ends with a ``verdict`` step); without one, its brain
+    decides (a model reviewer reports ``PASS`` or ``FAIL: feedback``)."""
 
 
 class ScriptSubtask(_Model):
@@ -191,6 +260,10 @@ class ScriptSubtask(_Model):
     """Subtasks that must succeed first."""
     script: Script | None = None
     """The specialist's script; without one, the specialist's own brain decides."""
+    outputs: Annotated[list[str], Field(max_length=20)] = Field(default_factory=list)
+    """Files the specialist produces: kept with its task, copied to a reviewer's desktop."""
+    review: ScriptReview | None = None
+    """A reviewer who checks the result before it counts."""
 
 
 class Script(_Model):
@@ -207,6 +280,8 @@ class Script(_Model):
     """For ``delegate``: the subtasks, run in parallel unless one depends on another."""
     check: list[Step] = Field(default_factory=list)
     """For ``delegate``: steps on my own desktop once all subtasks' results are in."""
+    follow_up: list[Step] = Field(default_factory=list)
+    """For ``do``: the steps of a review round's follow-up (default: ``steps`` again)."""
 
     @property
     def decision(self) -> Literal["do", "delegate"]:
@@ -229,6 +304,16 @@ class Script(_Model):
                 raise ValueError("`subtasks` need triage `delegate`")
             if self.check:
                 raise ValueError("`check` is for triage `delegate`; put checks in `steps`")
+        if self.decision == "delegate" and self.follow_up:
+            raise ValueError("`follow_up` steps are for triage `do`")
+        for name, steps in (("steps", self.steps), ("follow_up", self.follow_up)):
+            verdicts = [i for i, step in enumerate(steps) if isinstance(step, VerdictStep)]
+            if verdicts and verdicts != [len(steps) - 1]:
+                raise ValueError(f"a `verdict` step must be the last of `{name}` (and the only)")
+            if verdicts and self.result is not None:
+                raise ValueError("a script with a `verdict` step reports the verdict: no `result`")
+        if any(isinstance(step, VerdictStep) for step in self.check):
+            raise ValueError("a `verdict` step belongs in `steps`, not `check`")
         ids = [st.id for st in self.subtasks]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
@@ -249,4 +334,5 @@ class Script(_Model):
         return self
 
 
+ScriptReview.model_rebuild()
 ScriptSubtask.model_rebuild()

@@ -5,7 +5,10 @@ did from ``ctx.history`` before it returns the next one, so a failed check (or s
 command, or action) makes the *next* call return ``Fail`` with the reason. When the steps
 are used up, the decision is ``Done`` with the ``result`` template filled in. An ``ask``
 step returns ``Ask`` (the person's answer becomes its output), an ``approve`` step
-``AwaitApproval`` (a refusal fails the task).
+``AwaitApproval`` (a refusal fails the task), a ``verdict`` step a shell command whose exit
+status makes the report ``PASS`` or ``FAIL: <output>`` (a reviewer's). On a review round's
+follow-up (``ctx.follow_up``) the brain runs the script's ``follow_up`` steps (else its
+``steps`` again), with ``{{ feedback }}`` and ``{{ round }}`` filled in.
 
 Example:
     >>> import asyncio
@@ -26,10 +29,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..actions import Action, CommandResult, Shell, parse_action
-from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Plan, Subtask, Triage
+from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Plan, Review, Subtask, Triage
 from ..errors import BrainError, ConfigError
 from ._base import Brain, BrainContext, Observation, UsageCallback
-from ._script import ApproveStep, AskStep, BatchStep, CheckStep, Script, Step
+from ._script import (
+    ApproveStep,
+    AskStep,
+    BatchStep,
+    CheckStep,
+    Script,
+    ScriptReview,
+    Step,
+    VerdictStep,
+)
 from ._template import TemplateError, render
 from ._tools import describe_validation_error
 
@@ -91,7 +103,10 @@ class ScriptedBrain(Brain):
             except ValidationError as e:
                 raise ConfigError(f"invalid script: {describe_validation_error(e)}") from e
         self._outputs: list[str] = []
-        self._steps = _Sequence(list(self.script.steps), "step", report_last_output=True)
+        self._steps: _Sequence | None = None
+        """Chosen with the first step: ``follow_up`` on a review round's follow-up."""
+        self._verdict: str | None = None
+        """A ``verdict`` step's report, once its command ran."""
         self._check = _Sequence(list(self.script.check), "check step")
 
     async def triage(self, ctx: BrainContext, obs: Observation) -> Triage:
@@ -107,6 +122,8 @@ class ScriptedBrain(Brain):
                 role=st.role,
                 depends_on=list(st.depends_on),
                 script=st.script.model_dump(mode="json", exclude_unset=True) if st.script else None,
+                outputs=list(st.outputs),
+                review=_review(st.review),
             )
             for st in self.script.subtasks
         ]
@@ -117,6 +134,10 @@ class ScriptedBrain(Brain):
         return bool(self.script.check) or self.script.result is not None
 
     async def step(self, ctx: BrainContext, obs: Observation) -> Decision:
+        if self._steps is None:
+            follow = self.script.follow_up if ctx.follow_up is not None else []
+            steps = list(follow or self.script.steps)
+            self._steps = _Sequence(steps, "step", report_last_output=True)
         return self._advance(self._steps, ctx, dict(ctx.subtask_results))
 
     async def check(self, ctx: BrainContext, obs: Observation, results: dict[str, str]) -> Decision:
@@ -135,11 +156,15 @@ class ScriptedBrain(Brain):
             "results": results,
             "task": ctx.description,
             "role": ctx.role,
+            "feedback": ctx.follow_up.feedback if ctx.follow_up else "",
+            "round": str(ctx.follow_up.round if ctx.follow_up else 1),
         }
         if seq.pending is not None:
             failure = self._absorb(seq, ctx)
             if failure is not None:
                 return Fail(reason=failure)
+        if self._verdict is not None:
+            return Done(result=self._verdict, thought="script finished: the verdict")
         if seq.pos >= len(seq.steps):
             if self.script.result is None:
                 report = None
@@ -201,7 +226,12 @@ class ScriptedBrain(Brain):
                 return f"{label}: `{action.command}` reported no command result"
             out = _output(command)
             self._outputs.append(out)
-            if isinstance(step, CheckStep):
+            if isinstance(step, VerdictStep):
+                if command.exit_code is None or command.timed_out:
+                    return _quoting(f"{label}: the verdict `{action.command}` {_why(command)}", out)
+                self._verdict = "PASS" if command.ok else "FAIL"
+                self._verdict += f": {out}" if out else ""
+            elif isinstance(step, CheckStep):
                 what = step.check.message or f"check `{action.command}`"
                 if not command.ok:
                     return _quoting(f"{label}: {what} failed: it {_why(command)}", out)
@@ -235,6 +265,12 @@ def _actions(step: Step, scope: Mapping[str, Any]) -> tuple[list[Action], str | 
             cwd=render(c.cwd, scope) if c.cwd is not None else None,
         )
         return [shell], render(c.expect, scope) if c.expect is not None else None
+    if isinstance(step, VerdictStep):
+        v = step.verdict
+        cwd = render(v.cwd, scope) if v.cwd is not None else None
+        return [
+            Shell(command=render(v.command, scope), user=v.user, timeout_s=v.timeout_s, cwd=cwd)
+        ], None
     if isinstance(step, BatchStep):
         return [_fill(a, scope) for a in step.batch], None
     if isinstance(step, ApproveStep):
@@ -242,3 +278,13 @@ def _actions(step: Step, scope: Mapping[str, Any]) -> tuple[list[Action], str | 
     if isinstance(step, AskStep):
         raise TypeError("an ask step has no actions")
     return [_fill(step, scope)], None
+
+
+def _review(review: ScriptReview | None) -> Review | None:
+    """A script's reviewer as the plan's ``Review``."""
+    if review is None:
+        return None
+    script = review.script.model_dump(mode="json", exclude_unset=True) if review.script else None
+    return Review(
+        role=review.role, rounds=review.rounds, instructions=review.instructions, script=script
+    )

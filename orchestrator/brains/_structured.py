@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..domain import Plan
 from ..errors import BrainError
@@ -62,13 +62,30 @@ class TriageReply(_Reply):
     reason: str
 
 
+class ReviewReply(_Reply):
+    """A reviewer for a subtask, as the model writes it (``Review``)."""
+
+    role: str = Field(description="The reviewer's expertise.")
+    rounds: int = Field(description="Most review rounds (1 to 5).")
+    instructions: str | None = Field(description="What the reviewer must check.")
+
+
 class SubtaskReply(_Reply):
-    """One subtask, as the model writes it."""
+    """One subtask, as the model writes it (``outputs`` and ``review`` may be left out of a
+    reply; the schema asks for them)."""
 
     id: str
     role: str
     description: str
     depends_on: list[str]
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="Files the specialist produces (kept, and copied to its reviewer).",
+    )
+    review: ReviewReply | None = Field(
+        default=None,
+        description="A reviewer who checks the result and may send it back with feedback.",
+    )
 
 
 class PlanReply(_Reply):
@@ -79,11 +96,15 @@ class PlanReply(_Reply):
 
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema without titles (all fields are required by construction)."""
+    """The model's JSON schema without titles, every field required (strict mode's rule;
+    a reply that leaves out a field with a default still parses)."""
 
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != "title"}
+            out = {k: strip(v) for k, v in node.items() if k not in ("title", "default")}
+            if isinstance(out.get("properties"), dict):
+                out["required"] = list(out["properties"])
+            return out
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node

@@ -4,7 +4,8 @@ A placeholder is ``{{ ROOT ACCESS* FILTER? }}``:
 
 - ``ROOT``: ``outputs`` (the output of every shell command the script ran so far, stdout
   then stderr, stripped), ``results`` (results of prerequisite subtasks, or of the
-  delegating agent's subtasks, by id), ``task`` (the task's description) or ``role``.
+  delegating agent's subtasks, by id), ``task`` (the task's description), ``role``, or
+  ``feedback`` and ``round`` (a review round's: the reviewer's feedback, the round number).
 - ``ACCESS``: ``[0]``, ``[-1]`` (list index), ``[key]``, ``["key"]``, ``.key`` (dict key).
 - ``FILTER``: ``| q`` quotes the value for a shell command (``shlex.quote``).
 
@@ -27,7 +28,7 @@ from typing import Any
 
 __all__ = ["ROOTS", "TemplateError", "check_template", "render"]
 
-ROOTS = ("outputs", "results", "task", "role")
+ROOTS = ("outputs", "results", "task", "role", "feedback", "round")
 """The names a placeholder may start with."""
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(" + "|".join(ROOTS) + r")\b(.*?)\}\}", re.DOTALL)
