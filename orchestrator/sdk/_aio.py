@@ -116,9 +116,10 @@ class AsyncClient:
         role: str | None = None,
         brain: Any = None,
         desktop: Any = None,
+        policy: Any = None,
     ) -> AsyncAgent:
         """Create a top-level agent with its desktop; returns once it is ready."""
-        spec = agent_spec(name, role=role, brain=brain, desktop=desktop)
+        spec = agent_spec(name, role=role, brain=brain, desktop=desktop, policy=policy)
         return AsyncAgent(self, await self.call(calls.create_agent(spec)))
 
     async def agents(self) -> list[AsyncAgent]:
@@ -179,9 +180,10 @@ class AsyncAgent(AgentView):
         role: str | None = None,
         brain: Any = None,
         desktop: Any = None,
+        policy: Any = None,
     ) -> AsyncAgent:
         """Hire a child of this agent (its own actor and desktop)."""
-        child = agent_spec(spec, role=role, brain=brain, desktop=desktop)
+        child = agent_spec(spec, role=role, brain=brain, desktop=desktop, policy=policy)
         return AsyncAgent(self.client, await self.client.call(calls.hire(self.id, child)))
 
     async def fire(self) -> None:

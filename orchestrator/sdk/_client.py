@@ -118,12 +118,14 @@ class Client:
         role: str | None = None,
         brain: Any = None,
         desktop: Any = None,
+        policy: Any = None,
     ) -> Agent:
         """Create a top-level agent with its desktop; returns once it is ready.
 
-        ``brain`` and ``desktop`` are a ``BrainConfig`` / ``DesktopSpec`` or their dicts.
+        ``brain``, ``desktop`` and ``policy`` are a ``BrainConfig`` / ``DesktopSpec`` /
+        ``ApprovalPolicy`` (``orchestrator.policy``) or their dicts.
         """
-        spec = agent_spec(name, role=role, brain=brain, desktop=desktop)
+        spec = agent_spec(name, role=role, brain=brain, desktop=desktop, policy=policy)
         return Agent(self, self.call(calls.create_agent(spec)))
 
     def agents(self) -> list[Agent]:
@@ -183,9 +185,10 @@ class Agent(AgentView):
         role: str | None = None,
         brain: Any = None,
         desktop: Any = None,
+        policy: Any = None,
     ) -> Agent:
         """Hire a child of this agent (its own actor and desktop)."""
-        child = agent_spec(spec, role=role, brain=brain, desktop=desktop)
+        child = agent_spec(spec, role=role, brain=brain, desktop=desktop, policy=policy)
         return Agent(self.client, self.client.call(calls.hire(self.id, child)))
 
     def fire(self) -> None:

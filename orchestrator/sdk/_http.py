@@ -302,12 +302,13 @@ def agent_spec(
     role: str | None = None,
     brain: Any = None,
     desktop: Any = None,
+    policy: Any = None,
 ) -> AgentSpec:
     """An ``AgentSpec`` from a spec, or from a name, with the fields given set on it."""
     fields: dict[str, Any] = (
         spec.model_dump(exclude_unset=True) if isinstance(spec, AgentSpec) else {"name": spec}
     )
-    for k, v in {"role": role, "brain": brain, "desktop": desktop}.items():
+    for k, v in {"role": role, "brain": brain, "desktop": desktop, "policy": policy}.items():
         if v is not None:
             fields[k] = v
     return AgentSpec.model_validate(fields)

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from orchestrator.desktop import DesktopSpec
-from orchestrator.domain import AgentSpec, BrainConfig, EventKind, TaskState
+from orchestrator.domain import BrainConfig, EventKind, TaskState
 from orchestrator.policy import ApprovalPolicy
 from orchestrator.sdk import Agent, ApiError, Client, Task
 from tests.fakes.openai_server import CHAT, FakeOpenAIServer, chat_json, chat_tool_calls, tool_call
@@ -127,14 +127,9 @@ def hire(
     brain = BrainConfig(
         kind="openai", model=MODEL, base_url=model.base_url, api_key="test", mode="chat"
     )
-    spec = AgentSpec(
-        name=name,
-        role="sysadmin",
-        brain=brain,
-        desktop=DesktopSpec(image=server.image),
-        policy=policy,
+    return sdk.create_agent(
+        name, role="sysadmin", brain=brain, desktop=DesktopSpec(image=server.image), policy=policy
     )
-    return sdk.create_agent(spec)
 
 
 def fire(agent: Agent) -> None:

@@ -114,6 +114,14 @@ def test_a_bad_rule_or_pattern_is_refused() -> None:
         ApprovalPolicy.model_validate({"safety_checks": "ignore"})
 
 
+def test_the_sdk_sends_the_policy_with_the_spec() -> None:
+    from orchestrator.sdk._http import agent_spec
+
+    spec = agent_spec("ops", policy={"approve": ["shell_as_root"]})
+    assert spec.policy == ApprovalPolicy(approve=["shell_as_root"])
+    assert agent_spec("ops").policy == ApprovalPolicy()
+
+
 def test_acknowledge_is_an_operator_opt_in() -> None:
     ack = ApprovalPolicy(safety_checks="acknowledge")
     with pytest.raises(ConfigError, match="ORCHESTRATOR_ALLOW_ACKNOWLEDGE_SAFETY_CHECKS"):
