@@ -7,7 +7,8 @@ it to the records (``TaskRecords``), and its host, the agent, reads the task fro
   says what happens next: ``Act`` (every action's result and screenshot are recorded
   before the next decision), ``Done``, ``Fail``, ``Ask`` a person (``input_required``),
   ``AwaitApproval`` of a person (``approval_required``) or ``Delegate``. The triage's
-  screenshot is the first step's.
+  screenshot is the first step's. The agent's policy (``orchestrator.policy``) may turn
+  an ``Act`` into an ``AwaitApproval`` first; what a person approved runs as decided.
 - Delegate: a plan of subtasks (a DAG); the host (``TaskHost``) runs each on a specialist;
   independent ones run in parallel; a failed subtask is retried on a fresh specialist up
   to ``max_attempts``; then the agent may check the results on its own desktop.
