@@ -1,6 +1,7 @@
 """Workflow files: a YAML plan that names a top-level agent and the task to give it.
 
-Example (``examples/web_server.yaml`` is a full one)::
+Example (``examples/web_server.yaml`` is a full one; ``examples/review.yaml`` gives a
+subtask a reviewer, with review rounds: see ``orchestrator.brains.Script``)::
 
     tenant: demo
     agent: {name: admin, role: system administrator, desktop: {network: egress}}

@@ -6,7 +6,8 @@ out). Children are ``LocalAgent``s on stand-in desktops running real bash."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from orchestrator.brains import BrainContext, Observation, ScriptedBrain
 from orchestrator.domain import (
     AgentInfo,
     AgentSpec,
+    BrainConfig,
     EventKind,
     FollowUp,
     TaskInfo,
@@ -25,6 +27,7 @@ from orchestrator.domain import (
 )
 from orchestrator.errors import ConfigError
 from orchestrator.records import SQLiteStore
+from tests.fakes.openai_server import FakeOpenAIServer, chat_json, chat_tool_calls, tool_call
 from tests.fakes.task_desktop import StoreRecords
 from tests.unit.test_runner_agent import LocalAgent, Slot, _Method
 
@@ -250,3 +253,58 @@ def test_a_model_plan_may_give_a_subtask_a_reviewer() -> None:
     schema = strict_schema(PlanReply)["$defs"]
     assert schema["SubtaskReply"]["required"][-2:] == ["outputs", "review"]
     assert schema["ReviewReply"]["required"] == ["role", "rounds", "instructions"]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAIServer]:
+    async with FakeOpenAIServer() as server:
+        yield server
+
+
+async def test_a_model_reviewer_reports_its_verdict_in_its_final_report(
+    records: StoreRecords, fake: FakeOpenAIServer
+) -> None:
+    # The lead and its specialist follow scripts; the editor it hires has the lead's model
+    # brain (chat-tools against the fake server) and reviews on its own desktop.
+    brain = BrainConfig(kind="openai", model="gpt-4o", base_url=fake.base_url)
+    lead = ReviewAgent(records, AgentSpec(name="boss", role="lead", brain=brain))
+    try:
+        script = plan([])
+        del script["subtasks"][0]["review"]["script"]  # the editor's own brain decides
+        fake.add(
+            chat_json({"decision": "do", "reason": "a quick read"}),
+            chat_tool_calls(tool_call("done", {"result": "FAIL: name the reader: Ada"})),
+            chat_json({"decision": "do", "reason": "a quick read"}),
+            chat_tool_calls(tool_call("done", {"result": "PASS\nreads well"})),
+        )
+        ended = await run(lead, script)
+        assert ended.state == TaskState.SUCCEEDED, ended.error
+        writer, editor = lead.hired
+        text = (writer.desktop.home / "greeting.txt").read_text()
+        assert text == "hello, name the reader: Ada (round 2)\n"
+        log = review_log(records, ended.id)
+        verdicts = [(d["verdict"], d["feedback"]) for d in log if d["event"] == "review_verdict"]
+        assert verdicts == [("fail", "name the reader: Ada"), ("pass", "reads well")]
+        # what the model was asked: the subtask, the report, the copy on its desktop, the format
+        asked = json.dumps(fake.bodies()[0])
+        for said in (
+            "Write a greeting",
+            "It must greet the reader by name",
+            "~/review/greeting.txt",
+        ):
+            assert said in asked
+        assert "PASS" in asked and "FAIL: what must change" in asked
+        assert fake.pending == 0
+    finally:
+        lead.close()
+
+
+def test_the_review_example_is_a_valid_workflow() -> None:
+    from orchestrator.brains import Script
+    from orchestrator.workflow import load_workflow
+
+    wf = load_workflow(Path(__file__).resolve().parents[2] / "examples" / "review.yaml")
+    assert wf.task.script is not None
+    (sub,) = Script.model_validate(wf.task.script).subtasks
+    assert sub.review is not None and sub.review.rounds == 2 and sub.outputs == ["docs/README.md"]
+    assert sub.script is not None and sub.script.follow_up
