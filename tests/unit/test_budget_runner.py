@@ -6,7 +6,7 @@ fake OpenAI server spends the tokens its replies report."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,3 +213,29 @@ async def test_a_tokens_budget_counts_what_the_model_reports(
     assert (own.model_calls, own.input_tokens, own.output_tokens, own.steps) == (3, 300, 60, 1)
     assert own.cost_usd is None  # no price configured for gpt-4o: unknown, not 0
     assert fake.pending == 0
+
+
+async def test_a_cost_budget_prices_the_calls_with_the_configured_prices(
+    records: StoreRecords,
+    desk: StandInDesktop,
+    fake: FakeOpenAIServer,
+    operator_env: Callable[..., None],
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_PRICES='{"gpt-4o*": {"input": 1000, "output": 0}}')
+    fake.add(
+        chat_json({"decision": "do", "reason": "small"}, input_tokens=100, output_tokens=5),
+        chat_tool_calls(tool_call("wait", {"duration_s": 0.01}), input_tokens=100),
+        chat_tool_calls(tool_call("wait", {"duration_s": 0.01}), input_tokens=100),
+    )
+    task = await new_task(records, TaskSpec(description="wait", budget=Budget(cost_usd=0.25)))
+    brain = make_brain(BrainConfig(kind="openai", model="gpt-4o", base_url=fake.base_url))
+    runner = TaskRunner(task, "tester", "t/u/me", desk, brain, None, records)  # type: ignore[arg-type]
+    try:
+        ended = await runner.run()
+    finally:
+        await brain.close()
+
+    # $0.10 a call: the third makes $0.30
+    assert ended.state == TaskState.CANCELLED
+    assert ended.error == f"budget exceeded: $0.3000 of $0.2500 (subtree of {task.id})"
+    assert len(desk.actions) == 1

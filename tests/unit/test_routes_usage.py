@@ -6,16 +6,15 @@ shows an agent's; a task's budget goes in with its spec; the SDK (sync and async
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.config import settings
 from orchestrator.domain import Event, EventKind, TaskInfo, TaskSpec
-from orchestrator.records import SQLiteStore
+from orchestrator.records import RecordStore, SQLiteStore
 from orchestrator.sdk import AsyncClient, Client
 from tests.fakes.runtime import LocalRuntime
 from tests.fakes.runtime_app import AUTH, KEY, api
@@ -25,11 +24,8 @@ App = tuple[TestClient, LocalRuntime]
 
 
 @pytest.fixture
-def prices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("ORCHESTRATOR_MODEL_PRICES", '{"gpt-4o*": {"input": 2.5, "output": 10}}')
-    settings.cache_clear()
-    yield
-    settings.cache_clear()
+def prices(operator_env: Callable[..., None]) -> None:
+    operator_env(ORCHESTRATOR_MODEL_PRICES='{"gpt-4o*": {"input": 2.5, "output": 10}}')
 
 
 @pytest.fixture
@@ -38,7 +34,7 @@ def app(store: SQLiteStore, prices: None) -> Iterator[App]:
         yield both
 
 
-def spend(store: SQLiteStore, task: TaskInfo, model: str, tokens: int, steps: int) -> None:
+def spend(store: RecordStore, task: TaskInfo, model: str, tokens: int, steps: int) -> None:
     usage = [{"input_tokens": tokens, "output_tokens": 0, "model": model}]
     store.append_event(
         Event(kind=EventKind.MODEL, agent_id=task.agent_id, task_id=task.id, data={"usage": usage})
@@ -47,7 +43,7 @@ def spend(store: SQLiteStore, task: TaskInfo, model: str, tokens: int, steps: in
         store.append_event(Event(kind=EventKind.STEP, agent_id=task.agent_id, task_id=task.id))
 
 
-def subtask_of(store: SQLiteStore, parent: dict[str, Any]) -> TaskInfo:
+def subtask_of(store: RecordStore, parent: dict[str, Any]) -> TaskInfo:
     child = TaskInfo(
         id=f"{parent['id']}-sub",
         agent_id=parent["agent_id"],

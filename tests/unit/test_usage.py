@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,10 +79,10 @@ def test_a_budget_names_the_limit_that_is_exceeded() -> None:
 
 
 def test_a_task_spec_carries_a_budget_for_its_subtree() -> None:
-    spec = TaskSpec(description="x", budget={"steps": 5, "tokens": 1000})  # type: ignore[arg-type]
+    spec = TaskSpec(description="x", budget={"steps": 5, "tokens": 1000})
     assert spec.budget == Budget(steps=5, tokens=1000)
     with pytest.raises(ValueError, match="greater than or equal to 1"):
-        TaskSpec(description="x", budget={"steps": 0})  # type: ignore[arg-type]
+        TaskSpec(description="x", budget={"steps": 0})
     shown = TaskInfo(id="task-1", agent_id="agent-1", spec=spec, usage=Usage(steps=2))
     assert TaskInfo.model_validate_json(shown.model_dump_json()).usage == Usage(steps=2)
 
@@ -103,18 +104,12 @@ def test_prices_come_from_json_or_a_yaml_or_json_file(tmp_path: Path) -> None:
 
 
 def test_the_configured_prices_are_read_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    operator_env: Callable[..., None],
 ) -> None:
-    monkeypatch.setenv("ORCHESTRATOR_MODEL_PRICES", '{"gpt-4o*": {"input": 2.5, "output": 10}}')
-    settings.cache_clear()
-    try:
-        assert configured_prices() == {"gpt-4o*": Price(input=2.5, output=10)}
-        monkeypatch.setenv("ORCHESTRATOR_MODEL_PRICES", '{"gpt-4o*": {"input": -1, "output": 1}}')
-        settings.cache_clear()
-        with pytest.raises(ConfigError, match="ORCHESTRATOR_MODEL_PRICES"):
-            settings()
-        monkeypatch.delenv("ORCHESTRATOR_MODEL_PRICES")
-        settings.cache_clear()
-        assert configured_prices() == {}  # none assumed
-    finally:
-        settings.cache_clear()
+    operator_env(ORCHESTRATOR_MODEL_PRICES='{"gpt-4o*": {"input": 2.5, "output": 10}}')
+    assert configured_prices() == {"gpt-4o*": Price(input=2.5, output=10)}
+    operator_env(ORCHESTRATOR_MODEL_PRICES='{"gpt-4o*": {"input": -1, "output": 1}}')
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_MODEL_PRICES"):
+        settings()
+    operator_env(ORCHESTRATOR_MODEL_PRICES=None)
+    assert configured_prices() == {}  # none assumed
