@@ -29,7 +29,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.records import SQLiteStore
 from tests.fakes.openai_server import FakeOpenAIServer, chat_json, chat_tool_calls, tool_call
 from tests.fakes.task_desktop import StoreRecords
-from tests.unit.test_runner_agent import LocalAgent, Slot, _Method
+from tests.unit.test_runner_agent import LocalAgent, Slot, _Method, until
 
 WRITE = {"type": "shell", "command": "printf 'hello\\n' > greeting.txt"}
 REWRITE = {
@@ -308,3 +308,19 @@ def test_the_review_example_is_a_valid_workflow() -> None:
     (sub,) = Script.model_validate(wf.task.script).subtasks
     assert sub.review is not None and sub.review.rounds == 2 and sub.outputs == ["docs/README.md"]
     assert sub.script is not None and sub.script.follow_up
+
+
+async def test_cancelling_during_a_review_cancels_it_and_lets_the_children_go(
+    boss: ReviewAgent, tmp_path: Path
+) -> None:
+    gate = tmp_path / "never"
+    slow = {"verdict": {"command": f"while [ ! -e {gate} ]; do sleep 0.01; done"}}
+    task = await boss.tasks.assign(TaskSpec(description="greet", script=plan([slow])))
+    await until(lambda: len(boss.hired) == 2 and bool(boss.hired[1].desktop.actions))
+    assert len(boss.tasks._held) == 2  # the writer and the editor, held for the rounds
+    ended = await boss.tasks.cancel(task.id)
+    assert ended.state == TaskState.CANCELLED
+    editor = boss.hired[1]
+    (review_id,) = editor.tasks._kept
+    assert editor.tasks.get(review_id).state == TaskState.CANCELLED
+    assert boss.tasks._held == set()
