@@ -6,6 +6,9 @@ client in the agent's actor speaks to it), a person using the SDK and the raw ro
 - the model calls ``ask_user``: the task waits (``input_required``, the question in
   ``GET /v1/tasks/{id}``), is answered through the SDK, the answer is the call's result in
   the model's next request, and the task completes;
+- an OpenAI computer-use agent whose policy asks a person about pending safety checks: the
+  step waits (``approval_required``, the checks as the reason); approved, the click runs and
+  the model's next request acknowledges the checks;
 - an agent whose policy needs approval for shell as root: the step waits
   (``approval_required``, the pending command in ``GET /v1/tasks/{id}``); rejected, it fails
   with the reason, which the model sees, and nothing ran; granted (a second task), the
@@ -33,7 +36,17 @@ from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import BrainConfig, EventKind, TaskState
 from orchestrator.policy import ApprovalPolicy
 from orchestrator.sdk import Agent, ApiError, Client, Task
-from tests.fakes.openai_server import CHAT, FakeOpenAIServer, chat_json, chat_tool_calls, tool_call
+from tests.fakes.openai_server import (
+    CHAT,
+    RESPONSES,
+    FakeOpenAIServer,
+    chat_json,
+    chat_tool_calls,
+    computer_call_item,
+    message_item,
+    responses_reply,
+    tool_call,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -122,10 +135,19 @@ def sdk(server: Server) -> Iterator[Client]:
 
 
 def hire(
-    sdk: Client, server: Server, model: FakeOpenAIServer, name: str, policy: ApprovalPolicy
+    sdk: Client,
+    server: Server,
+    model: FakeOpenAIServer,
+    name: str,
+    policy: ApprovalPolicy,
+    mode: Any = "chat",
 ) -> Agent:
     brain = BrainConfig(
-        kind="openai", model=MODEL, base_url=model.base_url, api_key="test", mode="chat"
+        kind="openai",
+        model=MODEL if mode == "chat" else "computer-use-preview",
+        base_url=model.base_url,
+        api_key="test",
+        mode=mode,
     )
     return sdk.create_agent(
         name, role="sysadmin", brain=brain, desktop=DesktopSpec(image=server.image), policy=policy
@@ -283,5 +305,49 @@ def test_shell_as_root_waits_for_approval_rejected_fails_granted_runs(
             "succeeded",
         ]
         timeline(second)
+    finally:
+        fire(agent)
+
+
+# ---------------------------------------------------------------------- a safety check
+
+CHECK = {"id": "sc_live", "code": "malicious_instructions", "message": "The page says to."}
+
+
+def test_a_pending_safety_check_asks_a_person_and_approved_is_acknowledged(
+    server: Server, sdk: Client, model: FakeOpenAIServer
+) -> None:
+    policy = ApprovalPolicy(safety_checks="ask")
+    agent = hire(sdk, server, model, "careful", policy, mode="responses")
+    try:
+        click = {"type": "click", "x": 40, "y": 30, "button": "left"}
+        model.add(
+            responses_reply(message_item(json.dumps({"decision": "do", "reason": "a click"}))),
+            responses_reply(
+                computer_call_item(click, call_id="cu1", safety_checks=[CHECK]), id="resp_cu"
+            ),
+            responses_reply(message_item("Clicked the link.")),
+        )
+        task = agent.assign("Click the link at the top left.")
+        shown = wait_for_approval(server, task)
+        assert shown["waiting"]["reason"] == (
+            "safety check pending: malicious_instructions: The page says to."
+        )
+        assert [x["type"] for x in shown["waiting"]["actions"]] == ["click"]
+        assert len(model.bodies(RESPONSES)) == 2  # nothing asked of the model meanwhile
+        task.approve()
+        assert task.wait(timeout=120, progress=False).state == TaskState.SUCCEEDED, task.error
+        assert task.result == "Clicked the link."
+        model.verify()
+        steps = [e.data for e in task.events() if e.kind == EventKind.STEP]
+        assert [(s["action"]["type"], s["result"]["ok"]) for s in steps] == [("click", True)]
+        assert steps[0]["result"]["cursor"] == {"x": 40, "y": 30}  # the pointer went there
+        last = model.bodies(RESPONSES)[2]
+        assert last["previous_response_id"] == "resp_cu"
+        (answer,) = [x for x in last["input"] if x["type"] == "computer_call_output"]
+        assert answer["call_id"] == "cu1"
+        assert answer["acknowledged_safety_checks"] == [CHECK]
+        assert answer["output"]["image_url"].startswith("data:image/")
+        timeline(task)
     finally:
         fire(agent)
