@@ -242,6 +242,7 @@ class AnthropicClient:
             TokenUsage(
                 input_tokens=tokens,
                 output_tokens=_int(usage.get("output_tokens")),
+                cached_input_tokens=_int(usage.get("cache_read_input_tokens")),
                 model=model if isinstance(model, str) and model else self.model,
             )
         )

@@ -76,6 +76,18 @@ def _is_completion(reply: Any) -> bool:
     )
 
 
+def _count(value: Any) -> int:
+    """A token count from a reply: a non-negative integer, else 0 (servers send odd things)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _cached(usage: dict[str, Any], details: str) -> int:
+    """Input tokens read from the prompt cache: ``usage[details]["cached_tokens"]``
+    (``prompt_tokens_details`` in Chat Completions, ``input_tokens_details`` in Responses)."""
+    found = usage.get(details)
+    return _count(found.get("cached_tokens")) if isinstance(found, dict) else 0
+
+
 def _excerpt(text: str, limit: int = 120) -> str:
     """The start of a reply on one line, for an error message."""
     flat = " ".join(text.split())
@@ -143,7 +155,12 @@ class ModelClient:
                 f"{_excerpt(raw.http_response.text)}"
             )
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
-        self._usage(reply.get("model"), usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        self._usage(
+            reply.get("model"),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            _cached(usage, "prompt_tokens_details"),
+        )
         return reply, raw
 
     async def respond(self, **params: Any) -> dict[str, Any]:
@@ -168,8 +185,14 @@ class ModelClient:
                 f"the model API at {self.base_url} sent a reply that is not an object: "
                 f"{_excerpt(raw.http_response.text)}"
             )
-        usage = response.get("usage") or {}
-        self._usage(response.get("model"), usage.get("input_tokens"), usage.get("output_tokens"))
+        found = response.get("usage")
+        usage: dict[str, Any] = found if isinstance(found, dict) else {}
+        self._usage(
+            response.get("model"),
+            usage.get("input_tokens"),
+            usage.get("output_tokens"),
+            _cached(usage, "input_tokens_details"),
+        )
         return response
 
     async def close(self) -> None:
@@ -178,14 +201,19 @@ class ModelClient:
             await self._client.close()
 
     def _usage(
-        self, model: str | None, input_tokens: int | None, output_tokens: int | None
+        self,
+        model: Any,
+        input_tokens: Any,
+        output_tokens: Any,
+        cached_input_tokens: int = 0,
     ) -> None:
         if self._on_usage is not None:
             self._on_usage(
                 TokenUsage(
-                    input_tokens=input_tokens or 0,
-                    output_tokens=output_tokens or 0,
-                    model=model or self.model,
+                    input_tokens=_count(input_tokens),
+                    output_tokens=_count(output_tokens),
+                    model=model if isinstance(model, str) and model else self.model,
+                    cached_input_tokens=cached_input_tokens,
                 )
             )
 

@@ -30,6 +30,7 @@ from tests.fakes.openai_server import (
 pytestmark = pytest.mark.timeout(180)
 
 MODEL = "fake-computer-user"
+NOT_CACHED = {"cached_input_tokens": 0}
 SIZE = (1024, 768)  # the kit's desktops
 
 OPEN_XTERM = (
@@ -137,8 +138,8 @@ async def test_model_sees_the_desktop_and_gets_the_tools(agents, model) -> None:
     events = await agents.events(task_id=done.id)
     usage = [(e.data["call"], e.data["usage"]) for e in events if e.kind == EventKind.MODEL]
     assert usage == [
-        ("triage", [{"input_tokens": 1111, "output_tokens": 11, "model": MODEL}]),
-        ("step", [{"input_tokens": 2222, "output_tokens": 22, "model": MODEL}]),
+        ("triage", [{"input_tokens": 1111, "output_tokens": 11, "model": MODEL, **NOT_CACHED}]),
+        ("step", [{"input_tokens": 2222, "output_tokens": 22, "model": MODEL, **NOT_CACHED}]),
     ]
     triage_event = next(e for e in events if e.kind == EventKind.MODEL)
     assert triage_event.data["decision"] == "do" and triage_event.blobs

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.brains._client import ModelClient
 from orchestrator.config import settings
-from orchestrator.domain import BrainConfig
+from orchestrator.domain import BrainConfig, TokenUsage
 from orchestrator.errors import BrainError
 from tests.fakes.openai_server import (
     CHAT,
@@ -178,3 +178,25 @@ async def test_a_long_retry_after_is_capped(
     assert time.monotonic() - start < 5
     waits = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len(waits) == 2 and all("trying again in 0.1 s" in w for w in waits)
+
+
+async def test_cached_input_tokens_are_recorded_with_each_call(fake: FakeOpenAIServer) -> None:
+    chat = chat_text("hi", input_tokens=1000)
+    chat.body["usage"]["prompt_tokens_details"] = {"cached_tokens": 600}
+    response = responses_reply(input_tokens=900)
+    response.body["usage"]["input_tokens_details"] = {"cached_tokens": 512}
+    odd = chat_text("hi", input_tokens=10)
+    odd.body["usage"]["prompt_tokens_details"] = {"cached_tokens": "lots"}  # not a count
+    fake.add(chat, response, odd)
+    seen: list[TokenUsage] = []
+    client = ModelClient(
+        BrainConfig(kind="openai", model="m"), client=fake.client(), on_usage=seen.append
+    )
+    await client.chat(messages=[{"role": "user", "content": "hi"}])
+    await client.respond(input="hi")
+    await client.chat(messages=[{"role": "user", "content": "hi"}])
+    assert [(u.input_tokens, u.cached_input_tokens) for u in seen] == [
+        (1000, 600),
+        (900, 512),
+        (10, 0),
+    ]
