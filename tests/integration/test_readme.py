@@ -326,13 +326,15 @@ def check_brain_configs_block(request: pytest.FixtureRequest, unit: Unit) -> Non
         made.append(BrainConfig(**fields))
         return made[-1]
 
-    exec(compile(unit.text, "README", "exec"), {"BrainConfig": build})
+    vllm = "http://127.0.0.1:8001/v1"
+    exec(compile(unit.text, "README", "exec"), {"BrainConfig": build, "VLLM": vllm})
     assert [(c.resolved_family, space_of(c).kind) for c in made] == [
         ("uitars", "grid"),
         ("anthropic", "fixed"),
         ("openai-responses", "native"),
         ("uitars", "grid"),
     ]
+    assert made[0].base_url == vllm
     assert made[3].planner is not None and made[3].planner.model == "gpt-4.1"
 
 
@@ -355,7 +357,7 @@ RULES: list[tuple[str, str, Runner]] = [
     ("python", r"rt = Runtime\.connect\(\)", run_runtime_block),
     ("python", r"api = start_local\(\)", check_notebook_block),
     ("python", r'api = Client\("http://127\.0\.0\.1:8000", api_key="KEY"\)', run_sdk_block),
-    ("python", r'BrainConfig\(kind="openai", family="uitars"', check_brain_configs_block),
+    ("python", r'^BrainConfig\(kind="openai", family="uitars"', check_brain_configs_block),
 ]
 
 

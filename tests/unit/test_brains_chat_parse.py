@@ -131,7 +131,10 @@ def test_unusable_calls_are_a_retry_saying_why(tool: dict[str, Any], says: str) 
 
 def test_done_and_fail_together_are_a_retry() -> None:
     decision = parse(completion(call("done", {"result": "a"}), call("fail", {"reason": "b"})))
-    assert isinstance(decision, Retry) and "only one of `done`, `fail` and `ask_user`" in decision.error
+    assert (
+        isinstance(decision, Retry)
+        and "only one of `done`, `fail` and `ask_user`" in decision.error
+    )
 
 
 @pytest.mark.parametrize("body", [{"choices": []}, {}, "text", {"choices": ["x"]}])
