@@ -29,6 +29,7 @@ from ..domain import Plan
 from ..errors import BrainError
 from ._base import Observation
 from ._client import ModelClient
+from ._parse_responses import reply_texts
 from ._tools import describe_validation_error
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "parse_json_reply",
     "plan_from",
     "rejects_format",
-    "response_text",
     "strict_schema",
 ]
 
@@ -356,7 +356,7 @@ async def _ask_responses(
                 continue
             raise
         attempts += 1
-        content, refusal = response_text(response)
+        content, refusal = reply_texts(response)
         if refusal:
             raise BrainError(f"the model refused the {name} decision: {refusal}")
         try:
@@ -377,20 +377,3 @@ def _no_format(client: ModelClient, error: BrainError) -> None:
         error,
     )
     _NO_FORMAT.add(client)
-
-
-def response_text(response: dict[str, Any]) -> tuple[str, str | None]:
-    """The text and the refusal (if any) of a Responses API reply's message items."""
-    texts: list[str] = []
-    refusals: list[str] = []
-    for item in response.get("output") or []:
-        if not isinstance(item, dict) or item.get("type") != "message":
-            continue
-        for part in item.get("content") or []:
-            if not isinstance(part, dict):
-                continue
-            if part.get("type") == "output_text":
-                texts.append(str(part.get("text") or ""))
-            elif part.get("type") == "refusal":
-                refusals.append(str(part.get("refusal") or ""))
-    return "".join(texts), ("; ".join(refusals) or None)
