@@ -140,7 +140,8 @@ class PersonWaits:
             self._person = None
             if deadline is not None and when is not None:
                 deadline.reschedule(when + (loop.time() - started))
-        await self._set(then)
+        # the person's reply goes on the timeline with the state it ends (one write)
+        await self._set(then, person=reply)
         return reply
 
     async def _pause_point(self) -> None:

@@ -21,7 +21,9 @@ Say = Callable[[str], None]
 def _describe(event: Event, path: str) -> str | None:
     d = event.data
     if event.kind == EventKind.TASK:
-        extra = d.get("error") or d.get("description") or ""
+        extra = d.get("error") or d.get("description") or d.get("question") or ""
+        if d.get("person"):  # a person's answer, verdict or resume ended a wait
+            extra = f"a person: {d['person']}"
         return f"{path}: task {d.get('state')}" + (f": {_short(extra)}" if extra else "")
     if event.kind == EventKind.STEP:
         action = d.get("action", {})

@@ -296,6 +296,9 @@ async def test_a_question_waits_for_a_persons_answer(
     assert records.states(ended.id) == [
         "pending", "running", "input_required", "running", "succeeded",
     ]  # fmt: skip
+    # the answer is on the timeline, with the state it ended
+    states = records.store.events(task_id=ended.id, kinds=[EventKind.TASK])
+    assert [e.data.get("person") for e in states] == [None, None, None, "8080", None]
 
 
 async def test_answering_a_task_that_asked_nothing_is_refused(
@@ -371,6 +374,8 @@ async def test_pause_and_resume_between_steps(records: StoreRecords, desk: Stand
     assert ended.state == TaskState.SUCCEEDED
     assert [x.type for x in desk.actions] == ["shell", "click"]
     assert records.states(ended.id) == ["pending", "running", "paused", "running", "succeeded"]
+    states = records.store.events(task_id=ended.id, kinds=[EventKind.TASK])
+    assert [e.data.get("person") for e in states] == [None, None, None, "resumed", None]
 
 
 async def test_a_pause_nobody_resumes_fails_the_task(

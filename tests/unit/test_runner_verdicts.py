@@ -78,6 +78,9 @@ async def test_a_refusal_fails_the_step_with_the_persons_reason(
     }  # fmt: skip
     [record] = runner.history
     assert isinstance(record.decision, AwaitApproval) and record.answer == verdict
+    # the verdict is on the timeline, with the state it ended
+    states = records.store.events(task_id=ended.id, kinds=[EventKind.TASK])
+    assert [e.data.get("person") for e in states if e.data.get("person")] == [verdict]
     assert [(r.ok, r.error) for r in record.results] == [(False, f"a person {verdict}")]
 
 
