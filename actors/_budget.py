@@ -4,7 +4,9 @@ subtree (the task and every subtask below it) may spend.
 Every runner checks, after each model call and each step it records, the budgets of its own
 task and of each ancestor that has one, against the records' rollup of that task's subtree
 (``RecordStore.task_usage``: summed from the committed events, so the check sees the spend
-of every actor of the subtree, and a dead actor's spend stays counted). The first budget
+of every actor of the subtree, and a dead actor's spend stays counted; a read that fails, e.g.
+while the recorder restarts, skips that check and is logged: the next one counts it all). The
+first budget
 found exceeded, from the top of the tree down, ends that budgeted task's subtree:
 
 - the budgeted task is ``cancelled`` with the reason (``budget exceeded: 12,400 tokens of
@@ -107,10 +109,14 @@ class BudgetWatch:
     async def check(self, task: TaskInfo) -> None:
         """After a model call or a step of ``task``: ``BudgetExceeded`` (once the exceeded
         subtree is being cancelled) when a budget of its own or of an ancestor is exceeded."""
-        chain = await self._chain(task)
-        if not chain or self.records is None:
+        if self.records is None:
             return
-        spent = await self.records.task_usage([t.id for t in chain])
+        try:
+            chain = await self._chain(task)
+            spent = await self.records.task_usage([t.id for t in chain]) if chain else {}
+        except Exception as e:  # noqa: BLE001 - e.g. the recorder restarting: next check counts
+            log.warning("task %s: budget check skipped, usage unreadable: %r", task.id, e)
+            return
         for budgeted in chain:
             budget = budgeted.spec.budget
             if budget is None or budgeted.id not in spent:

@@ -129,13 +129,16 @@ class PersonWaits:
             await self._set(state, waiting=waiting, **said)
             if entered is not None:
                 entered.set()
+            person = self._person
             try:
                 async with asyncio.timeout(self.human_wait_timeout_s):
-                    reply = await self._person
+                    reply = await person
             except TimeoutError:
-                raise TaskFailed(
-                    f"waited {self.human_wait_timeout_s:g} s for {what}; nobody came"
-                ) from None
+                if not person.done() or person.cancelled():
+                    raise TaskFailed(
+                        f"waited {self.human_wait_timeout_s:g} s for {what}; nobody came"
+                    ) from None
+                reply = person.result()  # the reply came in the same turn as the timeout
         finally:
             self._person = None
             if deadline is not None and when is not None:
@@ -149,6 +152,13 @@ class PersonWaits:
         if self._pause_asked:
             self._pause_asked = False
             await self._wait_for_person(TaskState.PAUSED, "a resume after the pause")
+
+    async def _pause_held(self, hold: PauseHold) -> None:
+        """Once the task waits on its subtasks (``hold`` in place): a pause asked while it
+        was still running (e.g. during the plan call) is taken now, not lost."""
+        if self._pause_asked:
+            self._pause_asked = False
+            await hold.take()
 
     async def _paused_waiting(self, entered: asyncio.Event) -> str:
         """A pause taken while the task waits on its subtasks (``PauseHold``'s wait)."""

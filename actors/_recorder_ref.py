@@ -28,7 +28,7 @@ from ._agent_ref import ours, ray_call
 from ._names import NAMESPACE, RECORDER_NAME
 from ._recorder import task_of
 
-__all__ = ["LOCAL_CHECK_S", "LOCAL_READS", "RecorderRef"]
+__all__ = ["LOCAL_CHECK_S", "LOCAL_READS", "LOCAL_THREAD_READS", "RecorderRef"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ LOCAL_READS = frozenset(
     {"get_agent", "get_task", "get_task_of", "active_api_keys", "with_usage", "agent_usage"}
 )
 """Recorder reads a process on the recorder's node makes from the records' file itself."""
+LOCAL_THREAD_READS = frozenset({"with_usage", "agent_usage"})
+"""Local reads that sum many events (usage rollups): made in a worker thread, so that a big
+subtree does not stall the replica's event loop."""
 LOCAL_CHECK_S = 2.0
 """How often a process reading the records locally checks that the recorder is the same."""
 
@@ -124,7 +127,10 @@ class RecorderRef:
                 try:
                     if method == "get_task_of":
                         return task_of(store, *args, **kwargs)
-                    return getattr(store, method)(*args, **kwargs)
+                    read = getattr(store, method)
+                    if method in LOCAL_THREAD_READS:
+                        return await asyncio.to_thread(read, *args, **kwargs)
+                    return read(*args, **kwargs)
                 except RecordError as e:  # the file went away: ask the recorder
                     log.warning("local read of the records failed: %s", e)
                     self._local_of = None

@@ -274,6 +274,7 @@ class TaskRunner(PersonWaits):
                 EventKind.MODEL,
                 {"call": "plan", **plan.model_dump(mode="json"), "usage": self._usage_since(n)},
             )
+            await self._pause_point()  # paused during the plan call: before it delegates
             return await self._delegate(Delegate(plan=plan))
         # the first step decides on the screen the triage saw: nothing happened since
         return await self._loop(self.brain.step, first=seen, may_delegate=True)
@@ -330,6 +331,7 @@ class TaskRunner(PersonWaits):
                 case Delegate():
                     if not may_delegate:
                         raise TaskFailed("the brain delegated while checking its subtasks")
+                    await self._pause_point()  # paused during the call: before delegating
                     return await self._delegate(decision)
                 case Ask(question=question):
                     reply = await self._wait_for_person(
@@ -361,7 +363,8 @@ class TaskRunner(PersonWaits):
         person's reason (``verdict``: ``refused: why``) on the timeline and in the history."""
         result = a.ActionResult.failure(f"a person {verdict}")
         data = {"action": action.model_dump(mode="json"), "result": result.model_dump(mode="json")}
-        await self._record(EventKind.STEP, {**data, "thought": decision.thought})
+        refused = {**data, "thought": decision.thought, "carried_out": False}  # not a step spent
+        await self._record(EventKind.STEP, refused)
         self.history.append(StepRecord(decision, results=[result], answer=verdict))
 
     async def _act(
@@ -405,6 +408,7 @@ class TaskRunner(PersonWaits):
         self._hold = hold = PauseHold(self._paused_waiting)  # a pause: none starts
         await self._set(TaskState.WAITING)
         try:
+            await self._pause_held(hold)  # asked while it turned waiting: held at once
             self.subtask_results = await run_plan(
                 self, self.host, plan, lambda data: self._record(EventKind.LOG, data), hold.passed
             )

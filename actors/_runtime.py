@@ -43,6 +43,8 @@ _RUNNING = (AgentStatus.IDLE, AgentStatus.BUSY)
 
 FIRE_TIMEOUT_S = 120.0
 """How long a fired top-level agent may take to stop its subtree before it is killed."""
+SUBTREE_CALL_TIMEOUT_S = 30.0
+"""Longest a pause or resume of a task's subtasks may take, all of them (then it stops)."""
 
 
 def init_ray(address: str | None = None, *, desktops: int | None = None) -> None:
@@ -339,22 +341,42 @@ class Runtime:
     async def _each_below(self, task: TaskInfo, call: Literal["pause_task", "resume_task"]) -> int:
         """Call ``call`` on every open subtask below ``task`` (recursively, read from the
         records); returns how many accepted it. Subtasks that cannot (not started yet, ended
-        meanwhile, their agent gone) are passed over."""
+        meanwhile, their agent gone, any failure) are logged and passed over; each task is
+        visited once (damaged records with a cycle end), and the walk stops after
+        ``SUBTREE_CALL_TIMEOUT_S`` (logged)."""
         done = 0
-        below = list(task.subtask_ids)
-        while below:
-            sub = await self.records.get_task(below.pop(0))
-            if sub is None:
-                continue
-            below.extend(sub.subtask_ids)
-            if sub.state.done:
-                continue
-            try:
-                ref = await self.agent_ref(sub.agent_id)
-                await getattr(ref, call)(sub.id)
-                done += 1
-            except (AgentError, AgentGoneError, NotFoundError) as e:
-                log.info("subtask %s: no %s: %s", sub.id, call, e)
+        seen = {task.id}
+        below = [t for t in task.subtask_ids if t not in seen]
+        try:
+            async with asyncio.timeout(SUBTREE_CALL_TIMEOUT_S):
+                while below:
+                    sub_id = below.pop(0)
+                    if sub_id in seen:
+                        continue
+                    seen.add(sub_id)
+                    try:
+                        sub = await self.records.get_task(sub_id)
+                        if sub is None:
+                            continue
+                        below.extend(t for t in sub.subtask_ids if t not in seen)
+                        if sub.state.done:
+                            continue
+                        ref = await self.agent_ref(sub.agent_id)
+                        await getattr(ref, call)(sub.id)
+                        done += 1
+                    except (AgentError, AgentGoneError, NotFoundError) as e:
+                        log.info("subtask %s: no %s: %s", sub_id, call, e)
+                    except Exception as e:  # noqa: BLE001 - one subtask never stops the rest
+                        log.warning("subtask %s: %s failed: %r", sub_id, call, e)
+        except TimeoutError:
+            log.warning(
+                "%s below task %s: stopped after %g s (%d done, %d left)",
+                call,
+                task.id,
+                SUBTREE_CALL_TIMEOUT_S,
+                done,
+                len(below),
+            )
         return done
 
     async def pin(self, task_id: str, pinned: bool, tenant: str | None = None) -> None:

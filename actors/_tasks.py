@@ -36,6 +36,7 @@ from orchestrator.domain import (
     new_id,
 )
 from orchestrator.errors import AgentError, NotFoundError
+from orchestrator.usage import check_budget, configured_prices
 
 from ._budget import RecorderReads, agent_budget_watch
 from ._names import slug
@@ -142,6 +143,8 @@ class AgentTasks(ReviewHost):
         self._running: dict[str, asyncio.Task[TaskInfo]] = {}
         self._pause_first: set[str] = set()
         """Pending tasks a person paused: paused before their first step."""
+        self._cancel_reasons: dict[str, str] = {}
+        """Why a task is being cancelled (an exceeded budget's say), runner or not yet."""
 
     # ------------------------------------------------------------------ reading
 
@@ -168,7 +171,9 @@ class AgentTasks(ReviewHost):
     # ------------------------------------------------------------------ life of a task
 
     async def assign(self, spec: TaskSpec, parent_task_id: str | None = None) -> TaskInfo:
-        """Accept a task and start working on it; returns at once with the pending task."""
+        """Accept a task and start working on it; returns at once with the pending task
+        (``ConfigError``: a cost budget while no model prices are configured)."""
+        check_budget(spec.budget, configured_prices())
         task = TaskInfo(
             id=new_id("task"), agent_id=self._host.info.id, parent_task_id=parent_task_id, spec=spec
         )
@@ -208,12 +213,14 @@ class AgentTasks(ReviewHost):
         try:
             return await self._work(task)
         except asyncio.CancelledError:
-            await asyncio.shield(self._end(task.id, TaskState.CANCELLED, "cancelled"))
+            why = self._cancel_reasons.get(task.id, "cancelled")
+            await asyncio.shield(self._end(task.id, TaskState.CANCELLED, why))
             raise
         except Exception as e:  # an agent never dies of one task
             log.exception("task %s crashed", task.id)
             return await self._end(task.id, TaskState.FAILED, f"internal error: {_cause(e)}")
         finally:
+            self._cancel_reasons.pop(task.id, None)
             runner = self._runners.pop(task.id, None)
             if runner is not None:
                 self._kept[task.id] = runner.task
@@ -252,6 +259,8 @@ class AgentTasks(ReviewHost):
             history=self.history_for(task.spec),  # a follow-up goes on from its task's steps
             policy=host.info.spec.policy,
         )
+        if task.id in self._cancel_reasons:  # a reason given before the runner existed
+            runner.cancel_reason = self._cancel_reasons[task.id]
         self._runners[task.id] = runner
         if task.id in self._pause_first:  # paused while pending: before its first step
             self._pause_first.discard(task.id)
@@ -283,8 +292,12 @@ class AgentTasks(ReviewHost):
         recorded for each, an exceeded budget's say; else ``cancelled``)."""
         self.get(task_id)
         running = self._running.get(task_id)
-        if reason is not None and task_id in self._runners:
-            self._runners[task_id].cancel_reason = why = reason
+        if reason is not None:  # kept per task: a pending task has no runner yet
+            why = reason
+            if running is not None:
+                self._cancel_reasons[task_id] = reason
+            if task_id in self._runners:
+                self._runners[task_id].cancel_reason = reason
         if running is not None:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)

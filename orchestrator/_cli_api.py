@@ -90,11 +90,16 @@ def _tasks(url: str, api_key: str, state: str | None, limit: int) -> None:
 
 def _spent(info: Any) -> str:
     """What a task's subtree spent, short, once it spent anything: ``  [12,400 tok $0.0310,
-    7 steps]`` (``$?``: a model without a configured price was called)."""
+    7 steps]`` (``$?``: only models without a configured price were called; ``$0.0310+?``:
+    some were)."""
     usage = info.subtree_usage
     if usage is None or not (usage.model_calls or usage.steps):
         return ""
-    cost = "$?" if usage.cost_usd is None else f"${usage.cost_usd:.4f}"
+    unpriced = getattr(usage, "unpriced_calls", 0)
+    if unpriced and unpriced >= usage.model_calls:
+        cost = "$?"
+    else:
+        cost = f"${usage.cost_usd:.4f}" + ("+?" if unpriced else "")
     return f"  [{usage.tokens:,} tok {cost}, {usage.steps} steps]"
 
 

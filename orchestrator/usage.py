@@ -1,9 +1,10 @@
 """Usage, cost and budgets: what a task (and its subtree of subtasks) spent, and the limits a
 task sets for its whole subtree.
 
-- ``Usage``: model calls, input and output tokens, cost in USD (None when a model without a
-  configured price was called: unknown, never 0), steps (actions carried out on desktops)
-  and wall seconds (time its tasks were ``running``: not waiting on subtasks or a person).
+- ``Usage``: model calls, input and output tokens, cost in USD of the calls to priced
+  models and how many calls had no configured price (``unpriced_calls``: their cost is
+  unknown, never 0), steps (actions carried out on desktops) and wall seconds (time its
+  tasks were ``running``: not waiting on subtasks or a person).
   Usages add up (``a + b``); a subtree's is the sum of its tasks'.
 - ``Price`` / ``Prices``: USD per million tokens by model name or glob (``gpt-4o*``),
   configured with ``ORCHESTRATOR_MODEL_PRICES`` (JSON, or the path of a JSON or YAML file);
@@ -14,8 +15,9 @@ task sets for its whole subtree.
 Example:
     >>> prices = parse_prices('{"gpt-4o*": {"input": 2.5, "output": 10}}')
     >>> call = Usage.of_call("gpt-4o-2024-08-06", 1000, 100, prices)
-    >>> call.cost_usd, Usage.of_call("mystery", 1000, 100, prices).cost_usd
-    (0.0035, None)
+    >>> mystery = Usage.of_call("mystery", 1000, 100, prices)
+    >>> call.cost_usd, mystery.cost_usd, mystery.unpriced_calls
+    (0.0035, 0.0, 1)
     >>> Budget(tokens=1000).exceeded(call + call)
     '2,200 tokens of 1,000'
 """
@@ -40,6 +42,7 @@ __all__ = [
     "Price",
     "Prices",
     "Usage",
+    "check_budget",
     "configured_prices",
     "cost",
     "parse_prices",
@@ -73,18 +76,22 @@ class Usage(_Model):
     """What a task (or a subtree, or an agent) spent. Usages add up with ``+``.
 
     Example:
-        >>> u = Usage(model_calls=1, input_tokens=10, output_tokens=2, cost_usd=None) + Usage()
-        >>> u.tokens, u.cost_usd
-        (12, None)
+        >>> u = Usage(model_calls=1, input_tokens=10, output_tokens=2, unpriced_calls=1)
+        >>> u = u + Usage(model_calls=1, cost_usd=0.5)
+        >>> u.tokens, u.cost_usd, u.unpriced_calls
+        (12, 0.5, 1)
     """
 
     model_calls: int = 0
     """Calls to a model (a reply sent back and asked again counts each time)."""
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = 0.0
-    """What the calls cost, in USD; None when a model without a configured price was called
-    (unknown, not free)."""
+    cost_usd: float = 0.0
+    """What the calls to priced models cost, in USD (calls of a model without a configured
+    price are not in it: see ``unpriced_calls``)."""
+    unpriced_calls: int = 0
+    """Calls to models without a configured price: their cost is unknown (not free) and not
+    in ``cost_usd``."""
     steps: int = 0
     """Actions carried out on desktops (each action of a decision is one step)."""
     wall_s: float = 0.0
@@ -99,16 +106,12 @@ class Usage(_Model):
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        cost = (
-            None
-            if self.cost_usd is None or other.cost_usd is None
-            else round(self.cost_usd + other.cost_usd, 10)
-        )
         return Usage(
             model_calls=self.model_calls + other.model_calls,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
-            cost_usd=cost,
+            cost_usd=round(self.cost_usd + other.cost_usd, 10),
+            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
             steps=self.steps + other.steps,
             wall_s=self.wall_s + other.wall_s,
         )
@@ -130,14 +133,17 @@ class Usage(_Model):
             model_calls=calls,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=None
+            cost_usd=0.0
             if price is None
             else _priced(price, input_tokens, output_tokens, cached_input_tokens),
+            unpriced_calls=calls if price is None else 0,
         )
 
     def summary(self) -> str:
         """One line for people: ``3 calls, 12,400 tokens, $0.0310, 7 steps, 41 s``."""
-        cost = "cost unknown" if self.cost_usd is None else f"${self.cost_usd:.4f}"
+        cost = f"${self.cost_usd:.4f}"
+        if self.unpriced_calls:
+            cost += f" + {self.unpriced_calls} unpriced calls"
         return (
             f"{self.model_calls} calls, {self.tokens:,} tokens, {cost}, "
             f"{self.steps} steps, {self.wall_s:.0f} s"
@@ -159,7 +165,8 @@ class Budget(_Model):
     """Most model tokens (input and output)."""
     cost_usd: Annotated[float, Field(gt=0)] | None = None
     """Most USD spent on models (calls to models without a configured price are not
-    counted: their cost is unknown)."""
+    counted: their cost is unknown). Refused (``check_budget``) when no prices are
+    configured at all."""
     wall_s: Annotated[float, Field(gt=0)] | None = None
     """Most seconds its tasks may be running, summed (see ``Usage.wall_s``)."""
 
@@ -169,15 +176,20 @@ class Budget(_Model):
             return f"{usage.steps:,} steps of {self.steps:,}"
         if self.tokens is not None and usage.tokens > self.tokens:
             return f"{usage.tokens:,} tokens of {self.tokens:,}"
-        if (
-            self.cost_usd is not None
-            and usage.cost_usd is not None
-            and usage.cost_usd > self.cost_usd
-        ):
+        if self.cost_usd is not None and usage.cost_usd > self.cost_usd:
             return f"${usage.cost_usd:.4f} of ${self.cost_usd:.4f}"
         if self.wall_s is not None and usage.wall_s > self.wall_s:
             return f"{usage.wall_s:.1f} s of {self.wall_s:g} s running"
         return None
+
+
+def check_budget(budget: Budget | None, prices: Prices) -> None:
+    """``ConfigError`` for a cost budget when no model prices are configured at all: it
+    could never be exceeded (every call's cost is unknown)."""
+    if budget is not None and budget.cost_usd is not None and not prices:
+        raise ConfigError(
+            "budget.cost_usd needs model prices (ORCHESTRATOR_MODEL_PRICES); none are configured"
+        )
 
 
 def _priced(price: Price, input_tokens: int, output_tokens: int, cached: int) -> float:

@@ -1,5 +1,6 @@
 """What tasks spent, summed from their events: the usage each ``model`` event lists (one
-entry per model call), the ``step`` events (one per action carried out) and the ``task``
+entry per model call), the ``step`` events (one per action carried out; a step a person
+refused says ``carried_out: false`` and is not counted) and the ``task``
 events (the time between a ``running`` state and the next state is running time).
 
 Nothing is stored besides the events themselves: the events that carry a spend are written
@@ -66,6 +67,7 @@ def _tallies(db: sqlite3.Connection, ids: Sequence[str], now: float) -> dict[str
             tallies[task_id].by_model[model] = [int(calls), int(inp), int(out), int(cached)]
         for task_id, steps in db.execute(
             f"SELECT task_id, COUNT(*) FROM events WHERE kind = ? AND task_id IN ({marks})"
+            " AND COALESCE(json_extract(payload, '$.data.carried_out'), 1) != 0"
             " GROUP BY task_id",
             [EventKind.STEP.value, *chunk],
         ):

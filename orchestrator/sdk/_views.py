@@ -65,8 +65,9 @@ class TaskView:
 
     @property
     def usage(self) -> Usage | None:
-        """What the task itself spent (model calls, tokens, cost in USD or None when a model
-        has no configured price, steps, running seconds), as last read (``refresh()``)."""
+        """What the task itself spent (model calls, tokens, cost in USD of the priced
+        calls and ``unpriced_calls``, whose cost is unknown, steps, running seconds), as
+        last read (``refresh()``)."""
         return self.info.usage
 
     @property

@@ -104,12 +104,14 @@ def test_a_tasks_own_usage_and_its_subtrees_are_summed_from_the_events(
     assert (b_own.steps, b_subtree.steps, b_subtree.model_calls) == (3, 5, 2)
 
 
-def test_one_unpriced_call_makes_the_subtree_cost_unknown(tree: SQLiteStore) -> None:
+def test_an_unpriced_call_is_counted_apart_from_the_priced_cost(tree: SQLiteStore) -> None:
     model(tree, "task-d", "agent-d", ("mystery", 1, 1))
     own, subtree = tree.task_usage(["task-root"], PRICES)["task-root"]
     assert own.cost_usd == pytest.approx(0.007)
-    assert subtree.cost_usd is None and subtree.tokens == 4763
-    assert tree.task_usage(["task-c"], {})["task-c"][0].cost_usd is None  # no prices at all
+    assert subtree.cost_usd == pytest.approx((4510 * 2.5 + 251 * 10) / 1e6)  # priced ones
+    assert (subtree.unpriced_calls, subtree.tokens) == (1, 4763)
+    no_prices = tree.task_usage(["task-c"], {})["task-c"][0]  # no prices at all
+    assert no_prices.cost_usd == 0.0 and no_prices.unpriced_calls == no_prices.model_calls
 
 
 def test_a_running_task_counts_its_time_until_now(store: SQLiteStore) -> None:

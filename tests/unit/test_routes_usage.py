@@ -1,8 +1,8 @@
 """Usage and budgets through the API on an in-process runtime (real records, no Ray, no
-Docker): ``GET /v1/tasks/{id}`` shows what the task spent and what its subtree spent (cost
-None when a model has no configured price), the list shows them too, ``GET /v1/agents/{id}``
-shows an agent's; a task's budget goes in with its spec; the SDK (sync and async) reads
-``task.usage`` and ``task.subtree_usage``."""
+Docker): ``GET /v1/tasks/{id}`` shows what the task spent and what its subtree spent (calls of
+a model without a configured price counted apart: ``unpriced_calls``), the list shows them
+too, ``GET /v1/agents/{id}`` shows an agent's; a task's budget goes in with its spec; the
+SDK (sync and async) reads ``task.usage`` and ``task.subtree_usage``."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_a_task_shows_its_own_usage_and_its_subtrees(app: App) -> None:
 
     assert shown["usage"] == {
         "model_calls": 1, "input_tokens": 1000, "output_tokens": 0, "cost_usd": 0.0025,
-        "steps": 2, "wall_s": 0.0,
+        "unpriced_calls": 0, "steps": 2, "wall_s": 0.0,
     }  # fmt: skip
     assert shown["subtree_usage"]["input_tokens"] == 5000
     assert shown["subtree_usage"]["steps"] == 5
@@ -91,7 +91,7 @@ def test_a_task_shows_its_own_usage_and_its_subtrees(app: App) -> None:
     assert listed[root["id"]]["subtree_usage"] == shown["subtree_usage"]
 
 
-def test_a_model_without_a_price_makes_the_cost_unknown(app: App) -> None:
+def test_calls_of_a_model_without_a_price_are_counted_apart(app: App) -> None:
     client, rt = app
     root, child = budgeted_tree(app)
     spend(rt.store, child, "mystery-model", 10, 0)
@@ -99,7 +99,8 @@ def test_a_model_without_a_price_makes_the_cost_unknown(app: App) -> None:
     shown = client.get(f"/v1/tasks/{root['id']}", headers=AUTH).json()
 
     assert shown["usage"]["cost_usd"] == 0.0025  # its own calls are all priced
-    assert shown["subtree_usage"]["cost_usd"] is None  # unknown, not 0
+    assert shown["subtree_usage"]["cost_usd"] == pytest.approx(0.0125)  # the priced calls
+    assert shown["subtree_usage"]["unpriced_calls"] == 1  # and one of unknown cost
     assert shown["subtree_usage"]["input_tokens"] == 5010
 
 
@@ -164,6 +165,6 @@ def test_the_cli_lists_what_each_tree_spent(app: App, monkeypatch: pytest.Monkey
         done = CliRunner().invoke(main, ["tasks", "--url", "http://testserver", "--api-key", KEY])
     assert done.exit_code == 0, done.output
     (line,) = [x for x in done.output.splitlines() if x.startswith(root["id"] + " ")]
-    assert line.endswith("  [5,010 tok $?, 5 steps]"), line  # $?: an unpriced model in it
+    assert line.endswith("  [5,010 tok $0.0125+?, 5 steps]"), line  # +?: an unpriced model too
     (sub,) = [x for x in done.output.splitlines() if x.startswith(child.id)]
-    assert sub.endswith("  [4,010 tok $?, 3 steps]"), sub
+    assert sub.endswith("  [4,010 tok $0.0100+?, 3 steps]"), sub

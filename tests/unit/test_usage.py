@@ -53,17 +53,18 @@ def test_cached_input_tokens_are_priced_at_the_cached_rate() -> None:
     assert cost(mini, PRICES) == pytest.approx(0.15)
 
 
-def test_usages_add_up_and_an_unknown_cost_stays_unknown() -> None:
+def test_usages_add_up_and_unpriced_calls_are_counted_apart() -> None:
     priced = Usage.of_call("gpt-4o", 1000, 100, PRICES)
     unpriced = Usage.of_call("mystery", 50, 5, PRICES)
     assert priced.cost_usd == pytest.approx(0.0035)
     total = priced + priced + Usage(steps=3, wall_s=1.5)
     assert (total.model_calls, total.tokens, total.steps, total.wall_s) == (2, 2200, 3, 1.5)
     assert total.cost_usd == pytest.approx(0.007)
-    assert (total + unpriced).cost_usd is None
+    assert (total + unpriced).cost_usd == pytest.approx(0.007)  # the priced calls' cost
+    assert (total + unpriced).unpriced_calls == 1  # and one call of unknown cost
     assert (total + unpriced).tokens == 2255
     assert Usage().cost_usd == 0.0  # nothing spent: free, and known
-    assert "cost unknown" in (total + unpriced).summary()
+    assert "+ 1 unpriced calls" in (total + unpriced).summary()
 
 
 def test_a_budget_names_the_limit_that_is_exceeded() -> None:
@@ -74,8 +75,10 @@ def test_a_budget_names_the_limit_that_is_exceeded() -> None:
     assert Budget(cost_usd=0.25).exceeded(spent) == "$0.5000 of $0.2500"
     assert Budget(wall_s=1).exceeded(spent.model_copy(update={"wall_s": 2.5})) is not None
     assert Budget(steps=100, tokens=100_000).exceeded(spent) is None
-    # an unknown cost cannot exceed a cost limit (the other limits still hold)
-    assert Budget(cost_usd=0.01).exceeded(spent.model_copy(update={"cost_usd": None})) is None
+    # calls of unknown cost do not count against a cost limit; the priced ones still do
+    unpriced = Usage(model_calls=5, unpriced_calls=5)
+    assert Budget(cost_usd=0.01).exceeded(unpriced) is None
+    assert Budget(cost_usd=0.25).exceeded(spent + unpriced) == "$0.5000 of $0.2500"
 
 
 def test_a_task_spec_carries_a_budget_for_its_subtree() -> None:
