@@ -326,12 +326,17 @@ class Plan(_Model):
 
 _Thought = Annotated[str, Field(max_length=20_000)] | None
 
+MAX_ACTIONS = 100
+"""The most actions one decision carries out (``Act``, ``AwaitApproval``)."""
+MAX_RESULT_CHARS = 20_000
+"""The longest ``Done.result`` and ``Fail.reason`` (parsers cut a model's text to it)."""
+
 
 class Act(_Model):
     """Carry out these actions now, in order, then decide again on a fresh screenshot."""
 
     kind: Literal["act"] = "act"
-    actions: list[Action] = Field(default_factory=list)
+    actions: Annotated[list[Action], Field(max_length=MAX_ACTIONS)] = Field(default_factory=list)
     """The actions (none: just look again)."""
     thought: _Thought = None
     """The brain's reasoning, recorded on the timeline."""
@@ -341,7 +346,7 @@ class Done(_Model):
     """The task is finished, successfully."""
 
     kind: Literal["done"] = "done"
-    result: str = ""
+    result: Annotated[str, Field(max_length=MAX_RESULT_CHARS)] = ""
     """The report."""
     thought: _Thought = None
     """The brain's reasoning, recorded on the timeline."""
@@ -351,7 +356,7 @@ class Fail(_Model):
     """The brain gives up: the task fails with the reason."""
 
     kind: Literal["fail"] = "fail"
-    reason: str = "the agent gave up"
+    reason: Annotated[str, Field(max_length=MAX_RESULT_CHARS)] = "the agent gave up"
     """Why, shown to users and parents."""
     thought: _Thought = None
     """The brain's reasoning, recorded on the timeline."""
@@ -372,7 +377,7 @@ class AwaitApproval(_Model):
     approved, they are carried out; refused, the brain decides again knowing it."""
 
     kind: Literal["await_approval"] = "await_approval"
-    actions: Annotated[list[Action], Field(min_length=1)]
+    actions: Annotated[list[Action], Field(min_length=1, max_length=MAX_ACTIONS)]
     """The actions awaiting approval."""
     reason: Annotated[str, Field(max_length=20_000)] = ""
     """Why they need a person's approval."""

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,9 +58,19 @@ def _int(data: Mapping[str, Any], key: str, what: str, default: int | None = Non
         if default is not None:
             return default
         raise ValueError(f"{what}: {key!r} is required")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise ValueError(f"{what}: {key!r} must be an integer, not {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, float) or not math.isfinite(value) or not value.is_integer():
+        raise ValueError(f"{what}: {key!r} must be an integer, not {_short(value)}")
     return int(value)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, short (a model's 5,000-digit number is not echoed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 160:
+        return "a number that large"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def _keys(data: Mapping[str, Any], key: str, what: str) -> list[str]:
@@ -69,13 +80,15 @@ def _keys(data: Mapping[str, Any], key: str, what: str) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-        raise ValueError(f"{what}: {key!r} must be a list of key names, not {value!r}")
+        raise ValueError(f"{what}: {key!r} must be a list of key names, not {_short(value)}")
     return list(value)
 
 
 def _notches(pixels: int) -> int:
     if pixels == 0:
         return 0
+    if abs(pixels) > 100 * OPENAI_SCROLL_PX_PER_NOTCH:  # also keeps 10**400 from a float
+        return 100 * (1 if pixels > 0 else -1)
     n = max(1, round(abs(pixels) / OPENAI_SCROLL_PX_PER_NOTCH))
     return min(n, 100) * (1 if pixels > 0 else -1)
 
@@ -188,7 +201,7 @@ def _coordinate(data: Mapping[str, Any], key: str, what: str) -> tuple[int, int]
         or len(value) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
-        raise ValueError(f"{what}: {key!r} must be [x, y], two integers, not {value!r}")
+        raise ValueError(f"{what}: {key!r} must be [x, y], two integers, not {_short(value)}")
     return (value[0], value[1])
 
 
@@ -230,7 +243,13 @@ def _duration(data: Mapping[str, Any], what: str) -> float:
     value = data.get("duration")
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{what}: 'duration' must be a non-negative number of seconds")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # 10**400
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what}: 'duration' must be a finite number of seconds")
+    return seconds
 
 
 def from_anthropic(

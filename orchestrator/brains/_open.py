@@ -48,6 +48,7 @@ from ._base import Brain, BrainContext, Observation, StepRecord, UsageCallback
 from ._client import ModelClient
 from ._open_families import LAYOUTS, Layout, Past
 from ._parse import parse_reply
+from ._parse_text import MAX_REFUSAL_CHARS, cut
 from ._prompts import check_text, task_text
 from ._spaces import _QWEN3, _UITARS_1_0, space_of
 
@@ -160,7 +161,8 @@ class OpenModelBrain(Brain):
             choice = completion.choices[0]
             message = choice.message
             if message.refusal:
-                raise BrainError(f"the model refused to act: {message.refusal}")
+                refusal = cut(str(message.refusal), MAX_REFUSAL_CHARS)
+                raise BrainError(f"the model refused to act: {refusal}")
             text = (message.content or "").strip() or _calls_as_text(message)
             if not text:
                 problem = "the reply was empty"
@@ -264,9 +266,12 @@ def _calls_as_text(message: Any) -> str:
             continue
         try:
             arguments = json.loads(fn.arguments or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, 4,300+ digits, nested too deep
             arguments = fn.arguments
-        call_json = json.dumps({"name": fn.name, "arguments": arguments}, ensure_ascii=False)
+        try:
+            call_json = json.dumps({"name": fn.name, "arguments": arguments}, ensure_ascii=False)
+        except (ValueError, TypeError, RecursionError):
+            call_json = json.dumps({"name": str(fn.name), "arguments": str(fn.arguments)})
         calls.append(f"<tool_call>\n{call_json}\n</tool_call>")
     return "\n".join(calls)
 

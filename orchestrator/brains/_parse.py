@@ -14,10 +14,24 @@ Example:
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any, Protocol, cast
 
 from ..coords import Mapper, Size
-from ..domain import FAMILIES, Decision, Family
+from ..domain import FAMILIES, Decision, Family, Retry
+
+_log = logging.getLogger(__name__)
+
+_UNEXPECTED = (
+    ValueError,
+    OverflowError,
+    RecursionError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+)
+"""What a family parser might still raise on a reply nobody foresaw: a ``Retry``, logged."""
 
 __all__ = ["parse_reply"]
 
@@ -48,13 +62,20 @@ def parse_reply(family: Family, reply: Any, model_size: Size, screen_size: Size)
 
     A reply that cannot be used (an unknown action, bad arguments, a point outside the space)
     is a ``Retry`` with what was wrong, not an exception; a bad ``family`` or size is
-    ``ValueError``.
+    ``ValueError``. A parser's own bug on a strange reply is a ``Retry`` too (and logged).
     """
     if family not in _MODULES:
         raise ValueError(f"unknown model family {family!r}; one of {', '.join(FAMILIES)}")
     mapper = Mapper(model_size=tuple(model_size), screen_size=tuple(screen_size))  # type: ignore[arg-type]
     module = cast(_Parser, importlib.import_module(_MODULES[family], __package__))
-    return module.parse(reply, mapper)
+    try:
+        return module.parse(reply, mapper)
+    except _UNEXPECTED as e:
+        _log.warning("the %s parser failed on a reply: %s: %.200s", family, type(e).__name__, e)
+        return Retry(
+            error=f"the reply could not be read ({type(e).__name__}): answer in the format "
+            "asked for, with plain numbers and short texts"
+        )
 
 
 def reply_text(reply: Any) -> str | None:

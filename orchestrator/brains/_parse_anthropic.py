@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from .. import actions as a
 from ..coords import Mapper, OutOfSpaceError
-from ..domain import Act, Ask, Decision, Done, Fail, Retry
+from ..domain import MAX_ACTIONS, Act, Ask, Decision, Done, Fail, Retry
 from ..protocols import from_anthropic
 from ._anthropic_tools import (
     ASK_USER,
@@ -54,6 +54,7 @@ from ._anthropic_tools import (
     EditorError,
     editor_command,
 )
+from ._parse_text import MAX_REFUSAL_CHARS, cut
 
 __all__ = ["Parsed", "ToolUse", "parse", "read"]
 
@@ -115,6 +116,7 @@ def read(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) -
     thought = said[:_MAX_THOUGHT] or None
     stop = reply.get("stop_reason")
     if stop == "refusal":
+        said = cut(said, MAX_REFUSAL_CHARS)
         return Parsed(Fail(reason=f"the model refused: {said or 'no reason given'}"), text=said)
     uses: list[ToolUse] = []
     acts: list[a.Action] = []
@@ -125,6 +127,11 @@ def read(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) -
             acts.append(action)
         uses.append(use)
     errors = [f"{u.name} call {u.id}: {u.error}" for u in uses if u.error]
+    if len(acts) > MAX_ACTIONS:
+        errors.append(
+            f"{len(acts)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
+            "the screenshot, then go on"
+        )
     if errors:
         return Parsed(Retry(error="; ".join(errors)[:20_000], thought=thought), uses, said)
     asks = [u for u in uses if u.question is not None]
@@ -140,7 +147,7 @@ def read(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) -
         problem = "the reply was cut off at the token limit before it called a tool"
         return Parsed(Retry(error=problem, thought=thought), uses, said)
     if said:
-        return Parsed(Done(result=said), uses, said)
+        return Parsed(Done(result=cut(said)), uses, said)
     return Parsed(
         Retry(error="the reply had neither a tool call nor text: act with a tool, or report"),
         uses,

@@ -33,7 +33,8 @@ from typing import Any
 
 from ..actions import Action
 from ..coords import Mapper
-from ..domain import Act, Ask, Decision, Done, Fail, Retry
+from ..domain import MAX_ACTIONS, Act, Ask, Decision, Done, Fail, Retry
+from ._parse_text import MAX_REFUSAL_CHARS, cut
 from ._tools import ASK_USER, DONE, ToolCallError, parse_call, to_screen
 
 __all__ = ["IGNORED_FINAL", "NO_TOOL_CALL", "ChatCall", "ChatReading", "parse", "read"]
@@ -110,6 +111,7 @@ def read(reply: Any, mapper: Mapper) -> ChatReading:
     message: dict[str, Any] = found if isinstance(found, dict) else {}
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
+        refusal = cut(refusal, MAX_REFUSAL_CHARS)
         return ChatReading(Fail(reason=f"the model refused to act: {refusal}"), refusal=refusal)
     content = _text(message.get("content"))
     thought = content[:_MAX_THOUGHT] if content else None
@@ -155,8 +157,13 @@ def read(reply: Any, mapper: Mapper) -> ChatReading:
         errors.update(
             {calls.index(c): "call only one of `done`, `fail` and `ask_user`" for c, _, _ in finals}
         )
+    if len(actions) > MAX_ACTIONS:
+        errors[len(calls) - 1] = (
+            f"{len(actions)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
+            "the screenshot, then go on"
+        )
     if errors:
-        problem = "; ".join(errors.values())
+        problem = cut("; ".join(errors.values()))
         return ChatReading(
             Retry(error=problem, thought=thought),
             content=content,
@@ -175,9 +182,9 @@ def read(reply: Any, mapper: Mapper) -> ChatReading:
             call.asks = True
             decision = Ask(question=text[:20_000], thought=thought)
         elif kind == DONE:
-            decision = Done(result=text, thought=thought)
+            decision = Done(result=cut(text), thought=thought)
         else:
-            decision = Fail(reason=text, thought=thought)
+            decision = Fail(reason=cut(text), thought=thought)
     return ChatReading(decision, content=content, calls=calls)
 
 

@@ -51,7 +51,18 @@ from pydantic import ValidationError
 from ..coords import Mapper
 from ..domain import Decision, Done, Fail
 from ._parse import reply_text
-from ._parse_text import ActionSequence, ReplyError, cap, decide, retry, validation_message
+from ._parse_text import (
+    ActionSequence,
+    ReplyError,
+    cap,
+    decide,
+    done,
+    fail,
+    finite,
+    retry,
+    too_long,
+    validation_message,
+)
 
 __all__ = ["FUNCTIONS", "MAX_CODE_CHARS", "WAIT_S", "Call", "parse", "read_calls"]
 
@@ -122,6 +133,8 @@ def parse(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) 
     text = reply_text(reply)
     if text is None or not text.strip():
         return retry(f"the reply has no text: {_FORMAT}")
+    if (long := too_long(text)) is not None:
+        return long
     thought, code = _split(text)
     if code is None or not code.strip():
         return retry(f"the reply has no code: {_FORMAT}", thought)
@@ -302,11 +315,20 @@ def _key_list(value: Any) -> list[str]:
 
 
 def _count(value: Any, what: str, top: int) -> int:
+    if not finite(value) or not abs(value) <= top:
+        raise ReplyError(f"{what} must be a whole number up to {top}, not {_short_value(value)}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= abs(value) <= top:
+    if not isinstance(value, int):
         raise ReplyError(f"{what} must be a whole number up to {top}, not {value!r}")
     return value
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 160:
+        return "a number that large"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def _apply(
@@ -346,6 +368,8 @@ def _apply(
             _write(seq, args.get("message"))
         case "pyautogui.press":
             keys = _key_list(args.get("keys"))
+            if not keys:
+                raise ReplyError("press needs a key name, or a list of at least one")
             presses = _count(args.get("presses", 1), "presses", 100)
             for _ in range(presses):
                 for key in keys:
@@ -359,7 +383,9 @@ def _apply(
         case "pyautogui.scroll" | "pyautogui.vscroll" | "pyautogui.hscroll":
             amount = args.get("clicks")
             clicks = _count(
-                round(amount) if isinstance(amount, float) else amount, "clicks", 10_000
+                round(amount) if isinstance(amount, float) and finite(amount) else amount,
+                "clicks",
+                10_000,
             )
             point = _point(seq, call, fraction)
             if method == "hscroll":
@@ -373,9 +399,9 @@ def _apply(
             answer = args.get("answer")
             answer = "" if answer is None else str(answer)
             if status == "success":
-                return Done(result=answer)
+                return done(answer)
             if status == "failure":
-                return Fail(reason=cap(answer) or cap(thought) or "the model gave up")
+                return fail(cap(answer) or cap(thought) or "the model gave up")
             raise ReplyError(f"status must be 'success' or 'failure', not {status!r}")
     return None
 

@@ -50,7 +50,18 @@ from pydantic import ValidationError
 from ..coords import Mapper
 from ..domain import Decision, Done, Fail
 from ._parse import reply_text
-from ._parse_text import ActionSequence, ReplyError, cap, decide, retry, validation_message
+from ._parse_text import (
+    ActionSequence,
+    ReplyError,
+    cap,
+    decide,
+    done,
+    fail,
+    finite,
+    retry,
+    too_long,
+    validation_message,
+)
 
 __all__ = [
     "ACTIONS",
@@ -93,6 +104,8 @@ _THINK = re.compile(r"</?think>")
 _CALLS = re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.DOTALL)
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_MAX_SCAN = 100
+"""A reply without tags: at most this many ``{`` that start no JSON are tried."""
 _FORMAT = (
     'call the computer_use function as <tool_call>{"name": "computer_use", "arguments": '
     '{"action": "left_click", "coordinate": [x, y]}}</tool_call>'
@@ -116,6 +129,8 @@ def parse(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) 
     text = reply_text(reply)
     if text is None or not text.strip():
         return retry(f"the reply has no text: {_FORMAT}")
+    if (long := too_long(text)) is not None:
+        return long
     try:
         calls, thought = tool_calls(text)
     except ReplyError as e:
@@ -158,11 +173,12 @@ def tool_calls(text: str) -> tuple[list[Any], str | None]:
     # No tags: every top-level JSON object that looks like a call.
     found: list[Any] = []
     outside, pos, decoder = [], 0, json.JSONDecoder()
-    i = text.find("{")
-    while i != -1:
+    i, misses = text.find("{"), 0
+    while i != -1 and misses < _MAX_SCAN:
         try:
             obj, end = decoder.raw_decode(text, i)
         except (ValueError, RecursionError):
+            misses += 1
             i = text.find("{", i + 1)
             continue
         if isinstance(obj, dict) and ("name" in obj or "action" in obj):
@@ -217,6 +233,8 @@ def notches(pixels: float) -> int:
         >>> notches(-5), notches(3), notches(-500), notches(2500), notches(0)
         (-5, 3, -10, 25, 0)
     """
+    if not finite(pixels):
+        raise ReplyError("the scroll amount must be a number of notches or pixels")
     size = abs(pixels)
     if size == 0:
         return 0
@@ -238,9 +256,12 @@ def _coordinate(
             raise ReplyError(f"{args['action']!r} needs {key}: [x, y]")
         return None
     if isinstance(value, str):
-        value = [float(v) if "." in v else int(v) for v in _NUMBER.findall(value)]
+        try:
+            value = [float(v) if "." in v else int(v) for v in _NUMBER.findall(value)]
+        except ValueError:  # over Python's 4,300-digit limit
+            raise ReplyError(f"{key} must be [x, y], two numbers of the screen") from None
     if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ReplyError(f"{key} must be [x, y], not {value!r}")
+        raise ReplyError(f"{key} must be [x, y], not {_short(value)}")
     return seq.at(value[0], value[1])
 
 
@@ -251,9 +272,9 @@ def _number(args: dict[str, Any], key: str, default: float | None = None) -> flo
             value = float(value)
         except ValueError:
             pass
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReplyError(f"{args['action']!r} needs {key} as a number, not {value!r}")
-    return value
+    if not finite(value):
+        raise ReplyError(f"{_short(args['action'])} needs {key} as a number, not {_short(value)}")
+    return value  # type: ignore[return-value]
 
 
 def _apply(seq: ActionSequence, args: dict[str, Any], thought: str | None) -> Done | Fail | None:
@@ -295,15 +316,15 @@ def _apply(seq: ActionSequence, args: dict[str, Any], thought: str | None) -> Do
         case "terminate":
             status = str(args.get("status", "")).strip().lower()
             if status == "success":
-                return Done(result=str(args.get("answer") or args.get("text") or ""))
+                return done(str(args.get("answer") or args.get("text") or ""))
             if status == "failure":
-                return Fail(reason=cap(thought) or "the model ended the task as a failure")
+                return fail(cap(thought) or "the model ended the task as a failure")
             raise ReplyError(f"'terminate' needs status 'success' or 'failure', not {status!r}")
         case "answer":
             text = args.get("text")
             if not isinstance(text, str):
-                raise ReplyError(f"'answer' needs text as a string, not {text!r}")
-            return Done(result=text)
+                raise ReplyError(f"'answer' needs text as a string, not {_short(text)}")
+            return done(text)
         case _:
             raise ReplyError(f"unknown action {action!r}; valid actions: {', '.join(ACTIONS)}")
     return None
@@ -356,6 +377,9 @@ def _apply_mobile(
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):  # a 5,000-digit number, deep nesting
+        text = "(not shown)"
+    text = " ".join(text[:2000].split())
     return text if len(text) <= 200 else text[:199] + "…"

@@ -37,8 +37,9 @@ from typing import Any, Literal
 
 from ..actions import Action
 from ..coords import Mapper
-from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Retry
+from ..domain import MAX_ACTIONS, Act, Ask, AwaitApproval, Decision, Done, Fail, Retry
 from ..protocols import openai_call_actions
+from ._parse_text import MAX_REFUSAL_CHARS, cut
 from ._tools import ASK_USER, FAIL, ToolCallError, parse_call, to_screen
 
 __all__ = [
@@ -154,10 +155,11 @@ def read(reply: Any, mapper: Mapper) -> Reading:
         return Reading(Retry(error="the reply is not a JSON object"))
     if reply.get("status") == "failed":
         reason = _dict(reply.get("error")).get("message") or "no reason given"
-        failed = str(reason)
+        failed = cut(str(reason), MAX_REFUSAL_CHARS)
         return Reading(Fail(reason=f"the model's response failed: {failed}"), failed=failed)
     texts, refusal = reply_texts(reply)
     if refusal:
+        refusal = cut(refusal, MAX_REFUSAL_CHARS)
         return Reading(Fail(reason=f"the model refused to act: {refusal}"), refusal=refusal)
     items = [
         o
@@ -201,30 +203,35 @@ def read(reply: Any, mapper: Mapper) -> Reading:
             pending = [_dict(c) for c in item.get("pending_safety_checks") or []]
             calls.append(Call(kind, call_id, len(actions), len(parsed), checks=pending))
             actions += parsed
+    if len(actions) > MAX_ACTIONS:
+        errors[len(items)] = (
+            f"{len(actions)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
+            "the screenshot, then go on"
+        )
     reading = Reading(Retry(error="no reply"), calls, items, errors, checks)
     if checks:
-        reason = f"{SAFETY_CHECK_PREFIX}: {_checks_text(checks)}"
+        reason = cut(f"{SAFETY_CHECK_PREFIX}: {_checks_text(checks)}")
         if actions and not errors:
             reading.decision = AwaitApproval(actions=actions, reason=reason, thought=thought)
         else:
             reading.decision = Fail(reason=reason, thought=thought)
     elif errors:
-        reading.decision = Retry(error="; ".join(errors.values()), thought=thought)
+        reading.decision = Retry(error=cut("; ".join(errors.values())), thought=thought)
     elif question is not None and (actions or failure is not None):
         question.asks, question.note = False, "ignored: call `ask_user` alone"
         reading.decision = (
             Act(actions=actions, thought=thought)
             if actions
-            else Fail(reason=failure or "", thought=thought)
+            else Fail(reason=cut(failure or ""), thought=thought)
         )
     elif question is not None:
         reading.decision = Ask(question=asked[:20_000], thought=thought)
     elif failure is not None and not actions:
-        reading.decision = Fail(reason=failure, thought=thought)
+        reading.decision = Fail(reason=cut(failure), thought=thought)
     elif actions:
         reading.decision = Act(actions=actions, thought=thought)
     elif texts.strip():
-        reading.decision = Done(result=texts.strip(), thought=thought)
+        reading.decision = Done(result=cut(texts.strip()), thought=thought)
     else:
         problem = "the reply had neither a call nor text"
         incomplete = _dict(reply.get("incomplete_details")).get("reason")

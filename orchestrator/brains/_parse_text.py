@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -28,21 +29,35 @@ from pydantic import ValidationError
 
 from .. import actions as a
 from ..coords import Mapper, OutOfSpaceError
-from ..domain import Act, Ask, Decision, Done, Fail, Retry
+from ..domain import MAX_ACTIONS, MAX_RESULT_CHARS, Act, Ask, Decision, Done, Fail, Retry
 
 __all__ = [
+    "MAX_REFUSAL_CHARS",
+    "MAX_REPLY_CHARS",
     "MAX_THOUGHT_CHARS",
+    "MAX_WAIT_S",
     "ActionSequence",
     "ReplyError",
     "cap",
+    "cut",
     "decide",
+    "done",
+    "fail",
+    "finite",
     "key_name",
     "retry",
+    "too_long",
     "validation_message",
 ]
 
 MAX_THOUGHT_CHARS = 20_000
 """A decision's ``thought`` (and ``Retry.error``) holds at most this many characters."""
+MAX_REPLY_CHARS = 256_000
+"""The longest reply text a parser reads; a longer one is a ``Retry`` (``too_long``)."""
+MAX_REFUSAL_CHARS = 2_000
+"""A model's refusal is cut to this many characters where it becomes a reason or an error."""
+MAX_WAIT_S = 300.0
+"""The most waiting (``Wait`` actions, in seconds) one reply may ask for in all."""
 
 _PYAUTOGUI_KEYS: dict[str, str] = {
     "ctrlleft": "Control_L",
@@ -103,6 +118,53 @@ def cap(text: str | None) -> str | None:
     return text
 
 
+def cut(text: str, limit: int = MAX_RESULT_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters (an ellipsis marks the cut).
+
+    Example:
+        >>> cut("abcdef", 4)
+        'abc…'
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def done(result: str, thought: str | None = None) -> Done:
+    """A ``Done`` whose result is cut to fit (a model's report is not refused for length)."""
+    return Done(result=cut(result), thought=cap(thought))
+
+
+def fail(reason: str, thought: str | None = None) -> Fail:
+    """A ``Fail`` whose reason is cut to fit."""
+    return Fail(reason=cut(reason), thought=cap(thought))
+
+
+def too_long(text: str) -> Retry | None:
+    """A ``Retry`` when a reply's text is over ``MAX_REPLY_CHARS`` (it is not read), else
+    None."""
+    if len(text) <= MAX_REPLY_CHARS:
+        return None
+    return retry(
+        f"the reply is too long ({len(text)} characters, at most {MAX_REPLY_CHARS} are read): "
+        "answer with a short thought and the actions of one step"
+    )
+
+
+def finite(v: object) -> bool:
+    """True for an int or float (not a bool) that is a finite number a float can hold: a
+    model's ``10**400`` or ``1e999`` is not one.
+
+    Example:
+        >>> finite(3), finite(2.5), finite(10**400), finite(float("inf")), finite(True)
+        (True, True, False, False, False)
+    """
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def retry(error: str, thought: str | None = None) -> Retry:
     """A ``Retry`` with ``error`` (cut to fit) and the reply's thought."""
     return Retry(error=cap(error) or "the reply could not be used", thought=cap(thought))
@@ -127,20 +189,23 @@ class ActionSequence:
         self.last: Point | None = cursor
         self._held: list[str] = []
         self._held_used: set[str] = set()
+        self._waited = 0.0
 
     # ------------------------------------------------------------------ points
 
     def at(self, x: object, y: object, *, fraction: bool = False) -> Point:
         """The screen pixel of the model's point ``(x, y)``; ``ReplyError`` when not numbers
         or outside the model's space."""
-        if not (_is_number(x) and _is_number(y)):
-            raise ReplyError(f"a point needs two numbers, not ({x!r}, {y!r})")
+        if not (finite(x) and finite(y)):
+            raise ReplyError(f"a point needs two numbers, not ({_short(x)}, {_short(y)})")
         try:
             if fraction:
                 return self.mapper.fraction(x, y)  # type: ignore[arg-type]
             return self.mapper.point(x, y)  # type: ignore[arg-type]
         except OutOfSpaceError as e:
             raise ReplyError(str(e)) from None
+        except (ValueError, OverflowError):
+            raise ReplyError(f"({_short(x)}, {_short(y)}) is not a point of the screen") from None
 
     def here(self, what: str) -> Point:
         """The point an action without coordinates acts at: the last one named (or the
@@ -155,7 +220,20 @@ class ActionSequence:
     # ------------------------------------------------------------------ actions
 
     def add(self, action: a.Action) -> None:
-        """Append an action (already in screen pixels)."""
+        """Append an action (already in screen pixels); ``ReplyError`` past ``MAX_ACTIONS``
+        actions or ``MAX_WAIT_S`` seconds of waiting in one reply."""
+        if len(self.actions) >= MAX_ACTIONS:
+            raise ReplyError(
+                f"a reply may ask for at most {MAX_ACTIONS} actions: do one step, look at "
+                "the screenshot, then go on"
+            )
+        if isinstance(action, a.Wait):
+            if self._waited + action.duration_s > MAX_WAIT_S:
+                raise ReplyError(
+                    f"a reply may wait at most {MAX_WAIT_S:g} seconds in all: wait, look at "
+                    "the screenshot, then wait again if needed"
+                )
+            self._waited += action.duration_s
         self.actions.append(action)
 
     def _keys(self) -> list[str]:
@@ -244,8 +322,8 @@ class ActionSequence:
 
     def wait(self, seconds: object) -> None:
         """Wait ``seconds`` (0..300)."""
-        if not _is_number(seconds) or not 0 <= float(seconds) <= 300:  # type: ignore[arg-type]
-            raise ReplyError(f"a wait takes 0 to 300 seconds, not {seconds!r}")
+        if not finite(seconds) or not 0 <= float(seconds) <= 300:  # type: ignore[arg-type]
+            raise ReplyError(f"a wait takes 0 to 300 seconds, not {_short(seconds)}")
         self.add(a.Wait(duration_s=float(seconds)))  # type: ignore[arg-type]
 
     def key_down(self, key: str) -> None:
@@ -299,8 +377,13 @@ def decide(
     return Act(actions=actions, thought=thought)
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+def _short(v: object) -> str:
+    """``repr(v)`` of at most 60 characters (a model's 5,000-digit number is not echoed, nor
+    converted: ``repr`` of such an int raises ``ValueError``)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 160:
+        return "a number too large"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def validation_message(e: ValidationError) -> str:

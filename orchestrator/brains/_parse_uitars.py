@@ -48,7 +48,16 @@ from .. import actions as a
 from ..coords import Mapper
 from ..domain import Ask, Decision, Done
 from ._parse import reply_text
-from ._parse_text import ActionSequence, ReplyError, cap, decide, retry, validation_message
+from ._parse_text import (
+    ActionSequence,
+    ReplyError,
+    cap,
+    decide,
+    done,
+    retry,
+    too_long,
+    validation_message,
+)
 
 __all__ = ["ACTIONS", "SCROLL_NOTCHES", "WAIT_S", "parse", "parse_calls"]
 
@@ -107,12 +116,14 @@ def parse(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) 
     text = reply_text(reply)
     if text is None or not text.strip():
         return retry(f"the reply has no text. {_FORMAT}")
+    if (long := too_long(text)) is not None:
+        return long
     thought, body = _split(text)
     if body is None:
         answer = _ANSWER.search(text)
         if answer is not None:  # Doubao's omni reply that answers without acting
             rest = _WRAPPERS.sub("", text[: answer.start()] + text[answer.end() :])
-            return Done(result=answer.group(1).strip(), thought=cap(rest))
+            return done(answer.group(1).strip(), rest)
         return retry(f"the reply has no `Action:` line. {_FORMAT}", thought)
     try:
         calls = parse_calls(body)
@@ -250,14 +261,18 @@ def _value(body: str, pos: int, name: str) -> tuple[str, int]:
 
 def _point(value: str, key: str, seq: ActionSequence) -> tuple[int, int]:
     cleaned = re.sub(r"<\|box_(?:start|end)\|>|</?(?:point|bbox)>", " ", value)
-    nums = [float(v) if "." in v else int(v) for v in _NUMBER.findall(cleaned)]
-    if len(nums) == 4:
-        x: float = (nums[0] + nums[2]) / 2
-        y: float = (nums[1] + nums[3]) / 2
-    elif len(nums) == 2:
-        x, y = nums
-    else:
-        raise ReplyError(f"{key}={value!r} is not a point: write '(x,y)' or '<point>x y</point>'")
+    problem = f"{key}={_short(value)!r} is not a point: write '(x,y)' or '<point>x y</point>'"
+    try:
+        nums = [float(v) if "." in v else int(v) for v in _NUMBER.findall(cleaned)]
+        if len(nums) == 4:
+            x: float = (nums[0] + nums[2]) / 2
+            y: float = (nums[1] + nums[3]) / 2
+        elif len(nums) == 2:
+            x, y = nums
+        else:
+            raise ReplyError(problem)
+    except (ValueError, OverflowError):  # over 4,300 digits; a box too large for a float
+        raise ReplyError(problem) from None
     return seq.at(x, y)
 
 
@@ -330,7 +345,7 @@ def _apply(
         case "wait":
             seq.add(a.Wait(duration_s=WAIT_S))
         case "finished":
-            return Done(result=kwargs.get("content", "").strip())
+            return done(kwargs.get("content", "").strip())
         case "call_user":
             return Ask(question=cap(thought) or _ASK)
         case _:

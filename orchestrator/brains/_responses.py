@@ -63,6 +63,7 @@ from ..policy import SafetyChecks
 from ._base import BrainContext, Observation, StepRecord
 from ._client import ModelClient
 from ._parse_responses import FUNCTIONS, SAFETY_CHECK_PREFIX, Call, read
+from ._parse_text import cut
 from ._tools import function_schemas, result_text
 
 __all__ = ["SAFETY_CHECK_PREFIX", "ResponsesActor", "computer_tool", "is_preview"]
@@ -259,7 +260,8 @@ class ResponsesActor:
         self._previous = self._last = None
         self._calls = []
         return Fail(
-            reason=f"{SAFETY_CHECK_PREFIX} (not acknowledged): {text}", thought=decision.thought
+            reason=cut(f"{SAFETY_CHECK_PREFIX} (not acknowledged): {text}"),
+            thought=decision.thought,
         )
 
     def _answers(self, record: StepRecord, obs: Observation) -> list[dict[str, Any]]:

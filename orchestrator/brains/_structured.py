@@ -30,6 +30,7 @@ from ..errors import BrainError
 from ._base import Observation
 from ._client import ModelClient
 from ._parse_responses import reply_texts
+from ._parse_text import MAX_REFUSAL_CHARS, cut
 from ._tools import describe_validation_error
 
 __all__ = [
@@ -306,7 +307,8 @@ async def _ask_chat(
             continue
         message = completion.choices[0].message
         if message.refusal:
-            raise BrainError(f"the model refused the {name} decision: {message.refusal}")
+            refusal = cut(str(message.refusal), MAX_REFUSAL_CHARS)
+            raise BrainError(f"the model refused the {name} decision: {refusal}")
         content = message.content or ""
         try:
             return parse_json_reply(content, reply_model, convert)
@@ -358,7 +360,9 @@ async def _ask_responses(
         attempts += 1
         content, refusal = reply_texts(response)
         if refusal:
-            raise BrainError(f"the model refused the {name} decision: {refusal}")
+            raise BrainError(
+                f"the model refused the {name} decision: {cut(refusal, MAX_REFUSAL_CHARS)}"
+            )
         try:
             return parse_json_reply(content, reply_model, convert)
         except ValueError as e:

@@ -180,6 +180,11 @@ def _arguments(name: str, arguments: str | None) -> dict[str, Any]:
         args = json.loads(arguments or "{}")
     except json.JSONDecodeError as e:
         raise ToolCallError(f"the arguments of {name} are not valid JSON ({e})") from None
+    except (ValueError, RecursionError):  # a number over 4,300 digits; nesting too deep
+        raise ToolCallError(
+            f"the arguments of {name} are not JSON this side reads (too deeply nested, or a "
+            "number too long)"
+        ) from None
     if not isinstance(args, dict):
         raise ToolCallError(f"the arguments of {name} must be a JSON object")
     return args

@@ -285,6 +285,6 @@ def test_mobile_use_acted_out_on_the_desktop() -> None:
 def test_deeply_nested_json_is_a_retry() -> None:
     deep = "[" * 100_000 + "]" * 100_000
     assert "not a JSON object" in error(f"<tool_call>{deep}</tool_call>")
-    assert "calls no function" in error("{" + '"a": ' * 50_000 + "1" + "}" * 50_000)
+    assert "calls no function" in error("{" + '"a": ' * 30_000 + "1" + "}" * 30_000)
     arguments = json.dumps({"name": "computer_use", "arguments": deep})
     assert "not a JSON object" in error(f"<tool_call>{arguments}</tool_call>")
