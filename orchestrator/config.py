@@ -112,6 +112,23 @@ def _url_parts(url: str, *, pattern: bool = False) -> tuple[str, str, str, str] 
     return scheme, host, port if port == "*" else str(int(port)), path
 
 
+def same_url(a: str, b: str) -> bool:
+    """Whether two base URLs name the same endpoint: scheme and host in any case, the
+    default port or none, a trailing ``/`` or none; the path exactly (servers may tell
+    ``/V1`` from ``/v1``). Anything not an http(s) URL matches only itself, stripped.
+
+    Example:
+        >>> same_url("HTTPS://API.example.com:443/v1/", "https://api.example.com/v1")
+        True
+        >>> same_url("https://api.example.com/V1", "https://api.example.com/v1")
+        False
+    """
+    pa, pb = _url_parts(a), _url_parts(b)
+    if pa is None or pb is None:
+        return a.strip().rstrip("/") == b.strip().rstrip("/")
+    return pa == pb
+
+
 class Settings(BaseSettings):
     """Runtime settings read from ``ORCHESTRATOR_*`` environment variables."""
 
@@ -268,6 +285,14 @@ class ModelEnv(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     """``OPENAI_API_KEY``: the operator's key; it is sent only to ``OPENAI_BASE_URL`` (else
     OpenAI's endpoint), never to a ``base_url`` a brain names."""
+
+    openai_org_id: SecretStr | None = Field(default=None, validation_alias="OPENAI_ORG_ID")
+    """``OPENAI_ORG_ID``: the operator's OpenAI organization (the ``OpenAI-Organization``
+    header), sent only with the operator's key to the operator's endpoint."""
+
+    openai_project_id: SecretStr | None = Field(default=None, validation_alias="OPENAI_PROJECT_ID")
+    """``OPENAI_PROJECT_ID``: the operator's OpenAI project (the ``OpenAI-Project`` header),
+    sent only to the operator's endpoint, like the organization."""
 
     model: str | None = Field(default=None, validation_alias="ORCHESTRATOR_MODEL")
     """``ORCHESTRATOR_MODEL``: the model a brain naming none asks for."""

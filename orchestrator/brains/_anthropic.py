@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ from ._anthropic_client import AnthropicClient
 from ._anthropic_tools import tool_versions, tools
 from ._base import Brain, BrainContext, Observation, StepRecord, UsageCallback
 from ._parse_anthropic import ToolUse, read
-from ._planner import AnthropicPlanner
+from ._planner import AnthropicPlanner, close_after_failure
 from ._prompts import check_text, task_text, who
 from ._spaces import space_of
 
@@ -85,6 +86,12 @@ _ACT = (
     "holding the facts the requester needs (paths, versions, URLs); if it cannot be done, "
     "reply with `FAILED:` and the reason. When only the person who gave you the task can "
     "answer something, call `ask_user` with the question, alone."
+)
+MAX_IMAGE_BYTES = 5 * 2**20
+"""The Messages API's limit on one image (as base64): a request with a larger one fails."""
+ZOOM_TOO_BIG = (
+    "not shown: the zoomed image is over the API's 5 MB limit on an image even as a JPEG; "
+    "zoom into a smaller region"
 )
 FAILED_PREFIX = "FAILED:"
 """A final reply starting with this fails the task with the rest as the reason."""
@@ -109,6 +116,30 @@ def _image(media_type: str, data: bytes) -> dict[str, Any]:
             "data": base64.b64encode(data).decode(),
         },
     }
+
+
+def _base64_size(n: int) -> int:
+    return -(-n // 3) * 4
+
+
+def zoom_image(png: bytes, limit: int = MAX_IMAGE_BYTES) -> dict[str, Any] | None:
+    """A zoom's image block: the PNG, or a JPEG of it when the PNG's base64 is over ``limit``
+    (the API refuses the whole request for one such image); None when even the JPEG is."""
+    if _base64_size(len(png)) <= limit:
+        return _image("image/png", png)
+    try:
+        from PIL import Image  # only for a zoom too big as a PNG
+
+        with Image.open(io.BytesIO(png)) as image:
+            rgb = image.convert("RGB")
+        for quality in (85, 60, 40):
+            out = io.BytesIO()
+            rgb.save(out, format="JPEG", quality=quality)
+            if _base64_size(out.tell()) <= limit:
+                return _image("image/jpeg", out.getvalue())
+    except (ImportError, OSError, ValueError):
+        return None
+    return None
 
 
 def _screen(obs: Observation | None) -> dict[str, Any]:
@@ -216,6 +247,13 @@ class AnthropicBrain(Brain):
         super().__init__(on_usage=on_usage)
         self.config = config
         self._client = AnthropicClient(config, on_usage=self._record_usage, client=client)
+        try:
+            self._setup(config)
+        except BaseException:  # the client made above is this brain's to close
+            close_after_failure(self._client.close)
+            raise
+
+    def _setup(self, config: BrainConfig) -> None:
         self._space = space_of(config)
         self.tools = tool_versions(self._client.model)
         """The tool versions this model is given."""
@@ -362,11 +400,14 @@ class AnthropicBrain(Brain):
                 blocks.append(_tool_result(use.id, [_text(result.error or "failed")], error=True))
             else:
                 content = [_text(_computer_text(result, mapper))]
-                if result.image is not None:
-                    content.append(_image("image/png", result.image))
+                too_big = False
+                if result.image is not None:  # a zoom's
+                    zoomed = zoom_image(result.image)
+                    too_big = zoomed is None
+                    content = [_text(ZOOM_TOO_BIG)] if zoomed is None else [*content, zoomed]
                 if use.id == carrier:
                     content.append(_screen(after))
-                blocks.append(_tool_result(use.id, content, error=False))
+                blocks.append(_tool_result(use.id, content, error=too_big))
         if carrier is None:
             blocks += [_text("The screen after this step:"), _screen(after)]
         if record.answer is not None and not isinstance(record.decision, Ask):

@@ -6,8 +6,9 @@ It builds an ``anthropic.AsyncAnthropic`` from a ``BrainConfig`` or ``PlannerCon
 (``_retry.with_retries``: 408, 409, 429, 5xx and 529 overloaded, honouring ``Retry-After``;
 timeouts; dropped connections) with the SDK's own retries off, returns each reply's JSON as
 the server sent it, and records the tokens of every call. The key is never logged nor put
-in an error: it lives only in the SDK client. ``BrainConfig.temperature`` is not sent: the
-Messages API of this SDK (``anthropic`` 2.17) takes no sampling parameters.
+in an error (it is cut out before a reply is excerpted): it lives only in the SDK client.
+Reply bodies are read with a cap (``_retry.MAX_REPLY_BYTES``). ``BrainConfig.temperature``
+is not sent: the Messages API of this SDK (``anthropic`` 2.17) takes no sampling parameters.
 
 Where the key goes: ``ANTHROPIC_API_KEY`` is the operator's and is sent only to
 ``ANTHROPIC_BASE_URL`` (else Anthropic's API). A config naming another ``base_url`` must
@@ -31,11 +32,20 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
+import httpx2
 
-from ..config import ANTHROPIC_URL, ModelEnv, check_model_url, env_name, model_env, settings
+from ..config import (
+    ANTHROPIC_URL,
+    ModelEnv,
+    check_model_url,
+    env_name,
+    model_env,
+    same_url,
+    settings,
+)
 from ..domain import BrainConfig, PlannerConfig, TokenUsage
 from ..errors import BrainError, ConfigError
-from ._retry import Failure, parse_retry_after, with_retries
+from ._retry import Failure, parse_retry_after, read_reply, reply_json, with_retries
 
 __all__ = ["AnthropicClient"]
 
@@ -54,10 +64,6 @@ TIMEOUT_S = 600.0
 _RETRYABLE = frozenset({408, 409, 429})
 
 
-def _same_url(a: str, b: str) -> bool:
-    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
-
-
 def _endpoint(config: BrainConfig | PlannerConfig, env: ModelEnv) -> tuple[str, str | None]:
     """The base URL and key of a config's Messages API.
 
@@ -67,7 +73,7 @@ def _endpoint(config: BrainConfig | PlannerConfig, env: ModelEnv) -> tuple[str, 
     """
     env_url = env.anthropic_base_url or ANTHROPIC_URL
     own_key = config.api_key.get_secret_value() if config.api_key else None
-    if config.base_url and not _same_url(config.base_url, env_url):
+    if config.base_url and not same_url(config.base_url, env_url):
         check_model_url(config.base_url)
         return config.base_url.rstrip("/"), own_key
     env_key = env.anthropic_api_key.get_secret_value() if env.anthropic_api_key else None
@@ -124,11 +130,11 @@ class AnthropicClient:
         self._owns_client = client is None
         if client is None:
             base_url, key = _endpoint(config, env)
-            if key is None and _same_url(base_url, ANTHROPIC_URL):
+            if key is None and same_url(base_url, ANTHROPIC_URL):
                 raise ConfigError(
                     f"no API key for Anthropic's API: set the brain's `api_key` or {ENV_API_KEY}"
                 )
-            operator = _same_url(base_url, env.anthropic_base_url or ANTHROPIC_URL)
+            operator = same_url(base_url, env.anthropic_base_url or ANTHROPIC_URL)
             client = anthropic.AsyncAnthropic(
                 api_key=key or _NO_KEY,
                 base_url=base_url,
@@ -173,16 +179,27 @@ class AnthropicClient:
         return reply
 
     async def _once(self, params: dict[str, Any]) -> dict[str, Any]:
-        raw = await self._client.beta.messages.with_raw_response.create(**params)
-        response = raw.http_response
+        """One call; its reply read with a cap (``_retry.MAX_REPLY_BYTES``)."""
+        async with self._client.beta.messages.with_streaming_response.create(**params) as raw:
+            response: httpx2.Response = raw.http_response
+            try:
+                body = await read_reply(
+                    response.aiter_bytes(), response.headers, where=self.base_url
+                )
+            except httpx2.TimeoutException:  # the body stopped coming: the SDK's failure
+                raise anthropic.APITimeoutError(request=response.request) from None
+            except httpx2.HTTPError as e:
+                raise anthropic.APIConnectionError(
+                    message=str(e), request=response.request
+                ) from None
         try:
-            reply = response.json()
-        except ValueError as e:  # not JSON (an HTML page, plain text)
+            reply = reply_json(body)
+        except ValueError:  # not JSON (an HTML page, plain text), or nested too deep
             kind = response.headers.get("content-type", "no content type")
             raise BrainError(
                 f"the model API at {self.base_url} sent a reply that is not JSON ({kind}): "
-                f"{self._redact(_excerpt(response.text))}"
-            ) from e
+                f"{self._excerpt(body)}"
+            ) from None
         if (
             not isinstance(reply, dict)
             or reply.get("type") != "message"
@@ -190,9 +207,13 @@ class AnthropicClient:
         ):
             raise BrainError(
                 f"the model API at {self.base_url} sent a reply that is not a message: "
-                f"{self._redact(_excerpt(response.text))}"
+                f"{self._excerpt(body)}"
             )
         return reply
+
+    def _excerpt(self, body: bytes) -> str:
+        """The start of a reply for an error message, the key cut out before it is cut."""
+        return _excerpt(self._redact(body.decode("utf-8", "replace")))
 
     def _classify(self, e: BaseException) -> Failure | None:
         """What an SDK exception means: a passing failure, a final one, or not ours (None)."""

@@ -7,6 +7,9 @@ vLLM, Ollama and gateways all work; retries calls that failed for a passing reas
 ``_retry.with_retries`` (``ORCHESTRATOR_MODEL_API_RETRIES`` times, the SDK's own retries
 off); translates API failures into ``BrainError``; and records the tokens of every call.
 The key is never logged: it lives only in the client, and is cut out of error messages.
+Reply bodies are read with a cap (``_retry.MAX_REPLY_BYTES``). The operator's organization
+and project (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``), which the SDK would send by itself,
+go only to the operator's endpoint, like the key.
 
 Example:
     >>> from orchestrator.domain import BrainConfig
@@ -19,16 +22,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import httpx
+import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
-from ..config import OPENAI_URL, ModelEnv, check_model_url, env_name, model_env, settings
+from ..config import (
+    OPENAI_URL,
+    ModelEnv,
+    check_model_url,
+    env_name,
+    model_env,
+    same_url,
+    settings,
+)
 from ..domain import BrainConfig, TokenUsage
 from ..errors import BrainError, ConfigError
-from ._retry import Failure, parse_retry_after, with_retries
+from ._retry import Failure, parse_retry_after, read_reply, reply_json, with_retries
 
 __all__ = ["ModelClient"]
 
@@ -47,12 +58,8 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 529})
 T = TypeVar("T")
 
 
-def _same_url(a: str, b: str) -> bool:
-    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
-
-
-def _endpoint(config: BrainConfig, env: ModelEnv) -> tuple[str | None, str | None]:
-    """The base URL and key of a brain's model API.
+def _endpoint(config: BrainConfig, env: ModelEnv) -> tuple[str | None, str | None, bool]:
+    """The base URL and key of a brain's model API, and whether it is the operator's.
 
     The environment's key (``OPENAI_API_KEY``) is the operator's: it goes only to the
     environment's endpoint (``OPENAI_BASE_URL``, else OpenAI's). A brain that names another
@@ -60,11 +67,25 @@ def _endpoint(config: BrainConfig, env: ModelEnv) -> tuple[str | None, str | Non
     """
     env_url = env.openai_base_url
     own_key = config.api_key.get_secret_value() if config.api_key else None
-    if config.base_url and not _same_url(config.base_url, env_url or OPENAI_URL):
+    if config.base_url and not same_url(config.base_url, env_url or OPENAI_URL):
         check_model_url(config.base_url)
-        return config.base_url, own_key
+        return config.base_url, own_key, False
     env_key = env.openai_api_key.get_secret_value() if env.openai_api_key else None
-    return config.base_url or env_url, own_key or env_key or None
+    return config.base_url or env_url, own_key or env_key or None, True
+
+
+def _identity(env: ModelEnv, operator: bool) -> dict[str, Any]:
+    """The ``organization``, ``project`` and ``default_headers`` of the SDK client: the
+    operator's ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID`` for the operator's endpoint; for
+    any other, their headers removed (given None, the SDK would read them from the
+    environment by itself)."""
+    if operator:
+        return {
+            "organization": env.openai_org_id.get_secret_value() if env.openai_org_id else None,
+            "project": env.openai_project_id.get_secret_value() if env.openai_project_id else None,
+        }
+    omit = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
+    return {"organization": None, "project": None, "default_headers": omit}
 
 
 def _is_completion(reply: Any) -> bool:
@@ -114,13 +135,18 @@ class ModelClient:
         self._on_usage = on_usage
         self._owns_client = client is None
         if client is None:
-            base_url, key = _endpoint(config, env)
+            base_url, key, operator = _endpoint(config, env)
             if key is None and base_url is None:
                 raise ConfigError(
                     f"no API key for the OpenAI API: set the brain's `api_key` or {ENV_API_KEY}, "
                     f"or a `base_url` (or {ENV_BASE_URL}) of a server that needs none"
                 )
-            client = openai.AsyncOpenAI(api_key=key or _LOCAL_KEY, base_url=base_url, max_retries=0)
+            client = openai.AsyncOpenAI(
+                api_key=key or _LOCAL_KEY,
+                base_url=base_url,
+                max_retries=0,
+                **_identity(env, operator),
+            )
         elif client.max_retries:
             client = client.with_options(max_retries=0)  # retried here, not twice
         self._client = client
@@ -129,30 +155,25 @@ class ModelClient:
 
     async def chat(self, **params: Any) -> ChatCompletion:
         """``chat.completions.create`` with the model (and temperature) filled in."""
-        reply, raw = await self._chat(params)
-        return cast(ChatCompletion, raw.parse())
+        reply = await self._chat(params)
+        return ChatCompletion.construct(**reply)  # as the SDK's own parse: typed, unchecked
 
     async def chat_body(self, **params: Any) -> dict[str, Any]:
         """Like ``chat``, but the reply's JSON as sent (checked to have ``choices`` of
         ``message`` objects), for parsers that read plain data."""
-        reply, _ = await self._chat(params)
-        return cast(dict[str, Any], reply)
+        return await self._chat(params)
 
-    async def _chat(self, params: dict[str, Any]) -> tuple[Any, Any]:
+    async def _chat(self, params: dict[str, Any]) -> dict[str, Any]:
         params.setdefault("model", self.model)
         if self.temperature is not None:
             params.setdefault("temperature", self.temperature)
         log.debug("chat completion: model %s, %d messages", self.model, len(params["messages"]))
-        create = self._client.chat.completions.with_raw_response.create
-        raw = await self._call("chat completion", lambda: create(**params))
-        try:
-            reply = raw.http_response.json()
-        except ValueError as e:  # not JSON (an HTML page, plain text)
-            raise self._not_json(raw.http_response) from e
+        create = self._client.chat.completions.with_streaming_response.create
+        reply, body = await self._call("chat completion", lambda: self._read(create(**params)))
         if not _is_completion(reply):
             raise BrainError(
                 f"the model API at {self.base_url} sent a reply that is not a chat completion: "
-                f"{_excerpt(raw.http_response.text)}"
+                f"{self._excerpt(body)}"
             )
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         self._usage(
@@ -161,7 +182,7 @@ class ModelClient:
             usage.get("completion_tokens"),
             _cached(usage, "prompt_tokens_details"),
         )
-        return reply, raw
+        return dict(reply)
 
     async def respond(self, **params: Any) -> dict[str, Any]:
         """``responses.create`` with the model (and temperature) filled in; the reply's JSON.
@@ -173,17 +194,12 @@ class ModelClient:
         if self.temperature is not None:
             params.setdefault("temperature", self.temperature)
         log.debug("response: model %s, previous %s", self.model, params.get("previous_response_id"))
-        raw = await self._call(
-            "response", lambda: self._client.responses.with_raw_response.create(**params)
-        )
-        try:
-            response = raw.http_response.json()
-        except ValueError as e:  # not JSON (an HTML page, plain text)
-            raise self._not_json(raw.http_response) from e
+        create = self._client.responses.with_streaming_response.create
+        response, body = await self._call("response", lambda: self._read(create(**params)))
         if not isinstance(response, dict):
             raise BrainError(
                 f"the model API at {self.base_url} sent a reply that is not an object: "
-                f"{_excerpt(raw.http_response.text)}"
+                f"{self._excerpt(body)}"
             )
         found = response.get("usage")
         usage: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -217,12 +233,30 @@ class ModelClient:
                 )
             )
 
-    def _not_json(self, reply: httpx.Response) -> BrainError:
-        kind = reply.headers.get("content-type", "no content type")
-        return BrainError(
-            f"the model API at {self.base_url} sent a reply that is not JSON ({kind}): "
-            f"{_excerpt(reply.text)}"
-        )
+    async def _read(self, request: Any) -> tuple[Any, bytes]:
+        """The JSON and body of a streamed reply (``with_streaming_response``), read with a
+        cap; ``BrainError`` when it is too big or not JSON. A connection that fails while
+        the body comes is the SDK's failure (retried like one)."""
+        async with request as raw:
+            reply: httpx2.Response = raw.http_response
+            try:
+                body = await read_reply(reply.aiter_bytes(), reply.headers, where=self.base_url)
+            except httpx2.TimeoutException:
+                raise openai.APITimeoutError(request=reply.request) from None
+            except httpx2.HTTPError as e:
+                raise openai.APIConnectionError(message=str(e), request=reply.request) from None
+        try:
+            return reply_json(body), body
+        except ValueError:  # not JSON (an HTML page, plain text), or nested too deep
+            kind = reply.headers.get("content-type", "no content type")
+            raise BrainError(
+                f"the model API at {self.base_url} sent a reply that is not JSON ({kind}): "
+                f"{self._excerpt(body)}"
+            ) from None
+
+    def _excerpt(self, body: bytes) -> str:
+        """The start of a reply for an error message, the key cut out before it is cut."""
+        return _excerpt(self._redact(body.decode("utf-8", "replace")))
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()``, retried while it fails for a passing reason; ``BrainError``."""

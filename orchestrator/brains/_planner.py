@@ -4,7 +4,8 @@ The strongest computer-use setups pair a general model that decides what to do w
 grounding model that knows where to click. ``BrainConfig.planner`` names the planner;
 ``with_planner(brain, planner, on_usage=...)`` returns a ``Brain`` whose ``triage`` and
 ``plan`` go to the planner while ``step``, ``check``, ``image_size`` and ``wants_check`` go
-to the acting brain (``close`` closes both).
+to the acting brain (``close`` closes both; a planner that cannot be made closes the acting
+brain before its ``ConfigError`` is raised).
 
 - ``OpenAIPlanner``: an OpenAI-compatible Chat Completions API (``ModelClient``), structured
   output with a ``json_schema`` ``response_format`` and its fallbacks (``_structured``).
@@ -30,9 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
@@ -53,7 +56,16 @@ from ._structured import (
     plan_from,
 )
 
-__all__ = ["AnthropicPlanner", "OpenAIPlanner", "PlannedBrain", "Planner", "with_planner"]
+__all__ = [
+    "AnthropicPlanner",
+    "OpenAIPlanner",
+    "PlannedBrain",
+    "Planner",
+    "close_after_failure",
+    "with_planner",
+]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
@@ -62,6 +74,31 @@ _MAX_REASON = 4000
 _DEFAULT_RETRIES = 2
 _MAX_TOKENS = 4096
 """Room for a plan's JSON (the Messages API needs ``max_tokens``)."""
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Closes started by ``close_after_failure`` inside an event loop, held until done."""
+
+
+def close_after_failure(close: Callable[[], Awaitable[None]]) -> None:
+    """Run ``close`` (a brain's or client's) from a constructor that failed after making a
+    client: awaited now without an event loop, else in a task of the running loop (held
+    here until it ends). Its own failure is not raised over the constructor's."""
+
+    async def run() -> None:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001 - the constructor's error is the one to raise
+            log.warning("closing a client after a failed construction failed", exc_info=True)
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+        return
+    task = loop.create_task(run())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
 
 
 def _triage_from(reply: TriageReply) -> Triage:
@@ -286,7 +323,11 @@ class PlannedBrain(Brain):
         self.usage = actor.usage  # one list, in call order: the actor appends to it too
         self.actor = actor
         """The brain that acts (step, check)."""
-        self.planner: Planner = planner(self._record_usage)
+        try:
+            self.planner: Planner = planner(self._record_usage)
+        except BaseException:  # the acting brain's client is this brain's to close now
+            close_after_failure(actor.close)
+            raise
         """The model that triages and plans."""
         self._check: str | None = None
 

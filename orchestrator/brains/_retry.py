@@ -4,7 +4,9 @@ A client wrapper classifies each exception of its SDK into a ``Failure``: retrya
 the server's ``Retry-After`` if it sent one, and the reason in words. ``with_retries`` tries
 again with exponential backoff and jitter (or after ``Retry-After``, capped) and, when the
 attempts are spent or the failure is final, raises ``BrainError`` with the reason, which
-fails the task with it.
+fails the task with it (and nothing chained: the SDK's own message may hold what the reason
+leaves out, such as a key the server echoed). ``read_reply`` reads a reply's body with a cap
+(``MAX_REPLY_BYTES``) and ``reply_json`` parses it, both failing with ``BrainError``.
 
 Example:
     >>> import asyncio
@@ -26,16 +28,24 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BrainError
 
-__all__ = ["Failure", "parse_retry_after", "with_retries"]
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "Failure",
+    "parse_retry_after",
+    "read_reply",
+    "reply_json",
+    "with_retries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,8 @@ T = TypeVar("T")
 
 BASE_DELAY_S = 0.5
 """The first backoff; doubled on each further attempt, with jitter (50-100 %)."""
+MAX_REPLY_BYTES = 16 * 2**20
+"""The largest reply body read from a model API (decoded); a larger one is refused."""
 
 
 @dataclass(frozen=True)
@@ -108,21 +120,73 @@ async def with_retries(
             failure = classify(e)
             if failure is None:
                 raise
-            if not failure.retryable or attempt == attempts:
-                tries = f" (after {attempt + 1} attempts)" if attempt else ""
-                raise BrainError(f"{failure.reason}{tries}") from e
-            if failure.retry_after_s is not None:
-                delay = failure.retry_after_s
-            else:
-                delay = BASE_DELAY_S * 2**attempt * (0.5 + random.random() / 2)  # noqa: S311
-            delay = min(delay, max_wait_s)
-            log.warning(
-                "%s: %s; trying again in %.1f s (attempt %d of %d)",
-                what,
-                failure.reason,
-                delay,
-                attempt + 2,
-                attempts + 1,
-            )
-            await asyncio.sleep(delay)  # the backoff itself: nothing to wait for but time
+            final = not failure.retryable or attempt == attempts
+        if final:  # raised out of the handler: no __cause__ nor __context__ to carry the SDK's text
+            tries = f" (after {attempt + 1} attempts)" if attempt else ""
+            raise BrainError(f"{failure.reason}{tries}")
+        if failure.retry_after_s is not None:
+            delay = failure.retry_after_s
+        else:
+            delay = BASE_DELAY_S * 2**attempt * (0.5 + random.random() / 2)  # noqa: S311
+        delay = min(delay, max_wait_s)
+        log.warning(
+            "%s: %s; trying again in %.1f s (attempt %d of %d)",
+            what,
+            failure.reason,
+            delay,
+            attempt + 2,
+            attempts + 1,
+        )
+        await asyncio.sleep(delay)  # the backoff itself: nothing to wait for but time
     raise AssertionError("unreachable")
+
+
+async def read_reply(
+    chunks: AsyncIterator[bytes],
+    headers: Mapping[str, str],
+    *,
+    where: str,
+    limit: int = MAX_REPLY_BYTES,
+) -> bytes:
+    """A reply's body from its ``chunks``, refused (``BrainError``) when ``Content-Length``
+    says it is over ``limit`` bytes, or once more than ``limit`` have come: the rest is
+    never read.
+
+    Example:
+        >>> async def body():
+        ...     yield b"x" * 10
+        >>> asyncio.run(read_reply(body(), {}, where="here", limit=20))
+        b'xxxxxxxxxx'
+    """
+    too_big = BrainError(f"the model API at {where} sent a reply over {limit / 2**20:g} MiB")
+    length = headers.get("content-length", "")
+    if length.strip().isdigit() and int(length) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+def reply_json(body: bytes) -> Any:
+    """The JSON of a reply's body; ``ValueError`` when it is not JSON, also when it nests too
+    deep for the parser (``RecursionError``).
+
+    Example:
+        >>> reply_json(b'{"a": 1}')
+        {'a': 1}
+        >>> reply_json(b"[" * 100_000)
+        Traceback (most recent call last):
+        ...
+        ValueError: nested too deep
+    """
+    try:
+        return json.loads(body)
+    except (
+        ValueError,
+        RecursionError,
+    ) as e:  # raised with nothing chained: the body may hold a key
+        problem = "nested too deep" if isinstance(e, RecursionError) else "not JSON"
+    raise ValueError(problem)

@@ -77,6 +77,9 @@ class Reply:
     status: int = 200
     raw: bytes | None = None
     """Sent instead of ``body``, as ``content_type`` (a reply that is not JSON)."""
+    stream_bytes: int = 0
+    """When set, ``raw`` is sent over and over, chunked (no ``Content-Length``), until this
+    many bytes are sent or the client hangs up (a huge reply)."""
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     """Extra response headers, e.g. ``(("Retry-After", "1"),)``."""
@@ -327,6 +330,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.delay_s and state.closing.wait(reply.delay_s):
             return  # the server is closing: the client gave up long ago
+        if reply.raw is not None and reply.stream_bytes:
+            self._send_stream(reply.raw, reply.stream_bytes, reply.content_type)
+            return
         if reply.raw is not None:
             self._send_bytes(reply.status, reply.raw, reply.content_type, reply.headers)
             return
@@ -344,6 +350,22 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, body: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
     ) -> None:
         self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)
+
+    def _send_stream(self, data: bytes, total: int, content_type: str) -> None:
+        """``data`` repeated in chunks up to ``total`` bytes; stops when the client hangs up."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            sent = 0
+            while sent < total:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                sent += len(data)
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading: what a capped reader does
+        self.close_connection = True
 
     def _send_bytes(
         self,

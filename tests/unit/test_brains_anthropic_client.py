@@ -3,23 +3,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
 import logging
+import os
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from PIL import Image
 from pydantic import SecretStr
 
-from orchestrator.brains import BrainContext, Observation, make_brain
+from orchestrator.brains import BrainContext, Observation, _anthropic, make_brain
 from orchestrator.brains._anthropic_client import AnthropicClient
+from orchestrator.brains._planner import _CLOSING, with_planner
 from orchestrator.domain import BrainConfig, Done, PlannerConfig
 from orchestrator.errors import BrainError, ConfigError
 from tests.fakes.anthropic_server import (
+    TEST_KEY,
     FakeAnthropicServer,
     error_reply,
     overloaded,
     rate_limited,
+    raw_reply,
     text_message,
 )
 
@@ -223,3 +233,113 @@ async def test_the_fake_server_fails_loudly_when_misused(fake: FakeAnthropicServ
         await again.create(**ASK)  # consumed: verified clean on exit
     finally:
         await again.close()
+
+
+# ---------------------------------------------------------------- big, odd and leaky replies
+
+_MIB = 2**20
+
+
+async def test_a_reply_over_16_mib_is_refused_and_a_stream_read_only_up_to_it(
+    fake: FakeAnthropicServer,
+) -> None:
+    fake.add(
+        raw_reply(b"x" * (20 * _MIB), "application/json"),
+        replace(raw_reply(b"[" * 65536, "application/json"), stream_bytes=1024 * _MIB),
+    )
+    client = AnthropicClient(BrainConfig(kind="anthropic", model="m"), client=fake.client())
+    for _ in range(2):  # by Content-Length, then 1 GiB chunked: cut off after 16 MiB
+        with pytest.raises(BrainError, match="sent a reply over 16 MiB"):
+            await asyncio.wait_for(client.create(**ASK), 20)
+
+
+async def test_a_reply_nested_too_deep_is_not_json(fake: FakeAnthropicServer) -> None:
+    fake.add(raw_reply(b"[" * 100_000, "application/json"))
+    client = AnthropicClient(BrainConfig(kind="anthropic", model="m"), client=fake.client())
+    with pytest.raises(BrainError, match=r"not JSON \(application/json\)"):
+        await client.create(**ASK)
+
+
+async def test_a_key_across_the_excerpts_cut_never_shows(fake: FakeAnthropicServer) -> None:
+    fake.add(
+        raw_reply(b"y" * 110 + TEST_KEY.encode(), "text/plain"),
+        raw_reply(json.dumps({"echo": "y" * 100 + TEST_KEY}).encode(), "application/json"),
+        error_reply(400, "invalid_request_error", f"bad key {TEST_KEY}"),
+    )
+    client = AnthropicClient(BrainConfig(kind="anthropic", model="m"), client=fake.client())
+    for what in ("not JSON", "not a message", "answered 400"):
+        with pytest.raises(BrainError, match=what) as err:
+            await client.create(**ASK)
+        assert TEST_KEY[:6] not in str(err.value) and "<api" in str(err.value)
+        assert err.value.__cause__ is None and TEST_KEY not in _chained(err.value)
+        assert TEST_KEY not in "".join(traceback.format_exception(err.value))
+
+
+def _chained(e: BaseException | None) -> str:
+    """Everything an exception carries along its chain (Ray may carry it all)."""
+    out = []
+    while e is not None:
+        out.append(f"{e!r} {vars(e)!r}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(out)
+
+
+def test_a_planner_that_cannot_be_made_closes_the_acting_brains_client(
+    operator_env: Callable[..., None],
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_BASE_URLS=None, OPENAI_BASE_URL=None)
+    actor = make_brain(BrainConfig(kind="anthropic", model="claude-x", api_key=SecretStr("k")))
+    sdk = actor._client.sdk  # type: ignore[attr-defined]
+    planner = PlannerConfig(model="p", base_url="https://attacker.example/v1", api_key="k")
+    with pytest.raises(ConfigError, match="brain.planner.base_url"):
+        with_planner(actor, planner)
+    assert sdk.is_closed()
+
+
+async def test_in_an_event_loop_the_close_runs_in_a_task(
+    operator_env: Callable[..., None],
+) -> None:
+    operator_env(ORCHESTRATOR_MODEL_BASE_URLS=None, OPENAI_BASE_URL=None)
+    actor = make_brain(BrainConfig(kind="anthropic", model="claude-x", api_key=SecretStr("k")))
+    sdk = actor._client.sdk  # type: ignore[attr-defined]
+    planner = PlannerConfig(model="p", base_url="https://attacker.example/v1", api_key="k")
+    with pytest.raises(ConfigError):
+        with_planner(actor, planner)
+    await asyncio.wait_for(asyncio.gather(*_CLOSING), 5)
+    assert sdk.is_closed()
+
+
+def test_an_anthropic_brain_whose_planner_fails_closes_its_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[str] = []
+
+    class Recording(AnthropicClient):
+        async def close(self) -> None:
+            closed.append(self.model)
+            await super().close()
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise ConfigError("no planner")
+
+    monkeypatch.setattr(_anthropic, "AnthropicClient", Recording)
+    monkeypatch.setattr(_anthropic, "AnthropicPlanner", refuse)
+    with pytest.raises(ConfigError, match="no planner"):
+        _anthropic.AnthropicBrain(
+            BrainConfig(kind="anthropic", model="claude-x", api_key=SecretStr("k"))
+        )
+    assert closed == ["claude-x"]
+
+
+def test_a_zoom_over_the_apis_image_limit_goes_as_jpeg_or_not_at_all() -> None:
+    noise = Image.frombytes("RGB", (1200, 1200), os.urandom(1200 * 1200 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="PNG")
+    png = out.getvalue()
+    assert len(png) > 4 * _MIB  # its base64 is over 5 MiB
+    small = _anthropic.zoom_image(b"\x89PNG tiny")
+    assert small is not None and small["source"]["media_type"] == "image/png"
+    block = _anthropic.zoom_image(png)
+    assert block is not None and block["source"]["media_type"] == "image/jpeg"
+    assert len(block["source"]["data"]) <= _anthropic.MAX_IMAGE_BYTES
+    assert _anthropic.zoom_image(png, limit=1000) is None

@@ -7,14 +7,18 @@ attempts.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
 from orchestrator.brains._client import ModelClient
-from orchestrator.config import settings
+from orchestrator.config import same_url, settings
 from orchestrator.domain import BrainConfig, TokenUsage
 from orchestrator.errors import BrainError
 from tests.fakes.openai_server import (
@@ -24,6 +28,7 @@ from tests.fakes.openai_server import (
     FakeOpenAIServer,
     chat_text,
     http_error,
+    raw_reply,
     responses_reply,
     slow,
 )
@@ -200,3 +205,90 @@ async def test_cached_input_tokens_are_recorded_with_each_call(fake: FakeOpenAIS
         (900, 512),
         (10, 0),
     ]
+
+
+# ---------------------------------------------------------------- big, odd and leaky replies
+
+_MIB = 2**20
+
+
+async def test_a_reply_over_16_mib_is_refused_by_its_content_length(
+    fake: FakeOpenAIServer,
+) -> None:
+    fake.add(raw_reply(CHAT, b"x" * (20 * _MIB), "application/json"))
+    with pytest.raises(BrainError, match="sent a reply over 16 MiB"):
+        await asyncio.wait_for(_client(fake).chat(messages=[]), 20)
+
+
+async def test_a_streamed_reply_is_read_only_up_to_the_cap(fake: FakeOpenAIServer) -> None:
+    """1 GiB chunked, no Content-Length: refused once 16 MiB came, the rest never read."""
+    fake.add(replace(raw_reply(RESPONSES, b"[" * 65536), stream_bytes=1024 * _MIB))
+    with pytest.raises(BrainError, match="over 16 MiB"):
+        await asyncio.wait_for(_client(fake).respond(input="hi"), 20)
+
+
+async def test_a_reply_nested_too_deep_is_not_json(fake: FakeOpenAIServer) -> None:
+    fake.add(raw_reply(CHAT, b"[" * 100_000, "application/json"))
+    fake.add(raw_reply(RESPONSES, b"[" * 100_000, "application/json"))
+    client = _client(fake)
+    with pytest.raises(BrainError, match=r"not JSON \(application/json\)"):
+        await client.chat_body(messages=[])
+    with pytest.raises(BrainError, match="not JSON"):
+        await client.respond(input="hi")
+
+
+async def test_a_key_echoed_in_a_reply_is_cut_out_before_the_excerpt(
+    fake: FakeOpenAIServer,
+) -> None:
+    """The key straddles the excerpt's cut (120 characters), in a reply that is not JSON
+    and in one that is JSON but not a completion."""
+    fake.add(raw_reply(CHAT, b"y" * 110 + TEST_KEY.encode(), "text/plain"))
+    fake.add(raw_reply(CHAT, json.dumps({"echo": "y" * 100 + TEST_KEY}).encode()))
+    client = _client(fake)
+    for what in ("not JSON", "not a chat completion"):
+        with pytest.raises(BrainError, match=what) as err:
+            await client.chat_body(messages=[])
+        assert TEST_KEY[:6] not in str(err.value) and "<api" in str(err.value)
+
+
+async def test_a_final_failure_chains_nothing_that_holds_the_key(fake: FakeOpenAIServer) -> None:
+    fake.add(http_error(CHAT, 400, f"bad key {TEST_KEY}"))
+    with pytest.raises(BrainError, match="answered 400: .*bad key <api key>") as err:
+        await _client(fake).chat(messages=[])
+    assert err.value.__cause__ is None and err.value.__context__ is None
+    assert TEST_KEY not in "".join(traceback.format_exception(err.value))
+
+
+async def test_the_operators_organization_and_project_go_only_to_its_endpoint(
+    fake: FakeOpenAIServer, operator_env: Callable[..., None]
+) -> None:
+    operator_env(
+        OPENAI_ORG_ID="org-operator",
+        OPENAI_PROJECT_ID="proj-operator",
+        OPENAI_API_KEY="sk-operator-0123456789",
+        OPENAI_BASE_URL=fake.base_url,
+        ORCHESTRATOR_MODEL_BASE_URLS="http://127.0.0.1:*/v1",
+    )
+    fake.add(chat_text("a"), chat_text("b"))
+    mine = ModelClient(BrainConfig(kind="openai", model="m"))
+    try:
+        await mine.chat(messages=[])
+    finally:
+        await mine.close()
+    operator_env(OPENAI_BASE_URL="http://gw.internal:8000/v1")  # now another endpoint
+    theirs = ModelClient(BrainConfig(kind="openai", model="m", base_url=fake.base_url))
+    try:
+        await theirs.chat(messages=[])
+    finally:
+        await theirs.close()
+    first, second = (r.headers for r in fake.requests)
+    assert first["openai-organization"] == "org-operator"
+    assert first["openai-project"] == "proj-operator"
+    assert "openai-organization" not in second and "openai-project" not in second
+    assert "sk-operator" not in second.get("authorization", "")
+
+
+def test_urls_are_the_same_whatever_the_case_of_scheme_and_host_but_not_of_the_path() -> None:
+    assert same_url("HTTP://GW.Internal:80/v1/", "http://gw.internal/v1")
+    assert not same_url("http://gw.internal/V1", "http://gw.internal/v1")
+    assert not same_url("http://gw.internal:8000/v1", "http://gw.internal/v1")
