@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from .. import actions as a
 from ..coords import Mapper, OutOfSpaceError
-from ..domain import MAX_ACTIONS, Act, Ask, Decision, Done, Fail, Retry
+from ..domain import Act, Ask, Decision, Done, Fail, Retry
 from ..protocols import from_anthropic
 from ._anthropic_tools import (
     ASK_USER,
@@ -54,7 +54,7 @@ from ._anthropic_tools import (
     EditorError,
     editor_command,
 )
-from ._parse_text import MAX_REFUSAL_CHARS, cut
+from ._parse_text import MAX_REFUSAL_CHARS, batch_problem, cut
 
 __all__ = ["Parsed", "ToolUse", "parse", "read"]
 
@@ -127,11 +127,8 @@ def read(reply: Any, mapper: Mapper, *, cursor: tuple[int, int] | None = None) -
             acts.append(action)
         uses.append(use)
     errors = [f"{u.name} call {u.id}: {u.error}" for u in uses if u.error]
-    if len(acts) > MAX_ACTIONS:
-        errors.append(
-            f"{len(acts)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
-            "the screenshot, then go on"
-        )
+    if (too_much := batch_problem(acts)) is not None:
+        errors.append(too_much)
     if errors:
         return Parsed(Retry(error="; ".join(errors)[:20_000], thought=thought), uses, said)
     asks = [u for u in uses if u.question is not None]

@@ -33,8 +33,8 @@ from typing import Any
 
 from ..actions import Action
 from ..coords import Mapper
-from ..domain import MAX_ACTIONS, Act, Ask, Decision, Done, Fail, Retry
-from ._parse_text import MAX_REFUSAL_CHARS, cut
+from ..domain import Act, Ask, Decision, Done, Fail, Retry
+from ._parse_text import MAX_REFUSAL_CHARS, batch_problem, cut
 from ._tools import ASK_USER, DONE, ToolCallError, parse_call, to_screen
 
 __all__ = ["IGNORED_FINAL", "NO_TOOL_CALL", "ChatCall", "ChatReading", "parse", "read"]
@@ -157,11 +157,8 @@ def read(reply: Any, mapper: Mapper) -> ChatReading:
         errors.update(
             {calls.index(c): "call only one of `done`, `fail` and `ask_user`" for c, _, _ in finals}
         )
-    if len(actions) > MAX_ACTIONS:
-        errors[len(calls) - 1] = (
-            f"{len(actions)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
-            "the screenshot, then go on"
-        )
+    if (too_much := batch_problem(actions)) is not None:
+        errors[len(calls) - 1] = too_much
     if errors:
         problem = cut("; ".join(errors.values()))
         return ChatReading(

@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 from ..actions import Action
 from ..coords import Mapper
-from ..domain import MAX_ACTIONS, Act, Ask, AwaitApproval, Decision, Done, Fail, Retry
+from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Retry
 from ..protocols import openai_call_actions
-from ._parse_text import MAX_REFUSAL_CHARS, cut
+from ._parse_text import MAX_REFUSAL_CHARS, batch_problem, cut
 from ._tools import ASK_USER, FAIL, ToolCallError, parse_call, to_screen
 
 __all__ = [
@@ -203,11 +203,8 @@ def read(reply: Any, mapper: Mapper) -> Reading:
             pending = [_dict(c) for c in item.get("pending_safety_checks") or []]
             calls.append(Call(kind, call_id, len(actions), len(parsed), checks=pending))
             actions += parsed
-    if len(actions) > MAX_ACTIONS:
-        errors[len(items)] = (
-            f"{len(actions)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
-            "the screenshot, then go on"
-        )
+    if (too_much := batch_problem(actions)) is not None:
+        errors[len(items)] = too_much
     reading = Reading(Retry(error="no reply"), calls, items, errors, checks)
     if checks:
         reason = cut(f"{SAFETY_CHECK_PREFIX}: {_checks_text(checks)}")

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_WAIT_S",
     "ActionSequence",
     "ReplyError",
+    "batch_problem",
     "cap",
     "cut",
     "decide",
@@ -149,6 +150,24 @@ def too_long(text: str) -> Retry | None:
     )
 
 
+def batch_problem(actions: Sequence[a.Action]) -> str | None:
+    """What is wrong with one reply's actions as a batch (over ``MAX_ACTIONS`` actions, or
+    over ``MAX_WAIT_S`` seconds of waiting and holding keys in all), for the model; None when
+    nothing is."""
+    if len(actions) > MAX_ACTIONS:
+        return (
+            f"{len(actions)} actions in one reply, at most {MAX_ACTIONS}: do one step, look at "
+            "the screenshot, then go on"
+        )
+    waited = sum(x.duration_s for x in actions if isinstance(x, a.Wait | a.HoldKey))
+    if waited > MAX_WAIT_S:
+        return (
+            f"a reply may wait at most {MAX_WAIT_S:g} seconds in all, not {waited:g}: wait, "
+            "look at the screenshot, then wait again if needed"
+        )
+    return None
+
+
 def finite(v: object) -> bool:
     """True for an int or float (not a bool) that is a finite number a float can hold: a
     model's ``10**400`` or ``1e999`` is not one.
@@ -227,7 +246,7 @@ class ActionSequence:
                 f"a reply may ask for at most {MAX_ACTIONS} actions: do one step, look at "
                 "the screenshot, then go on"
             )
-        if isinstance(action, a.Wait):
+        if isinstance(action, a.Wait | a.HoldKey):
             if self._waited + action.duration_s > MAX_WAIT_S:
                 raise ReplyError(
                     f"a reply may wait at most {MAX_WAIT_S:g} seconds in all: wait, look at "

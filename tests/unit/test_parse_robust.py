@@ -198,6 +198,19 @@ def test_a_thousand_long_waits_are_a_retry() -> None:
     assert isinstance(sleeps, Retry)
 
 
+def test_long_waits_are_a_retry_in_the_tool_families() -> None:
+    waits: list[tuple[Any, Any]] = [
+        ("chat-tools", _chat(*[("wait", '{"duration_s": 300}')] * 2)),
+        ("anthropic", _anthropic(*[{"action": "wait", "duration": 300}] * 2)),
+        ("anthropic", _anthropic(*[{"action": "hold_key", "text": "a", "duration": 60}] * 6)),
+    ]
+    for family, reply in waits:
+        decision = _parse(family, reply)
+        assert isinstance(decision, Retry) and "seconds in all" in decision.error, family
+    one = _parse("chat-tools", _chat(("wait", '{"duration_s": 300}')))
+    assert isinstance(one, Act)
+
+
 # ---------------------------------------------------------------- finding 9: long texts are cut
 
 LONG = "r" * 50_000
