@@ -32,6 +32,7 @@ from ..actions import Action, CommandResult, Shell, parse_action
 from ..domain import Act, Ask, AwaitApproval, Decision, Done, Fail, Plan, Review, Subtask, Triage
 from ..errors import BrainError, ConfigError
 from ._base import Brain, BrainContext, Observation, UsageCallback
+from ._parse_text import cut
 from ._script import (
     ApproveStep,
     AskStep,
@@ -162,20 +163,20 @@ class ScriptedBrain(Brain):
         if seq.pending is not None:
             failure = self._absorb(seq, ctx)
             if failure is not None:
-                return Fail(reason=failure)
+                return Fail(reason=cut(failure))
         if self._verdict is not None:
-            return Done(result=self._verdict, thought="script finished: the verdict")
+            return Done(result=cut(self._verdict), thought="script finished: the verdict")
         if seq.pos >= len(seq.steps):
             if self.script.result is None:
                 report = None
                 if seq.report_last_output:
                     report = self._outputs[-1] if self._outputs else "done"
-                return Done(result=report or "", thought="script finished")
+                return Done(result=cut(report or ""), thought="script finished")
             try:
                 report = render(self.script.result, scope)
             except TemplateError as e:
-                return Fail(reason=f"result template: {e}")
-            return Done(result=report, thought="script finished")
+                return Fail(reason=cut(f"result template: {e}"))
+            return Done(result=cut(report), thought="script finished")
         step = seq.steps[seq.pos]
         seq.pos += 1
         label = f"{seq.name} {seq.pos}"
@@ -191,10 +192,10 @@ class ScriptedBrain(Brain):
                 else:
                     decision = Act(actions=actions, thought=thought)
         except TemplateError as e:
-            return Fail(reason=f"{label}: {e}")
+            return Fail(reason=cut(f"{label}: {e}"))
         except ValidationError as e:
             reason = f"{label}: filled in, the action is invalid: {describe_validation_error(e)}"
-            return Fail(reason=reason)
+            return Fail(reason=cut(reason))
         seq.pending, seq.pending_step = decision, step
         return decision
 

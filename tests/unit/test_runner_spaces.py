@@ -110,3 +110,21 @@ async def test_a_retry_that_reaches_the_runner_fails_the_task_with_its_error(
 
     assert ended.state == TaskState.FAILED
     assert ended.error == "the model's reply could not be used: unknown action 'fly'"
+
+
+async def test_a_scripted_report_longer_than_a_result_may_be_is_cut_not_a_crash(
+    records: StoreRecords, desk: StandInDesktop
+) -> None:
+    from orchestrator.brains import make_brain
+    from orchestrator.domain import MAX_RESULT_CHARS, BrainConfig
+
+    script = {"steps": [{"type": "shell", "command": "head -c 30000 /dev/zero | tr '\\0' x"}]}
+    task = await new_task(records, TaskSpec(description="print a lot", script=script))
+    brain = make_brain(BrainConfig(kind="scripted", script=script))
+    runner = TaskRunner(task, "tester", "t/u/boss", desk, brain, LocalHost(records), records)
+
+    ended = await runner.run()
+
+    assert ended.state == TaskState.SUCCEEDED
+    assert ended.result is not None and len(ended.result) == MAX_RESULT_CHARS
+    assert ended.result.endswith("…") and set(ended.result[:-1]) == {"x"}
