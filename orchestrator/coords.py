@@ -35,6 +35,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import ConfigError
+
 __all__ = [
     "CoordinateSpace",
     "FixedSpace",
@@ -44,6 +46,7 @@ __all__ = [
     "NormSpace",
     "OutOfSpaceError",
     "Size",
+    "check_screenshot_size",
     "image_size",
     "model_size",
     "smart_resize",
@@ -52,7 +55,16 @@ __all__ = [
 Size = tuple[int, int]
 """``(width, height)`` in pixels."""
 
-_Pixels = Annotated[int, Field(gt=0, le=1 << 28)]
+_MAX_SIDE = 4096
+"""The longest side of a screenshot a space may ask for (4K)."""
+_MAX_AREA = 1 << 24
+"""The largest screenshot area a space may ask for: 16.8 megapixels (Qwen3-VL's 16384
+32x32 cells); the default grid budget, 16384 28x28 cells, is 12.8 MP."""
+_MAX_MIN_AREA = 1 << 20
+"""The largest ``min_pixels`` (1 MP): a grid enlarges a smaller screen up to it."""
+
+_Side = Annotated[int, Field(gt=0, le=_MAX_SIDE)]
+_Area = Annotated[int, Field(gt=0, le=_MAX_AREA)]
 
 
 class _Space(BaseModel):
@@ -71,12 +83,17 @@ class FixedSpace(_Space):
     and ``max_pixels`` (never enlarged)."""
 
     kind: Literal["fixed"] = "fixed"
-    targets: tuple[tuple[_Pixels, _Pixels], ...] = ((1024, 768), (1280, 800), (1366, 768))
-    """Sizes tried in order; the first of the screen's aspect ratio wins (if smaller)."""
-    max_long_edge: _Pixels = 1568
-    """Longest side the model sees unshrunk."""
-    max_pixels: _Pixels = 1_150_000
-    """Largest area the model sees unshrunk (about 1.15 megapixels)."""
+    targets: Annotated[tuple[tuple[_Side, _Side], ...], Field(max_length=16)] = (
+        (1024, 768),
+        (1280, 800),
+        (1366, 768),
+    )
+    """Sizes tried in order; the first of the screen's aspect ratio wins (if smaller);
+    at most 4096 a side."""
+    max_long_edge: _Side = 1568
+    """Longest side the model sees unshrunk (at most 4096)."""
+    max_pixels: _Area = 1_150_000
+    """Largest area the model sees unshrunk (about 1.15 megapixels; at most 16.8 MP)."""
 
 
 class GridSpace(_Space):
@@ -84,11 +101,13 @@ class GridSpace(_Space):
     ``factor``, the area within ``min_pixels``..``max_pixels``, the aspect ratio kept."""
 
     kind: Literal["grid"] = "grid"
-    factor: _Pixels = 28
-    """28 for Qwen2.5-VL-based models (patch 14, merge 2); 32 for Qwen3-VL."""
-    min_pixels: _Pixels = 4 * 28 * 28
-    max_pixels: _Pixels = 16384 * 28 * 28
-    """The image budget: fewer pixels, fewer tokens per screenshot."""
+    factor: Annotated[int, Field(gt=0, le=64)] = 28
+    """28 for Qwen2.5-VL-based models (patch 14, merge 2); 32 for Qwen3-VL (at most 64)."""
+    min_pixels: Annotated[int, Field(gt=0, le=_MAX_MIN_AREA)] = 4 * 28 * 28
+    """The smallest image (at most 1 MP): a smaller screen is enlarged to it."""
+    max_pixels: _Area = 16384 * 28 * 28
+    """The image budget: fewer pixels, fewer tokens per screenshot (at most 16.8 MP, so a
+    tenant's space cannot make the host build a huge screenshot)."""
 
     @model_validator(mode="after")
     def _budget(self) -> GridSpace:
@@ -186,6 +205,26 @@ def image_size(space: CoordinateSpace, screen: Size) -> Size:
     raise TypeError(f"not a coordinate space: {space!r}")
 
 
+def check_screenshot_size(size: Size, screen: Size) -> None:
+    """``ConfigError`` unless ``size`` is a screenshot worth building of ``screen``: at most
+    twice the screen on either side and at most 4096 a side (``Desktop.screenshot`` checks
+    the size a coordinate space asks for, so no space makes the host build a huge image).
+
+    Example:
+        >>> check_screenshot_size((1932, 1092), (1920, 1080))
+        >>> check_screenshot_size((16384, 16384), (1920, 1080))
+        Traceback (most recent call last):
+        ...
+        orchestrator.errors.ConfigError: a 16384x16384 screenshot of the 1920x1080 screen ...
+    """
+    (w, h), (sw, sh) = size, screen
+    if not (0 < w <= min(2 * sw, _MAX_SIDE) and 0 < h <= min(2 * sh, _MAX_SIDE)):
+        raise ConfigError(
+            f"a {w}x{h} screenshot of the {sw}x{sh} screen is refused: a model's coordinate "
+            f"space may ask for at most twice the screen and {_MAX_SIDE} pixels a side"
+        )
+
+
 def model_size(space: CoordinateSpace, screen: Size) -> Size:
     """The space a model of ``space`` answers in: ``(1000, 1000)`` for 0..1000, else the size
     of the image it was sent (0..1 fractions are scaled by it)."""
@@ -263,9 +302,22 @@ def _snap(v: float) -> float:
     return nearest if abs(v - nearest) < 1e-9 * max(1.0, abs(v)) else v
 
 
+_HUGE = 1 << 53
+"""Integers beyond this are no point of any space (and ``math.isfinite`` overflows on
+integers beyond a float's range: 10**400)."""
+
+
 def _finite(v: float) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """Whether ``v`` is a real, finite number of sane size (never raises: a model's
+    10**400 is simply not finite here)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return -_HUGE <= v <= _HUGE
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def _num(v: object) -> str:
-    return repr(v) if not isinstance(v, float) else f"{v:g}"
+    if isinstance(v, int) and not isinstance(v, bool) and not -_HUGE <= v <= _HUGE:
+        return f"{'-' if v < 0 else ''}a {v.bit_length()}-bit integer"
+    return repr(v)[:40] if not isinstance(v, float) else f"{v:g}"

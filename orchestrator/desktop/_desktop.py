@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .. import actions as a
 from ..config import settings
+from ..coords import check_screenshot_size
 from ..errors import DesktopError, DesktopGoneError, DisplayError, ShellError, UntrustedPathError
 from ..image import default_image
 from . import _container, _hostfs
@@ -295,13 +296,21 @@ class Desktop:
         size: tuple[int, int] | None = None,
     ) -> Screenshot:
         """Grab and encode the screen, optionally scaled to ``scaling``'s size, or resized to
-        ``size`` (``(width, height)``: the size a model's coordinate space asks for)."""
-        if size is not None and scaling is None and size != self.size:
-            scaling = Scaling(*self.size, *size)
+        ``size`` (``(width, height)``: the size a model's coordinate space asks for).
+
+        Only a given ``scaling`` comes back on the ``Screenshot``: a brain that asked for a
+        ``size`` maps its points to screen pixels itself, so its screenshot carries none
+        (passing one to ``act`` would map twice). A ``size`` over twice the screen's or 4096
+        on either side is refused (``ConfigError``)."""
+        out: tuple[int, int] | None = None
+        if scaling is not None:
+            out = (scaling.width, scaling.height)
+        elif size is not None and size != self.size:
+            check_screenshot_size(size, self.size)
+            out = size
         frame = await self.grab()
-        size = (scaling.width, scaling.height) if scaling is not None else None
-        data = await asyncio.to_thread(encode, frame, format, quality=quality, size=size)
-        w, h = size or (frame.width, frame.height)
+        data = await asyncio.to_thread(encode, frame, format, quality=quality, size=out)
+        w, h = out or (frame.width, frame.height)
         return Screenshot(data=data, format=format, width=w, height=h, scaling=scaling)
 
     async def act(self, action: a.Action, scaling: Scaling | None = None) -> a.ActionResult:

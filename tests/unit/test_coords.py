@@ -20,10 +20,12 @@ from orchestrator.coords import (
     NormSpace,
     OutOfSpaceError,
     Size,
+    check_screenshot_size,
     image_size,
     model_size,
     smart_resize,
 )
+from orchestrator.errors import ConfigError
 
 SCREENS: list[Size] = [(1280, 800), (1920, 1080), (1024, 768)]
 
@@ -273,7 +275,7 @@ def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValidationError):
         GridSpace(factor=0)
     with pytest.raises(ValidationError, match="min_pixels .* is over max_pixels"):
-        GridSpace(min_pixels=2_000_000, max_pixels=1_000_000)
+        GridSpace(min_pixels=1_000_000, max_pixels=500_000)
     with pytest.raises(ValidationError, match="under one 32x32 cell"):
         GridSpace(factor=32, min_pixels=100, max_pixels=1000)
     with pytest.raises(ValidationError):
@@ -370,3 +372,63 @@ def test_fixed_space_never_enlarges_and_stays_under_the_apis_limits(w: int, h: i
         assert abs(iw * h - ih * w) < max(w, h)  # both sides floored from one scale
     m = Mapper(model_size=(iw, ih), screen_size=(w, h))
     assert m.to_model(*m.point(iw - 1, ih - 1)) == (iw - 1, ih - 1)
+
+
+# ---------------------------------------------------------------------- review bounds
+
+
+@pytest.mark.parametrize(
+    "huge", [10**400, -(10**400), 10**5000, 2**60], ids=["1e400", "-1e400", "1e5000", "2^60"]
+)
+def test_huge_integers_are_out_of_space_not_overflow(huge: int) -> None:
+    """A model's 10**400 (or 5,000 digits) is a point outside the space, never an
+    OverflowError or the int-to-str digit limit's ValueError escaping as a crash."""
+    m = Mapper(model_size=(1000, 1000), screen_size=(1920, 1080))
+    with pytest.raises(OutOfSpaceError, match="outside") as e:
+        m.point(huge, 1)
+    assert "bit integer" in str(e.value) and len(str(e.value)) < 200
+    with pytest.raises(OutOfSpaceError):
+        m.point(1, huge)
+    with pytest.raises(OutOfSpaceError):
+        m.fraction(huge, 0)
+    assert m.point(1000, 1000) == (1919, 1079)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"kind": "grid", "factor": 16384, "min_pixels": 268435456, "max_pixels": 268435456},
+        {"kind": "grid", "factor": 65},
+        {"kind": "grid", "max_pixels": (1 << 24) + 1},
+        {"kind": "grid", "min_pixels": (1 << 20) + 1, "max_pixels": 1 << 24},
+        {"kind": "fixed", "targets": [[8192, 4096]]},
+        {"kind": "fixed", "max_long_edge": 4097},
+        {"kind": "fixed", "max_pixels": (1 << 24) + 1},
+        {"kind": "norm", "image": {"kind": "grid", "max_pixels": 1 << 28, "min_pixels": 1 << 28}},
+    ],
+)
+def test_a_tenants_space_cannot_ask_for_a_huge_screenshot(space: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(CoordinateSpace).validate_python(space)
+
+
+def test_the_largest_spaces_allowed_stay_within_16_megapixels() -> None:
+    qwen3 = GridSpace(factor=32, min_pixels=4 * 32 * 32, max_pixels=16384 * 32 * 32)
+    for space in (GridSpace(), qwen3, GridSpace(factor=64, min_pixels=1 << 20, max_pixels=1 << 24)):
+        w, h = image_size(space, (3840, 2160))
+        assert w * h <= 1 << 24
+        check_screenshot_size(image_size(space, (1280, 800)), (1280, 800))
+
+
+def test_a_screenshot_size_over_twice_the_screen_or_4096_is_refused() -> None:
+    check_screenshot_size((1932, 1092), (1920, 1080))
+    check_screenshot_size((2560, 1600), (1280, 800))
+    for size, screen in [
+        ((16384, 16384), (1920, 1080)),
+        ((2561, 800), (1280, 800)),
+        ((1280, 1601), (1280, 800)),
+        ((4100, 2000), (3840, 2160)),
+        ((0, 800), (1280, 800)),
+    ]:
+        with pytest.raises(ConfigError, match="screenshot .* is refused"):
+            check_screenshot_size(size, screen)
