@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
     "MAX_COMMAND_CHARS",
@@ -288,6 +289,10 @@ class Shell(_Model):
     """Run as the unprivileged desktop user (default) or as root."""
     cwd: _Path | None = None
     """Working directory; the user's home when omitted."""
+    writes: SkipJsonSchema[Annotated[str, Field(max_length=MAX_COMMAND_CHARS)] | None] = None
+    """The text the command writes when its line does not show it (the text editor's content,
+    sent base64): approval rules (``text_pattern``) read it as well as the command. Set by
+    the runtime's own mappings, never offered to a model (not in the tool schema)."""
 
 
 Action = Annotated[

@@ -16,7 +16,8 @@ Tool versions, by model name (``tool_versions``):
 
 The text editor's commands (``view``, ``create``, ``str_replace``, ``insert``) run on the
 desktop as one ``python3`` program whose arguments (the program and a JSON payload of the
-command) are base64: nothing the model wrote is ever interpolated into the shell.
+command) are base64: nothing the model wrote is ever interpolated into the shell. The text
+an edit writes is kept in plain words on the action (``Shell.writes``), so approval rules see it.
 
 Example:
     >>> tool_versions("claude-opus-4-5-20251101").computer
@@ -336,4 +337,6 @@ def editor_command(input: Any, *, name: str = "str_replace_based_edit_tool") -> 
             f"the call is too long ({len(line)} characters encoded, at most {MAX_COMMAND_CHARS}): "
             "write the file in parts (create, then insert)"
         )
-    return Shell(command=line)
+    # what the edit writes, in plain text, for approval rules (text_pattern) to read
+    writes = payload.get("file_text", payload.get("new_str", payload.get("insert_text")))
+    return Shell(command=line, writes=writes)
