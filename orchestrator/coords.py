@@ -206,9 +206,10 @@ def image_size(space: CoordinateSpace, screen: Size) -> Size:
 
 
 def check_screenshot_size(size: Size, screen: Size) -> None:
-    """``ConfigError`` unless ``size`` is a screenshot worth building of ``screen``: at most
-    twice the screen on either side and at most 4096 a side (``Desktop.screenshot`` checks
-    the size a coordinate space asks for, so no space makes the host build a huge image).
+    """``ConfigError`` unless ``size`` is a screenshot worth building of ``screen``: no
+    larger than the screen, or enlarged to at most twice the screen and 4096 a side
+    (``Desktop.screenshot`` checks the size a coordinate space asks for, so no space makes
+    the host build a huge image; an 8K screen shrunk to a model's budget is fine).
 
     Example:
         >>> check_screenshot_size((1932, 1092), (1920, 1080))
@@ -218,7 +219,8 @@ def check_screenshot_size(size: Size, screen: Size) -> None:
         orchestrator.errors.ConfigError: a 16384x16384 screenshot of the 1920x1080 screen ...
     """
     (w, h), (sw, sh) = size, screen
-    if not (0 < w <= min(2 * sw, _MAX_SIDE) and 0 < h <= min(2 * sh, _MAX_SIDE)):
+    max_w, max_h = max(sw, min(2 * sw, _MAX_SIDE)), max(sh, min(2 * sh, _MAX_SIDE))
+    if not (0 < w <= max_w and 0 < h <= max_h):
         raise ConfigError(
             f"a {w}x{h} screenshot of the {sw}x{sh} screen is refused: a model's coordinate "
             f"space may ask for at most twice the screen and {_MAX_SIDE} pixels a side"

@@ -423,11 +423,14 @@ def test_the_largest_spaces_allowed_stay_within_16_megapixels() -> None:
 def test_a_screenshot_size_over_twice_the_screen_or_4096_is_refused() -> None:
     check_screenshot_size((1932, 1092), (1920, 1080))
     check_screenshot_size((2560, 1600), (1280, 800))
+    # an 8K screen shrunk to the default grid budget (4760x2688): over 4096, but smaller
+    check_screenshot_size(image_size(GridSpace(), (7680, 4320)), (7680, 4320))
     for size, screen in [
         ((16384, 16384), (1920, 1080)),
         ((2561, 800), (1280, 800)),
         ((1280, 1601), (1280, 800)),
         ((4100, 2000), (3840, 2160)),
+        ((7681, 4320), (7680, 4320)),
         ((0, 800), (1280, 800)),
     ]:
         with pytest.raises(ConfigError, match="screenshot .* is refused"):
