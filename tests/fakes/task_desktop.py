@@ -151,6 +151,11 @@ class StandInDesktop:
             return a.CommandResult(
                 exit_code=None, stdout="", stderr="", timed_out=True, duration_s=timeout
             )
+        except BaseException:  # cancelled (a task cancelled mid-command): leave nothing running
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.shield(proc.wait())
+            raise
         return a.CommandResult(
             exit_code=proc.returncode,
             stdout=out.decode(),
