@@ -71,7 +71,15 @@ async def main():
     with open(keys, "w") as f:
         f.write(f"{TENANT}:{key}\n")
     url = deploy(port=free_port(), keys_file=keys)
-    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    # A connection of its own per request: every node runs a Serve proxy, and on this one
+    # machine they share the loopback port, so a connection the kernel gave to the removed
+    # worker's proxy is reset (on separate machines a client talks to its own node's address).
+    api = httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
     spec = AgentSpec(name="far", role="tester", desktop=DesktopSpec(image=IMAGE))
     try:
         agent = await rt.create_agent(TENANT, spec)
@@ -93,7 +101,11 @@ async def main():
         answers = []
 
         async def failed():
-            r = api.get(f"/v1/tasks/{task.id}")
+            try:
+                r = api.get(f"/v1/tasks/{task.id}")
+            except httpx.TransportError:  # the removed node's proxy, as it went (see above)
+                answers.append("reset")
+                return None
             answers.append(r.status_code)
             return r.json() if r.status_code == 200 and r.json()["state"] == "failed" else None
 
@@ -154,6 +166,10 @@ def test_a_lost_worker_node_fails_its_agents_tasks_and_the_api_keeps_answering(
     assert out["recorder_on_head"] and out["desktops"] == 1, out
     assert out["task_failed_s"] < 30 and "died" in out["task_error"], out
     assert out["agent_status"] == "failed", out
-    assert all(code == 200 for code in out["answers"]), out  # the API answered throughout
+    # the API answered throughout: every answer a 200, after at most a few connections reset
+    # while the removed worker's own proxy went away (never once the head had answered)
+    answers = out["answers"]
+    first = next(i for i, code in enumerate(answers) if code != "reset")
+    assert first <= 3 and all(code == 200 for code in answers[first:]), out
     assert out["desktop_gone_s"] < 60, out
     assert out["again"] == [True, "succeeded", "back"], out
