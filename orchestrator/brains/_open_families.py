@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,7 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.4f}".rstrip("0")
 
 
-class Layout:
+class Layout(ABC):
     """A family's conversation format; subclasses fill in the parts."""
 
     default_images = 5
@@ -111,19 +112,19 @@ class Layout:
         self.older = older
         """The family's older version: UI-TARS-1.0's prompt, Qwen2.5-VL's tool."""
 
+    @abstractmethod
     def messages(
         self, instruction: str, past: list[Past], current: Observation, window: int
     ) -> list[Message]:
         """The request: ``past[window:]`` keep their screens (those that have one)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def retry(self, error: str) -> str:
         """The user message answering a reply that could not be used."""
-        raise NotImplementedError
 
+    @abstractmethod
     def render(self, decision: Decision, point: PointFn) -> str:
         """A step this brain did not decide, in the family's format."""
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------- UI-TARS

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ._parse_qwen import ACTIONS
+
 __all__ = [
     "OPENCUA_INSTRUCTION",
     "OPENCUA_SYSTEM",
@@ -151,22 +153,7 @@ _QWEN3_ACTIONS = """The action to perform. The available actions are:
 * `wait`: Wait specified seconds for the change to happen.
 * `terminate`: Terminate the current task and report its completion status.
 * `answer`: Answer a question."""  # noqa: E501
-_QWEN3_ENUM = [
-    "key",
-    "type",
-    "mouse_move",
-    "left_click",
-    "left_click_drag",
-    "right_click",
-    "middle_click",
-    "double_click",
-    "triple_click",
-    "scroll",
-    "hscroll",
-    "wait",
-    "terminate",
-    "answer",
-]
+_QWEN3_ENUM = list(ACTIONS)  # the parser takes exactly the tool's actions
 _QWEN3_COORDINATE = (
     "(x, y): The x (pixels from the left edge) and y (pixels from the top edge) coordinates to "
     "move the mouse to."
