@@ -15,7 +15,20 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from . import _agents, _desktop, _files, _person, _stats, _tasks, _workflows
+from . import (
+    _agents,
+    _console,
+    _desktop,
+    _files,
+    _lease,
+    _live,
+    _person,
+    _relay,
+    _session,
+    _stats,
+    _tasks,
+    _workflows,
+)
 from ._auth import KeyStore, RecordKeys, configure, current_keys, records_fetch
 from ._errors import RETRY_AFTER_S, BodyLimit, install_error_handlers
 from ._files import MAX_UPLOAD_BYTES, UPLOAD_PATH
@@ -40,6 +53,11 @@ ROUTERS = (
     _stats.router,
     _desktop.router,
     _files.router,
+    _session.router,
+    _lease.router,
+    _live.router,
+    _relay.router,
+    _console.router,
 )
 """Every resource's routes, in the order the OpenAPI document lists them."""
 
