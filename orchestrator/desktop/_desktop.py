@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import secrets
+import socket
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from . import _container, _hostfs
 from ._admission import start_slot
 from ._display import allocate_display, point_display, release_display
 from ._limits import check_desktop
-from ._liveview import LiveView, LiveViewProxy
+from ._liveview import LIVE_VIEW_OFF, LiveView, LiveViewProxy
 from ._owner import process_owner
 from ._reaper import reap_in_background
 from ._screen import Frame, ImageFormat, Scaling, Screenshot, encode
@@ -453,10 +454,13 @@ class Desktop:
     # ------------------------------------------------------------------ live view
 
     async def live_view(self) -> LiveView:
-        """A noVNC link on 127.0.0.1 for watching the desktop; the link holds its password."""
+        """A noVNC link on 127.0.0.1 for watching the desktop; the link holds its password.
+        ``DesktopError`` when ``ORCHESTRATOR_LIVE_VIEW_PROXY`` is off (use the API's relay)."""
         self._check_open()
         if self.container_id is None:
             raise DesktopError(f"desktop {self.id} is not started")
+        if not settings().live_view_proxy:
+            raise DesktopError(LIVE_VIEW_OFF)
         if self._live is None:
             self._live = LiveViewProxy(
                 functools.partial(
@@ -465,6 +469,12 @@ class Desktop:
             )
             await self._live.start()
         return LiveView(url=self._live.url(self._vnc_password), password=self._vnc_password)
+
+    def open_novnc(self) -> tuple[socket.socket, str]:
+        """The noVNC socket (its listener checked) and the VNC password; blocking."""
+        self._check_open()
+        path, cid = self.sockdir.run / "novnc.sock", self.container_id or "not started"
+        return _hostfs.connect_socket(path, cid), self._vnc_password
 
     # ------------------------------------------------------------------ helpers
 

@@ -33,12 +33,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-__all__ = ["LOOPBACK", "LiveView", "LiveViewProxy"]
+__all__ = ["LIVE_VIEW_OFF", "LOOPBACK", "LiveView", "LiveViewProxy"]
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 """The only address the proxy listens on."""
+
+LIVE_VIEW_OFF = (
+    "the loopback live view is off on this node (ORCHESTRATOR_LIVE_VIEW_PROXY=off): "
+    "watch the desktop through the API's relay, /v1/agents/<id>/vnc"
+)
+"""What ``live_view`` answers when the node serves no loopback noVNC link."""
 
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
 """The longest request (or upstream response) head the proxy reads."""
