@@ -33,6 +33,7 @@ from ._hire import adopt_pooled, start_cold, wait_placed
 from ._names import NAMESPACE, RECORDER_NAME, child_path
 from ._pool import get_pool
 from ._tasks import AgentTasks, RecorderRecords
+from ._vnc import RelayPart, VncSessions
 
 if TYPE_CHECKING:
     from orchestrator.desktop import Desktop, LiveView, PreparedDesktop
@@ -106,7 +107,7 @@ class _Child:
 
 
 @ray.remote
-class AgentActor:
+class AgentActor(RelayPart):
     """One agent: a role, a brain, a desktop of its own, and the children it hired."""
 
     def __init__(self, info: AgentInfo) -> None:
@@ -122,6 +123,7 @@ class AgentActor:
         self._desktop_watch: asyncio.Task[None] | None = None
         self._desktop_swap = asyncio.Lock()  # a reset and the watchdog's recreate, one at a time
         self._pool: Any = None
+        self.relay = VncSessions()  # live views of the desktop, relayed to the API (_vnc)
         threading.Thread(target=_preload, name="preload", daemon=True).start()
 
     def __repr__(self) -> str:
@@ -231,6 +233,7 @@ class AgentActor:
         """Stop ``desk`` and start a new desktop of the agent's spec: a new container in a new
         socket directory (the caller holds ``_desktop_swap``). Should the start fail, the
         agent has no running desktop until the watchdog's next beat starts one."""
+        await self.relay.close_all()
         await desk.stop()
         self.desktop = await self._start_desktop()
 
@@ -268,6 +271,7 @@ class AgentActor:
         for bg in (self._reaper, self._parent_watch, self._desktop_watch):
             if bg is not None and bg is not asyncio.current_task():
                 bg.cancel()
+        await self.relay.close_all()
         if self.desktop is not None:
             await self.desktop.stop()
             self.desktop = None

@@ -17,6 +17,9 @@ from ray.exceptions import (
 from orchestrator import actions as a
 from orchestrator.domain import AgentInfo, AgentSpec, AgentTree, TaskInfo
 from orchestrator.errors import AgentGoneError, UnavailableError
+from orchestrator.front import ViewMode
+
+from ._vnc import RayVncRelay
 
 __all__ = ["RayAgentRef", "ours", "ray_call"]
 
@@ -140,6 +143,11 @@ class RayAgentRef:
     async def live_view(self) -> str:
         view = await ray_call(self.handle.live_view.remote())
         return str(view.url)
+
+    async def vnc_relay(self, mode: ViewMode, holder: str) -> RayVncRelay:
+        """Open a live RFB stream of the desktop through the agent's actor (``_vnc``)."""
+        sid: str = await ray_call(self.handle.vnc_open.remote(mode, holder))
+        return RayVncRelay(self.handle, sid)
 
     async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:
         found: tuple[bool, bytes] = await ray_call(self.handle.read_path.remote(path, user))

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
 from . import actions as a
@@ -38,6 +39,29 @@ __all__ = ["AgentRef", "Runtime", "User"]
 
 User = Literal["agent", "root"]
 """Who a command or a file access on a desktop runs as."""
+
+
+ViewMode = Literal["view", "control", "embed"]
+"""What a live view may do: ``control`` may steer (while its holder holds the lease);
+``view`` and ``embed`` only watch."""
+
+
+class VncRelay(Protocol):
+    """One viewer's live RFB stream of an agent's desktop, through the agent's actor: it
+    speaks RFB 3.8 with security None to the viewer (the desktop's VNC password never leaves
+    the agent); iterate for the bytes to the viewer, ``send`` the viewer's."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The bytes for the viewer, as they come (the iteration ends with the session)."""
+        ...
+
+    async def send(self, data: bytes) -> None:
+        """Bytes from the viewer (input is dropped unless the session may steer)."""
+        ...
+
+    async def close(self) -> None:
+        """End the session (idempotent)."""
+        ...
 
 
 class AgentRef(Protocol):
@@ -70,6 +94,11 @@ class AgentRef(Protocol):
 
     async def live_view(self) -> str:
         """A noVNC URL to watch the desktop (it holds the VNC password)."""
+        ...
+
+    async def vnc_relay(self, mode: ViewMode, holder: str) -> VncRelay:
+        """Open a live RFB stream of the desktop for a viewer (``holder``: who, for the
+        lease); ``AgentError`` when the agent has no desktop."""
         ...
 
     async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._limits import DesktopLimits, check_desktop
     from ._owner import owner_is_alive, process_owner, register_owner_kind
     from ._reaper import reap
+    from ._rfb import ViewerSide, upstream_handshake, vnc_auth_response
     from ._screen import Frame, Scaling
     from ._spec import DesktopSpec
 
@@ -26,6 +27,7 @@ __all__ = [
     "PreparedDesktop",
     "Scaling",
     "Screenshot",
+    "ViewerSide",
     "adopt_desktop",
     "check_desktop",
     "discard_desktop",
@@ -34,6 +36,8 @@ __all__ = [
     "process_owner",
     "reap",
     "register_owner_kind",
+    "upstream_handshake",
+    "vnc_auth_response",
 ]
 
 _WHERE = {
@@ -53,6 +57,9 @@ _WHERE = {
     "Frame": "._screen",
     "Scaling": "._screen",
     "DesktopSpec": "._spec",
+    "ViewerSide": "._rfb",
+    "upstream_handshake": "._rfb",
+    "vnc_auth_response": "._rfb",
 }
 
 

@@ -45,7 +45,7 @@ from orchestrator.domain import (
     new_id,
 )
 from orchestrator.errors import AgentError, NotFoundError
-from orchestrator.front import User
+from orchestrator.front import User, ViewMode, VncRelay
 from orchestrator.records import MAX_LIMIT, RecordStore, StoreStats
 
 from .runtime_person import PersonPart
@@ -204,6 +204,10 @@ class LocalAgent:
 
     async def live_view(self) -> str:
         return f"http://127.0.0.1:6080/vnc.html?agent={self._info.id}&password=local"
+
+    async def vnc_relay(self, mode: ViewMode, holder: str) -> VncRelay:
+        """A ``MemoryDesktop`` has no VNC server: nothing to relay (a typed refusal)."""
+        raise AgentError(f"{self._info.path} has an in-memory desktop: no live view to relay")
 
     async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:
         return await self.desktop.read_path(path, user)

@@ -1,0 +1,417 @@
+"""The live desktop relay's two ends on Ray: sessions in the agent's actor, and the handle
+the API replica holds (``orchestrator.front.VncRelay``).
+
+In the actor (``VncSessions``), a session is one viewer of the agent's desktop: a WebSocket
+to the desktop's noVNC server (websockify, over the desktop's checked unix socket: no IP),
+the RFB handshake with x11vnc done with the desktop's password (``_rfb.upstream_handshake``),
+and the viewer's side (``_rfb.ViewerSide``: security None, then every client message parsed
+and input dropped unless the session may steer). Server bytes are not parsed: a reader task
+appends what websockify sends to a bounded buffer (at most ``DOWN_BUFFER_BYTES``; when it is
+full the reader stops reading, so x11vnc's own socket fills and it waits), and the replica
+pulls it through a Ray streaming generator, each item everything available up to
+``CHUNK_BYTES`` (small updates share one object), with at most ``STREAM_WINDOW`` items in
+flight (Ray's generator backpressure). Viewer bytes come in batched actor calls: while one
+call is on its way, what the viewer sends meanwhile waits and goes in the next.
+
+A session ends when the viewer goes (the replica's ``close``), when the desktop's socket
+closes, when the agent shuts down or its desktop is reset (``close_all``), or when nothing
+was heard from its replica for ``IDLE_TIMEOUT_S`` (the replica beats every
+``HEARTBEAT_S``: a replica that died leaves no session behind).
+
+Example (in the replica):
+    >>> relay = await ref.vnc_relay("view", "session:abc")  # doctest: +SKIP
+    >>> async for data in relay: ...                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from orchestrator.desktop._rfb import ViewerSide, upstream_handshake
+from orchestrator.domain import new_id
+from orchestrator.errors import AgentError, DesktopError
+from orchestrator.front import ViewMode
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+    from orchestrator.desktop import Desktop
+
+__all__ = [
+    "CHUNK_BYTES",
+    "DOWN_BUFFER_BYTES",
+    "RayVncRelay",
+    "RelayCounters",
+    "RelayPart",
+    "RelayMode",
+    "VncSessions",
+]
+
+log = logging.getLogger(__name__)
+
+RelayMode = ViewMode
+"""What a relay session may do (``orchestrator.front.ViewMode``)."""
+
+CHUNK_BYTES = 256 * 1024
+"""The most bytes one streamed item carries."""
+DOWN_BUFFER_BYTES = 1024 * 1024
+"""The most server bytes a session holds for a slow viewer before it stops reading."""
+UP_BUFFER_BYTES = 1024 * 1024
+"""The most viewer bytes the replica holds while a call is on its way before ``send`` waits."""
+STREAM_WINDOW = 4
+"""Streamed items in flight to the replica before the actor's generator waits."""
+OPEN_TIMEOUT_S = 10.0
+"""How long opening the desktop's noVNC WebSocket and the RFB handshake may take."""
+HEARTBEAT_S = 10.0
+"""How often the replica says it is still there."""
+IDLE_TIMEOUT_S = 35.0
+"""A session its replica has not called for this long is closed."""
+
+
+class RelayCounters(BaseModel):
+    """What an agent's relay sessions carried (since the actor started)."""
+
+    opened: int = 0
+    """Sessions opened."""
+    open: int = 0
+    """Sessions open now."""
+    bytes_to_viewer: int = 0
+    """Bytes streamed to viewers (the desktop's framebuffer updates and the handshake)."""
+    bytes_from_viewer: int = 0
+    """Bytes viewers sent."""
+    passed: int = 0
+    """Viewer messages passed on to the desktop's VNC server."""
+    dropped: int = 0
+    """Viewer input messages dropped (the session could not steer)."""
+
+
+class _Session:
+    """One viewer's connection to the desktop's VNC server (in the actor)."""
+
+    def __init__(
+        self,
+        sid: str,
+        ws: ClientConnection,
+        viewer: ViewerSide,
+        counters: RelayCounters,
+        early: bytes = b"",
+    ) -> None:
+        self.sid = sid
+        self.ws = ws
+        self.viewer = viewer
+        self.counters = counters
+        self.seen = time.monotonic()
+        self._down = bytearray(viewer.greeting())
+        self._changed = asyncio.Event()  # bytes came, or room was made, or the session ended
+        self._changed.set()
+        self._closed = False
+        self._reader: asyncio.Task[None] | None = None
+        self._early = early  # server bytes that came with its ServerInit: after the viewer's
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def pull(self) -> bytes:
+        """What the viewer gets next (up to ``CHUNK_BYTES``); b"" once the session ended."""
+        while not self._down:
+            if self._closed:
+                return b""
+            self._changed.clear()
+            await self._changed.wait()
+        data = bytes(self._down[:CHUNK_BYTES])
+        del self._down[:CHUNK_BYTES]
+        self._changed.set()  # room for the reader
+        self.counters.bytes_to_viewer += len(data)
+        return data
+
+    async def push(self, data: bytes) -> None:
+        """The viewer's bytes: handshake answers go back, allowed messages go on."""
+        self.seen = time.monotonic()
+        if not data or self._closed:
+            return
+        self.counters.bytes_from_viewer += len(data)
+        before_passed, before_dropped = self.viewer.passed, self.viewer.dropped
+        try:
+            to_viewer, to_server = self.viewer.feed(data)
+        except DesktopError as e:
+            log.info("relay %s: %s; closing", self.sid, e)
+            await self.close()
+            return
+        self.counters.passed += self.viewer.passed - before_passed
+        self.counters.dropped += self.viewer.dropped - before_dropped
+        if to_viewer:
+            self._down += to_viewer
+            self._changed.set()
+        if self.viewer.ready and self._reader is None:
+            self._down += self._early
+            self._early = b""
+            self._reader = asyncio.create_task(self._read(), name=f"vnc-{self.sid}")
+        if to_server:
+            try:
+                await self.ws.send(to_server)
+            except Exception as e:  # noqa: BLE001 - the desktop's side went: end the session
+                log.info("relay %s: the desktop's VNC connection ended: %s", self.sid, e)
+                await self.close()
+
+    async def _read(self) -> None:
+        """Append what the desktop's VNC server sends, while the buffer has room."""
+        try:
+            async for message in self.ws:
+                if isinstance(message, str):
+                    message = message.encode()
+                self._down += message
+                self._changed.set()
+                while len(self._down) >= DOWN_BUFFER_BYTES and not self._closed:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except Exception as e:  # noqa: BLE001 - any end of the desktop's side ends the session
+            log.info("relay %s: the desktop's VNC connection ended: %s", self.sid, e)
+        finally:
+            self._closed = True
+            self._changed.set()
+
+    async def close(self) -> None:
+        """End the session (idempotent)."""
+        self._closed = True
+        self._changed.set()
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), timeout=2.0)
+
+
+class VncSessions:
+    """An agent's relay sessions (one per viewer), in its actor.
+
+    ``may_input(holder)``: whether the holder may steer the desktop now (the agent's lease);
+    until something is wired here nobody may.
+    """
+
+    def __init__(self, may_input: Callable[[str], bool] | None = None) -> None:
+        self.may_input: Callable[[str], bool] = may_input or (lambda _holder: False)
+        self.counters = RelayCounters()
+        self._sessions: dict[str, _Session] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    async def open(self, desktop: Desktop, mode: RelayMode, holder: str) -> str:
+        """Connect to the desktop's VNC server for a new viewer; returns the session's id."""
+        from websockets.asyncio.client import connect
+
+        sock, password = await asyncio.to_thread(desktop.open_novnc)
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                ws = await connect(
+                    "ws://desktop/websockify",
+                    sock=sock,
+                    subprotocols=["binary"],  # type: ignore[list-item]
+                    compression=None,
+                    proxy=None,
+                    ping_interval=None,
+                    max_size=None,
+                    max_queue=16,
+                    open_timeout=OPEN_TIMEOUT_S,
+                )
+                reader = _MessageReader(ws)
+                server_init = await upstream_handshake(reader.read, ws.send, password)
+        except BaseException:
+            sock.close()
+            raise
+
+        def may_steer() -> bool:
+            return mode == "control" and self.may_input(holder)
+
+        sid = new_id("vnc")
+        viewer = ViewerSide(server_init, may_steer)
+        self._sessions[sid] = _Session(sid, ws, viewer, self.counters, reader.rest())
+        self.counters.opened += 1
+        self.counters.open = len(self._sessions)
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._close_idle())
+        log.info("relay %s opened (%s)", sid, mode)
+        return sid
+
+    def _get(self, sid: str) -> _Session:
+        session = self._sessions.get(sid)
+        if session is None:
+            raise AgentError(f"no relay session {sid}")
+        return session
+
+    async def stream(self, sid: str) -> AsyncIterator[bytes]:
+        """The viewer's bytes, as they come (ends when the session ends)."""
+        session = self._get(sid)
+        try:
+            while data := await session.pull():
+                session.seen = time.monotonic()
+                yield data
+        finally:
+            await self.close(sid)
+
+    async def send(self, sid: str, data: bytes) -> None:
+        """Bytes from the viewer (b"": only a heartbeat)."""
+        session = self._sessions.get(sid)
+        if session is None or session.closed:
+            raise AgentError(f"relay session {sid} has ended")
+        await session.push(data)
+
+    async def close(self, sid: str) -> None:
+        """End one session (idempotent)."""
+        session = self._sessions.pop(sid, None)
+        self.counters.open = len(self._sessions)
+        if session is not None:
+            await session.close()
+            log.info("relay %s closed", sid)
+
+    async def close_all(self) -> None:
+        """End every session (the agent shuts down, or its desktop is replaced)."""
+        await asyncio.gather(*(self.close(sid) for sid in list(self._sessions)))
+
+    async def _close_idle(self) -> None:
+        """Close sessions whose replica has gone quiet (a heartbeat: the interval is the
+        point)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            now = time.monotonic()
+            for sid, session in list(self._sessions.items()):
+                if now - session.seen > IDLE_TIMEOUT_S:
+                    log.warning("relay %s: no word from its replica; closing", sid)
+                    await self.close(sid)
+
+
+class _MessageReader:
+    """``read(n)``: exactly n bytes from a WebSocket's binary messages (for the handshake)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._buf = bytearray()
+
+    def rest(self) -> bytes:
+        """What came after the bytes read (the server's first messages, if any)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
+    async def read(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            message = await self._ws.recv()
+            self._buf += message.encode() if isinstance(message, str) else message
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+
+class RayVncRelay:
+    """The replica's end of a relay session (``orchestrator.front.VncRelay``): iterate for the
+    desktop's bytes, ``send`` the viewer's, ``close`` when the viewer goes."""
+
+    def __init__(self, handle: Any, sid: str) -> None:
+        self._handle = handle
+        self._sid = sid
+        self._pending = bytearray()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._stream = handle.vnc_stream.options(
+            num_returns="streaming", _generator_backpressure_num_objects=STREAM_WINDOW
+        ).remote(sid)
+        self._beat = asyncio.create_task(self._heartbeat())
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        from ._agent_ref import ray_call
+
+        async for ref in self._stream:
+            data: bytes = await ray_call(ref)
+            yield data
+
+    async def send(self, data: bytes) -> None:
+        """Queue the viewer's bytes; they go in the next batch. Waits while
+        ``UP_BUFFER_BYTES`` are queued; raises what ended the session."""
+        if self._error is not None:
+            raise self._error
+        while len(self._pending) >= UP_BUFFER_BYTES:
+            self._room.clear()
+            await self._room.wait()
+            if self._error is not None:
+                raise self._error
+        self._pending += data
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        from ._agent_ref import ray_call
+
+        try:
+            while self._pending and not self._closed:
+                batch = bytes(self._pending)
+                self._pending.clear()
+                self._room.set()
+                await ray_call(self._handle.vnc_send.remote(self._sid, batch))
+        except Exception as e:  # noqa: BLE001 - kept for the next send
+            self._error = e
+            self._room.set()
+
+    async def _heartbeat(self) -> None:
+        from ._agent_ref import ray_call
+
+        while not self._closed:
+            await asyncio.sleep(HEARTBEAT_S)  # a heartbeat: the interval is the point
+            try:
+                await ray_call(self._handle.vnc_send.remote(self._sid, b""))
+            except Exception as e:  # noqa: BLE001 - the session is over
+                self._error = e
+                return
+
+    async def close(self) -> None:
+        """End the session in the actor (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._beat.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._handle.vnc_close.remote(self._sid), timeout=5.0)
+
+
+class RelayPart:
+    """The relay's methods of the agent actor (``AgentActor`` mixes this in)."""
+
+    desktop: Desktop | None
+    relay: VncSessions
+
+    async def vnc_open(self, mode: RelayMode, holder: str) -> str:
+        """Open a relay session to this agent's desktop for a viewer; returns its id."""
+        if self.desktop is None:
+            raise AgentError("the agent has no desktop to relay")
+        return await self.relay.open(self.desktop, mode, holder)
+
+    async def vnc_stream(self, sid: str) -> AsyncIterator[bytes]:
+        """The session's bytes for the viewer (call with ``num_returns="streaming"``)."""
+        async for data in self.relay.stream(sid):
+            yield data
+
+    async def vnc_send(self, sid: str, data: bytes) -> None:
+        """The viewer's bytes (a batch; b"": a heartbeat)."""
+        await self.relay.send(sid, data)
+
+    async def vnc_close(self, sid: str) -> None:
+        """End a relay session (idempotent)."""
+        await self.relay.close(sid)
+
+    async def vnc_counters(self) -> RelayCounters:
+        """What this agent's relay sessions carried."""
+        return self.relay.counters.model_copy()
