@@ -39,7 +39,10 @@ export function Takeover({ agentId, me, ttlS = 900 }: TakeoverProps) {
   const [holder, setHolder] = useState<string | null>(me ?? null);
   const [note, setNote] = useState("");
   const [busy, setBusy] = useState(false);
+  /** Why the last take over / hand back failed (kept until the next one). */
   const [error, setError] = useState("");
+  /** Why the lease could not be read (cleared by the next good read). */
+  const [readError, setReadError] = useState("");
   const [tick, setTick] = useState(0);
   const visible = usePageVisible();
 
@@ -66,10 +69,10 @@ export function Takeover({ agentId, me, ttlS = 900 }: TakeoverProps) {
     requestJson<Lease | null>("GET", path, undefined, ctl.signal)
       .then((l) => {
         setLease(l && l.expires_at > now() ? l : null);
-        setError("");
+        setReadError("");
       })
       .catch((e) => {
-        if (!ctl.signal.aborted) setError(describeError(e));
+        if (!ctl.signal.aborted) setReadError(describeError(e));
       });
     const timer = setTimeout(() => setTick((t) => t + 1), LEASE_POLL_MS);
     return () => {
@@ -131,9 +134,9 @@ export function Takeover({ agentId, me, ttlS = 900 }: TakeoverProps) {
           {mine ? "Extend lease" : "Take over"}
         </button>
       </div>
-      {error && (
+      {(error || readError) && (
         <div className="takeover-error" role="alert">
-          {error}
+          {error || `cannot read the lease: ${readError}`}
         </div>
       )}
       <LiveDesktop agentId={agentId} mode={mine ? "control" : "view"} />
