@@ -29,7 +29,14 @@ from orchestrator.domain import (
     TaskInfo,
     TaskState,
 )
-from orchestrator.records import MAX_LIMIT, GcReport, RecordStore, StoreStats, open_store
+from orchestrator.records import (
+    MAX_LIMIT,
+    ConsoleSession,
+    GcReport,
+    RecordStore,
+    StoreStats,
+    open_store,
+)
 from orchestrator.tenants import ApiKey, Quotas
 from orchestrator.usage import Usage
 
@@ -377,6 +384,25 @@ class Recorder:
     async def active_api_keys(self) -> list[tuple[str, str]]:
         """``(tenant, digest)`` of the keys in force (the API replicas poll this)."""
         return self._store.active_api_keys()
+
+    # ------------------------------------------------------------------ console sessions
+
+    async def add_session(self, session: ConsoleSession) -> ConsoleSession:
+        """Record a console sign-in (the digest of its cookie's token, never the token)."""
+        stored: ConsoleSession = await self._write(self._store.add_session, session)
+        return stored
+
+    async def session(self, session_id: str) -> ConsoleSession | None:
+        return self._store.session(session_id)
+
+    async def end_session(self, session_id: str) -> ConsoleSession | None:
+        ended: ConsoleSession | None = await self._write(self._store.end_session, session_id)
+        return ended
+
+    async def cluster_secret(self, name: str) -> bytes:
+        """The cluster's secret ``name`` (made on first use): API replicas sign tickets."""
+        value: bytes = await self._write(self._store.cluster_secret, name)
+        return value
 
 
 def _ended(agent: AgentInfo) -> str:

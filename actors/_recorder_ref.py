@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError, RayError
 
 from orchestrator.domain import AgentInfo, AgentStatus, Event, TaskInfo, TaskState
 from orchestrator.errors import RecordError
-from orchestrator.records import MAX_LIMIT, SQLiteStore, StoreStats
+from orchestrator.records import MAX_LIMIT, ConsoleSession, SQLiteStore, StoreStats
 from orchestrator.tenants import ApiKey, Quotas
 from orchestrator.usage import Usage
 
@@ -33,7 +33,15 @@ __all__ = ["LOCAL_CHECK_S", "LOCAL_READS", "LOCAL_THREAD_READS", "RecorderRef"]
 log = logging.getLogger(__name__)
 
 LOCAL_READS = frozenset(
-    {"get_agent", "get_task", "get_task_of", "active_api_keys", "with_usage", "agent_usage"}
+    {
+        "get_agent",
+        "get_task",
+        "get_task_of",
+        "active_api_keys",
+        "session",
+        "with_usage",
+        "agent_usage",
+    }
 )
 """Recorder reads a process on the recorder's node makes from the records' file itself."""
 LOCAL_THREAD_READS = frozenset({"with_usage", "agent_usage"})
@@ -284,6 +292,28 @@ class RecorderRef:
         """``(tenant, digest)`` of the keys in force."""
         rows: list[tuple[str, str]] = await self._call("active_api_keys")
         return rows
+
+    # ------------------------------------------------------------------ console sessions
+
+    async def add_session(self, session: ConsoleSession) -> ConsoleSession:
+        """Record a console sign-in (idempotent by id)."""
+        stored: ConsoleSession = await self._call("add_session", session)
+        return stored
+
+    async def session(self, session_id: str) -> ConsoleSession | None:
+        """The console session with this id (read from the file on the recorder's node)."""
+        found: ConsoleSession | None = await self._call("session", session_id)
+        return found
+
+    async def end_session(self, session_id: str) -> ConsoleSession | None:
+        """End the session (sign-out); it as it is then, or None when unknown."""
+        ended: ConsoleSession | None = await self._call("end_session", session_id)
+        return ended
+
+    async def cluster_secret(self, name: str) -> bytes:
+        """The cluster's secret ``name`` (made by the recorder on first use)."""
+        value: bytes = await self._call("cluster_secret", name)
+        return value
 
 
 def _session() -> tuple[str, str]:

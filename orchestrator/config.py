@@ -355,6 +355,10 @@ class ApiSettings(BaseSettings):
     """``ORCHESTRATOR_API_SSE_KEEPALIVE_S``: seconds between keepalive comments on an idle
     event stream; 0 or less: the default."""
 
+    session_ttl_s: float = Field(default=43_200.0, ge=60.0, le=43_200.0)
+    """``ORCHESTRATOR_API_SESSION_TTL_S``: how long a console sign-in (its cookie) lasts, in
+    seconds (at most 12 hours; it also ends on sign-out or when its key is revoked)."""
+
     @field_validator("sse_keepalive_s")
     @classmethod
     def _default_keepalive(cls, value: float) -> float:

@@ -33,9 +33,9 @@ from .domain import (
     TaskSpec,
     TaskState,
 )
-from .records import StoreStats
+from .records import ConsoleSession, StoreStats
 
-__all__ = ["AgentRef", "Runtime", "User"]
+__all__ = ["AgentRef", "Runtime", "SessionRecords", "User"]
 
 User = Literal["agent", "root"]
 """Who a command or a file access on a desktop runs as."""
@@ -112,6 +112,27 @@ class AgentRef(Protocol):
     async def reset_desktop(self) -> AgentInfo:
         """Replace the desktop with a new one of the agent's spec (``AgentError`` while a
         task runs)."""
+        ...
+
+
+class SessionRecords(Protocol):
+    """The records the API keeps console sign-ins and its ticket secret in (every replica
+    reads the same: ``actors.RecorderRef`` on a cluster, a store in process in tests)."""
+
+    async def add_session(self, session: ConsoleSession) -> ConsoleSession:
+        """Record a new console session (idempotent by id)."""
+        ...
+
+    async def session(self, session_id: str) -> ConsoleSession | None:
+        """The session with this id (its token's sha256 hex digest), or None."""
+        ...
+
+    async def end_session(self, session_id: str) -> ConsoleSession | None:
+        """End the session (idempotent); it as it is then, or None when unknown."""
+        ...
+
+    async def cluster_secret(self, name: str) -> bytes:
+        """The cluster's secret ``name`` (random, made on first use, the same for all)."""
         ...
 
 

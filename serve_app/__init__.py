@@ -12,21 +12,29 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 
 from ._auth import KeyStore
 from ._errors import MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from orchestrator.front import SessionRecords
 
 __all__ = ["APP_NAME", "MAX_BODY_BYTES", "KeyStore", "build_app", "deploy"]
 
 APP_NAME = "orchestrator"
 
 
-def build_app(keys: KeyStore | None = None) -> FastAPI:
-    """The FastAPI app on its own (for ASGI servers or tests); keys default to the env."""
+def build_app(
+    keys: KeyStore | None = None, session_records: SessionRecords | None = None
+) -> FastAPI:
+    """The FastAPI app on its own (for ASGI servers or tests); keys default to the env,
+    console sessions to the cluster's records."""
     from ._app import build_app as _build
 
-    return _build(keys)
+    return _build(keys, session_records)
 
 
 def deploy(

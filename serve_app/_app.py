@@ -15,6 +15,8 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
+from orchestrator.front import SessionRecords
+
 from . import (
     _agents,
     _console,
@@ -62,15 +64,19 @@ ROUTERS = (
 """Every resource's routes, in the order the OpenAPI document lists them."""
 
 
-def build_app(keys: KeyStore | None = None) -> FastAPI:
-    """The FastAPI app (``keys``: the API keys; default: from the environment)."""
-    if keys is not None:
-        configure(keys)
+def build_app(
+    keys: KeyStore | None = None, session_records: SessionRecords | None = None
+) -> FastAPI:
+    """The FastAPI app (``keys``: the API keys, default: from the environment;
+    ``session_records``: where console sessions are kept, default: the cluster's records)."""
+    if keys is not None or session_records is not None:
+        configure(keys, session_records=session_records)
     app = FastAPI(
         title="orchestrator",
         version="1",
         description="Agents that each own a Linux desktop, organised in a hierarchy. "
-        "Every route but /healthz needs `Authorization: Bearer <API key>`.",
+        "Every route but /healthz needs `Authorization: Bearer <API key>` (or the "
+        "console's sign-in cookie, from POST /v1/session).",
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, overrides=[("PUT", UPLOAD_PATH, MAX_UPLOAD_BYTES)])

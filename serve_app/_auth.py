@@ -13,6 +13,12 @@ force on every replica within a few seconds, whatever node it runs on. A copy th
 be refreshed for ``KEYS_MAX_AGE_S`` is not trusted: a key only it could vouch for is answered
 503 (the environment's and the file's keys still work).
 
+A person signs in to the console with a key (``serve_app._session``) and gets a cookie
+(``serve_app._cookie``) that stands for a console session in the records. ``principal_of``
+says who a request is (a ``Principal``: bearer key or cookie, never a secret), and
+``still_valid`` whether that is still so (the key in force, the session neither ended nor
+expired): what long-lived event streams and desktop relays ask every second.
+
 Example:
     >>> keys = KeyStore.parse("acme:s3cret-key")
     >>> keys.tenant_for("s3cret-key"), keys.tenant_for("wrong")
@@ -30,12 +36,16 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import Request
+from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel
 
 from orchestrator.config import ApiSettings, api_settings, env_name
 from orchestrator.errors import ConfigError, RecordError
+from orchestrator.front import SessionRecords
+
+from ._cookie import STATE_CHANGING, SessionCache, origin_allowed, session_id, token_of
 
 __all__ = [
     "ENV_KEYS",
@@ -44,13 +54,18 @@ __all__ = [
     "KEYS_MISS_REFRESH_S",
     "KEYS_REFRESH_S",
     "KeyStore",
+    "Principal",
     "RecordKeys",
     "Unauthorized",
     "check_key",
     "configure",
-    "records_fetch",
     "current_keys",
+    "key_tenant",
     "needs_key",
+    "principal_of",
+    "records_fetch",
+    "sessions",
+    "still_valid",
     "tenant_of",
 ]
 
@@ -66,6 +81,11 @@ _MIN_KEY_LEN = 8
 
 class Unauthorized(Exception):
     """No valid API key was presented (answered 401 with ``WWW-Authenticate: Bearer``)."""
+
+
+class Ended(Unauthorized):
+    """The credentials were valid once: the key was revoked, or the console session ended
+    or expired (a relay closes with 4403 for this, 4401 for any other ``Unauthorized``)."""
 
 
 def _digest(key: str) -> bytes:
@@ -160,7 +180,10 @@ class KeyStore:
 
     def tenant_for(self, key: str) -> str | None:
         """The tenant of ``key``, or None; compares against every digest (constant time)."""
-        presented = _digest(key)
+        return self.tenant_for_digest(_digest(key))
+
+    def tenant_for_digest(self, presented: bytes) -> str | None:
+        """The tenant of the key whose sha256 digest is ``presented``, or None."""
         found: str | None = None
         for digest, tenant in self._entries:
             if hmac.compare_digest(presented, digest) and found is None:
@@ -234,13 +257,17 @@ class RecordKeys:
 
         ``RecordError`` when the copy is older than ``KEYS_MAX_AGE_S`` and cannot be read
         again (whether the key was revoked meanwhile is unknown)."""
+        return await self.tenant_for_digest(_digest(key))
+
+    async def tenant_for_digest(self, digest: bytes) -> str | None:
+        """``tenant_for`` the key whose sha256 digest is ``digest``."""
         await self.refresh(KEYS_REFRESH_S)
-        tenant = self._keys.tenant_for(key) if self.age() <= KEYS_MAX_AGE_S else None
+        tenant = self._keys.tenant_for_digest(digest) if self.age() <= KEYS_MAX_AGE_S else None
         if tenant is None:
             await self.refresh(KEYS_MISS_REFRESH_S)
             if self.age() > KEYS_MAX_AGE_S:
                 raise RecordError("the API keys in the records cannot be read")
-            tenant = self._keys.tenant_for(key)
+            tenant = self._keys.tenant_for_digest(digest)
         return tenant
 
 
@@ -259,14 +286,36 @@ async def records_fetch() -> list[tuple[str, str]]:
 
 _keys: KeyStore | None = None
 _records: RecordKeys | None = None
+_sessions: SessionRecords | None = None
 
 
-def configure(keys: KeyStore | None, records: RecordKeys | None = None) -> None:
-    """Use ``keys`` in this process (None: load from the environment on first use), and the
-    records' keys when ``records`` is given (a Serve replica: ``RecordKeys(records_fetch)``)."""
-    global _keys, _records
+def _session_records() -> SessionRecords | None:
+    """The records sessions are kept in: the configured ones, else the cluster's."""
+    global _sessions
+    if _sessions is None:
+        from actors import Runtime
+
+        _sessions = Runtime.shared().records
+    return _sessions
+
+
+sessions = SessionCache(_session_records)
+"""This process's copies of the console sessions it has read."""
+
+
+def configure(
+    keys: KeyStore | None,
+    records: RecordKeys | None = None,
+    session_records: SessionRecords | None = None,
+) -> None:
+    """Use ``keys`` in this process (None: load from the environment on first use), the
+    records' keys when ``records`` is given (a Serve replica: ``RecordKeys(records_fetch)``),
+    and keep console sessions in ``session_records`` (None: the cluster's recorder)."""
+    global _keys, _records, _sessions, sessions
     _keys = keys
     _records = records
+    _sessions = session_records
+    sessions = SessionCache(_session_records)
 
 
 def current_keys() -> KeyStore:
@@ -274,6 +323,15 @@ def current_keys() -> KeyStore:
     if _keys is None:
         _keys = KeyStore.from_env()
     return _keys
+
+
+async def key_tenant(key: str) -> str | None:
+    """The tenant of the API key ``key`` in force (environment, file or records), or None
+    (``RecordError`` when only the records could tell and they cannot be read)."""
+    tenant = current_keys().tenant_for(key)
+    if tenant is None and _records is not None:
+        tenant = await _records.tenant_for(key)
+    return tenant
 
 
 async def check_key(request: Request) -> str:
@@ -284,20 +342,119 @@ async def check_key(request: Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    tenant = current_keys().tenant_for(token)
-    if tenant is None and _records is not None:
-        tenant = await _records.tenant_for(token)
+    tenant = await key_tenant(token)
     if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
 
 
-async def tenant_of(request: Request) -> str:
-    """FastAPI dependency: the tenant of the request's bearer key, or ``Unauthorized``.
+class Principal(BaseModel, frozen=True):
+    """Who a request is: a tenant's API key, a console session or a desktop ticket. It holds
+    no secret (digests only), so it may be passed around and kept.
+
+    Example:
+        >>> p = Principal.of_key("acme", "ab" * 32)
+        >>> p.holder, p.via
+        ('key:abababababab', 'key')
+    """
+
+    tenant: str
+    """The tenant it acts for."""
+    key_digest: str
+    """The sha256 hex digest of the API key behind it (a session's: the one signed in with)."""
+    via: Literal["key", "cookie", "ticket"]
+    """How the request proved it: a bearer key, the console cookie, a ticket."""
+    session_id: str | None = None
+    """The console session behind it (its id, the token's digest), if any."""
+    holder: str
+    """Who it is for leases: ``session:<12 hex>`` for a console session (and its tickets),
+    ``key:<12 hex>`` for a bearer key (and its tickets)."""
+
+    @classmethod
+    def of_key(cls, tenant: str, key_digest: str) -> Principal:
+        """A bearer key's principal."""
+        return cls(tenant=tenant, key_digest=key_digest, via="key", holder=f"key:{key_digest[:12]}")
+
+
+async def _key_in_force(key_digest: str, tenant: str) -> bool:
+    """Whether the key with this digest is still one of ``tenant``'s (``RecordError``: the
+    records cannot say)."""
+    try:
+        digest = bytes.fromhex(key_digest)
+    except ValueError:
+        return False
+    found = current_keys().tenant_for_digest(digest)
+    if found is None and _records is not None:
+        found = await _records.tenant_for_digest(digest)
+    return found == tenant
+
+
+async def _from_cookie(request: Request, token: str) -> Principal:
+    if request.method.upper() in STATE_CHANGING and not origin_allowed(request, required=True):
+        raise HTTPException(
+            403,
+            "a console request that changes something must come from the console's own "
+            "origin (its Origin header)",
+        )
+    sid = session_id(token)
+    session = await sessions.get(sid)
+    if session is None:
+        raise Unauthorized("no such console session: sign in again")
+    p = Principal(
+        tenant=session.tenant,
+        key_digest=session.key_digest,
+        via="cookie",
+        session_id=sid,
+        holder=session.holder,
+    )
+    if not session.open_at(time.time()) or not await _key_in_force(p.key_digest, p.tenant):
+        raise Ended("the console session has ended: sign in again")
+    return p
+
+
+async def principal_of(request: Request) -> Principal:
+    """FastAPI dependency: who the request is. A bearer key when the request sends one
+    (exactly as before), else the console cookie; ``Unauthorized`` without either (or with
+    one that is not in force), 403 for a cookie on a state-changing request whose ``Origin``
+    is not the API's own."""
+    cookie = None if "authorization" in request.headers else token_of(request)
+    if cookie is not None:
+        return await _from_cookie(request, cookie)
+    tenant = await check_key(request)
+    key = request.headers["authorization"].partition(" ")[2].strip()
+    return Principal.of_key(tenant, hashlib.sha256(key.encode("utf-8")).hexdigest())
+
+
+async def still_valid(p: Principal) -> bool:
+    """Whether ``p`` still holds: its key in force and its console session (if any) neither
+    ended nor expired. Cheap (each replica's copies of keys and sessions are at most a second
+    or two old), so long-lived streams and relays ask it every second; a revocation or a
+    sign-out anywhere is seen within ~3 s. False when the records cannot be read for long
+    (whether it was revoked is then unknown)."""
+    try:
+        if not await _key_in_force(p.key_digest, p.tenant):
+            return False
+        if p.session_id is None:
+            return True
+        session = await sessions.get(p.session_id)
+    except RecordError as e:
+        log.warning("cannot tell whether a caller still holds: %s", _one_line(e))
+        return False
+    return (
+        session is not None
+        and session.tenant == p.tenant
+        and session.key_digest == p.key_digest
+        and session.open_at(time.time())
+    )
+
+
+async def tenant_of(principal: Principal = Depends(principal_of)) -> str:  # noqa: B008
+    """FastAPI dependency: the tenant of the request's bearer key or console cookie
+    (``Unauthorized`` without a valid one).
 
     A coroutine so that FastAPI runs it on the event loop, not in a worker thread (a thread
     hop per request costs more than the check itself)."""
-    return await check_key(request)
+    return principal.tenant
 
 
 def _depends_on(dependant: Any, call: Any) -> bool:
@@ -305,10 +462,11 @@ def _depends_on(dependant: Any, call: Any) -> bool:
 
 
 def needs_key(request: Request) -> bool:
-    """Whether the route the request was routed to takes the ``tenant_of`` dependency.
+    """Whether the route the request was routed to takes the ``principal_of`` dependency
+    (``tenant_of`` takes it too).
 
     FastAPI parses a JSON body before it solves dependencies; the error handlers ask this to
     answer an unauthenticated request 401 rather than telling it what is wrong with its body.
     """
     dependant = getattr(request.scope.get("route"), "dependant", None)
-    return dependant is not None and _depends_on(dependant, tenant_of)
+    return dependant is not None and _depends_on(dependant, principal_of)

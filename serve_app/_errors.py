@@ -3,8 +3,10 @@
 Every error answers ``{"error": {"code": "...", "message": "..."}}``:
 
 =====  ======================  ================================================
-401    ``unauthorized``        no or an invalid API key (``WWW-Authenticate: Bearer``)
-403    ``forbidden``           a desktop refused a file read or write (its permissions)
+401    ``unauthorized``        no or an invalid API key or console session
+                               (``WWW-Authenticate: Bearer``)
+403    ``forbidden``           a desktop refused a file read or write (its permissions);
+                               a console request from another origin
 404    ``not_found``           unknown id, or another tenant's id (never 403)
 409    ``conflict``            the agent cannot do it (duplicate name, busy, gone)
 409    ``agent_gone``          the agent's actor died while it was asked
@@ -51,7 +53,7 @@ from orchestrator.errors import (
     UnavailableError,
 )
 
-from ._auth import Unauthorized, check_key, needs_key
+from ._auth import Unauthorized, needs_key, principal_of
 
 __all__ = [
     "CAPACITY_RETRY_AFTER_S",
@@ -153,9 +155,11 @@ async def _unauthenticated(request: Request) -> JSONResponse | None:
     if not needs_key(request):
         return None
     try:
-        await check_key(request)
+        await principal_of(request)
     except Unauthorized as e:
         return _unauthorized(e)
+    except HTTPException as e:  # a console cookie from another origin: 403
+        return _error(e.status_code, _HTTP_CODES.get(e.status_code, "error"), str(e.detail))
     except RecordError as e:  # the records' keys cannot be read: whether it is valid is unknown
         return _runtime_error(e)
     return None

@@ -20,12 +20,14 @@ from pathlib import Path
 from ._artifacts import write_artifacts
 from ._gc import GcReport
 from ._media import media_type
+from ._sessions import ConsoleSession
 from ._sqlite import DB_NAME, SQLiteStore
 from ._store import MAX_LIMIT, RecordStore, StoreStats
 
 __all__ = [
     "DB_NAME",
     "MAX_LIMIT",
+    "ConsoleSession",
     "GcReport",
     "RecordStore",
     "SQLiteStore",

@@ -19,6 +19,7 @@ from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskSta
 from ..errors import RecordError
 from ..tenants import ApiKey, Quotas
 from ..usage import Prices, Usage, configured_prices
+from . import _sessions as sessions
 from . import _tenants as tenants
 from ._blobs import address_of, check_address
 from ._db import DB_NAME, Database
@@ -36,6 +37,7 @@ from ._rows import (
     upsert_agent,
     upsert_task,
 )
+from ._sessions import ConsoleSession
 from ._store import MAX_LIMIT, RecordStore, StoreStats
 from ._usage import agent_usage, task_usage
 
@@ -393,6 +395,24 @@ class SQLiteStore(Database, RecordStore):
     def active_api_keys(self) -> list[tuple[str, str]]:
         with self._errors("read API keys"):
             return tenants.active_keys(self._reader())
+
+    # ------------------------------------------------------------------ console sessions
+
+    def add_session(self, session: ConsoleSession) -> ConsoleSession:
+        with self._transaction("store a console session") as db:
+            return sessions.insert_session(db, session)
+
+    def session(self, session_id: str) -> ConsoleSession | None:
+        with self._errors("read a console session"):
+            return sessions.get_session(self._reader(), session_id)
+
+    def end_session(self, session_id: str) -> ConsoleSession | None:
+        with self._transaction("end a console session") as db:
+            return sessions.end_session(db, session_id)
+
+    def cluster_secret(self, name: str) -> bytes:
+        with self._transaction("read a cluster secret") as db:
+            return sessions.secret(db, name)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.data_dir)!r})"

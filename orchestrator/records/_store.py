@@ -36,6 +36,7 @@ from ..domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskSta
 from ..tenants import ApiKey, Quotas
 from ..usage import Prices, Usage
 from ._gc import GcReport
+from ._sessions import ConsoleSession
 
 __all__ = ["MAX_LIMIT", "RecordStore", "StoreStats"]
 
@@ -315,6 +316,25 @@ class RecordStore(abc.ABC):
     @abc.abstractmethod
     def active_api_keys(self) -> list[tuple[str, str]]:
         """``(tenant, sha256 hex digest)`` of every key not revoked: what the API checks."""
+
+    # ------------------------------------------------------------------ console sessions
+
+    @abc.abstractmethod
+    def add_session(self, session: ConsoleSession) -> ConsoleSession:
+        """Store a new console session (idempotent by id: the stored one on a retry)."""
+
+    @abc.abstractmethod
+    def session(self, session_id: str) -> ConsoleSession | None:
+        """The console session with this id (its token's sha256 hex digest), or None."""
+
+    @abc.abstractmethod
+    def end_session(self, session_id: str) -> ConsoleSession | None:
+        """End the session (idempotent); it as it is then, or None when there is none."""
+
+    @abc.abstractmethod
+    def cluster_secret(self, name: str) -> bytes:
+        """The cluster's secret ``name`` (random bytes, made on first use; every process
+        that asks gets the same)."""
 
     # ------------------------------------------------------------------ lifetime
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..domain import OPEN_TASK_STATES, AgentInfo, AgentStatus, TaskInfo
 from ..errors import QuotaExceededError, RecordError
 from ..tenants import ApiKey, Quotas
+from ._sessions import end_sessions_of_key
 
 __all__ = [
     "active_keys",
@@ -178,11 +179,15 @@ def list_keys(
 
 
 def revoke_key(db: sqlite3.Connection, key_id: str) -> ApiKey | None:
-    """Revoke a key (again: no change); the key's record, or None when there is none."""
+    """Revoke a key (again: no change), ending the console sessions opened with it; the
+    key's record, or None when there is none."""
     db.execute(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
         (time.time(), key_id),
     )
+    found = db.execute("SELECT digest FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    if found is not None:
+        end_sessions_of_key(db, str(found[0]))
     row = db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     return _key(row) if row is not None else None
 

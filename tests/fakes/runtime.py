@@ -46,7 +46,7 @@ from orchestrator.domain import (
 )
 from orchestrator.errors import AgentError, NotFoundError
 from orchestrator.front import User, ViewMode, VncRelay
-from orchestrator.records import MAX_LIMIT, RecordStore, StoreStats
+from orchestrator.records import MAX_LIMIT, ConsoleSession, RecordStore, StoreStats
 
 from .runtime_person import PersonPart
 
@@ -378,3 +378,18 @@ class LocalRuntime(PersonPart):
     async def blob(self, address: str) -> bytes:
         self.calls.append("blob")
         return self.store.get_blob(address)
+
+    # ``orchestrator.front.SessionRecords``: console sessions and the ticket secret, in the
+    # same real store (what the recorder does on a cluster).
+
+    async def add_session(self, session: ConsoleSession) -> ConsoleSession:
+        return self.store.add_session(session)
+
+    async def session(self, session_id: str) -> ConsoleSession | None:
+        return self.store.session(session_id)
+
+    async def end_session(self, session_id: str) -> ConsoleSession | None:
+        return self.store.end_session(session_id)
+
+    async def cluster_secret(self, name: str) -> bytes:
+        return self.store.cluster_secret(name)

@@ -44,7 +44,7 @@ def api(store: RecordStore) -> Iterator[tuple[TestClient, LocalRuntime]]:
     from serve_app._front import runtime
 
     rt = LocalRuntime(store)
-    app = build_app(KeyStore.parse(f"{TENANT}:{KEY},t-b:{OTHER_KEY}"))
+    app = build_app(KeyStore.parse(f"{TENANT}:{KEY},t-b:{OTHER_KEY}"), session_records=rt)
     app.dependency_overrides[runtime] = lambda: rt
     with TestClient(app) as client:
         yield client, rt

@@ -61,6 +61,7 @@ def test_public_api_is_pinned() -> None:
     assert orchestrator.records.__all__ == [
         "DB_NAME",
         "MAX_LIMIT",
+        "ConsoleSession",
         "GcReport",
         "RecordStore",
         "SQLiteStore",
