@@ -22,6 +22,9 @@ export interface LiveOptions {
 }
 
 type Listener = (events: OrchEvent[]) => void;
+
+/** `EventSource.CLOSED`: the browser will not retry this stream. */
+const CLOSED = 2;
 type StateListener = (state: LiveState) => void;
 
 async function sessionStands(): Promise<boolean> {
@@ -67,9 +70,7 @@ export class LiveStream {
     if (this.source !== null || this.state === "signed-out") return;
     this.setState("connecting");
     const url = `/v1/events/stream?after_seq=${this.lastSeq}`;
-    const source = (this.opts.open ?? ((u) => new EventSource(u, { withCredentials: false })))(
-      url,
-    );
+    const source = (this.opts.open ?? ((u) => new EventSource(u)))(url);
     this.source = source;
     source.onopen = () => this.setState("open");
     source.onmessage = (msg: MessageEvent<string>) => this.receive(msg);
@@ -119,7 +120,7 @@ export class LiveStream {
       this.setState("signed-out");
       return;
     }
-    if (source.readyState === EventSource.CLOSED) {
+    if (source.readyState === CLOSED) {
       // The browser gave up (an error answer): a new stream, after the last seq seen.
       this.source = null;
       this.setState("connecting");
