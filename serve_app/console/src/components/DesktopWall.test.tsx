@@ -11,7 +11,8 @@ const AGENTS: WallAgent[] = [
   { id: "agent-c", path: "acme/u/lead/gone", status: "stopped" },
 ];
 
-const shot = () => new Response(new Blob([new Uint8Array([0xff, 0xd8, 0xff])], { type: "image/jpeg" }));
+const shot = () =>
+  new Response(new Blob([new Uint8Array([0xff, 0xd8, 0xff])], { type: "image/jpeg" }));
 
 let made: string[];
 let revoked: string[];
@@ -20,16 +21,19 @@ function stubObjectUrls() {
   made = [];
   revoked = [];
   let n = 0;
-  vi.stubGlobal("URL", Object.assign(URL, {
-    createObjectURL: vi.fn(() => {
-      const u = `blob:shot-${++n}`;
-      made.push(u);
-      return u;
+  vi.stubGlobal(
+    "URL",
+    Object.assign(URL, {
+      createObjectURL: vi.fn(() => {
+        const u = `blob:shot-${++n}`;
+        made.push(u);
+        return u;
+      }),
+      revokeObjectURL: vi.fn((u: string) => {
+        revoked.push(u);
+      }),
     }),
-    revokeObjectURL: vi.fn((u: string) => {
-      revoked.push(u);
-    }),
-  }));
+  );
 }
 
 function setVisibility(state: "visible" | "hidden") {
@@ -67,7 +71,8 @@ describe("DesktopWall", () => {
     expect(shotsOf(calls, "agent-b")).toBe(1);
     expect(shotsOf(calls, "agent-c")).toBe(0); // stopped: no desktop
     expect(calls.every((c) => c.credentials === "same-origin")).toBe(true);
-    const img = () => screen.getByTestId("desktop-tile-agent-a").querySelector("img")?.getAttribute("src");
+    const img = () =>
+      screen.getByTestId("desktop-tile-agent-a").querySelector("img")?.getAttribute("src");
     const first = img();
     expect(first).toMatch(/^blob:shot-/);
 
@@ -114,7 +119,12 @@ describe("DesktopWall", () => {
       "GET /v1/session": () => json({ tenant: "acme", expires_at: 0, holder: "session:x" }),
       "GET /v1/agents/agent-b/lease": () => json(null),
       "POST /v1/agents/agent-b/tickets": (body) =>
-        json({ ticket: "tk", mode: (body as { mode: string }).mode, expires_at: 0, relay_path: "/v1/agents/agent-b/vnc?ticket=tk" }),
+        json({
+          ticket: "tk",
+          mode: (body as { mode: string }).mode,
+          expires_at: 0,
+          relay_path: "/v1/agents/agent-b/vnc?ticket=tk",
+        }),
     });
     const onFocus = vi.fn();
     render(<DesktopWall agents={AGENTS} refreshMs={1000} onFocus={onFocus} />);
@@ -148,7 +158,12 @@ describe("DesktopWall", () => {
       "GET /v1/session": () => json({ tenant: "acme", expires_at: 0, holder: "session:x" }),
       "GET /v1/agents/agent-a/lease": () => json(null),
       "POST /v1/agents/agent-a/tickets": () =>
-        json({ ticket: "tk", mode: "view", expires_at: 0, relay_path: "/v1/agents/agent-a/vnc?ticket=tk" }),
+        json({
+          ticket: "tk",
+          mode: "view",
+          expires_at: 0,
+          relay_path: "/v1/agents/agent-a/vnc?ticket=tk",
+        }),
     });
     render(<DesktopWall agents={AGENTS} focusedId="agent-a" />);
     await settle();

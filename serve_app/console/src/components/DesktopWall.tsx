@@ -4,6 +4,7 @@
 import { useEffect, useRef, useState } from "react";
 import { agentPath, describeError, requestBlob, usePageVisible } from "./http";
 import { Takeover } from "./Takeover";
+import "./desktop.css";
 
 /** What a tile needs of an agent (the API's AgentInfo has more). */
 export interface WallAgent {
@@ -108,14 +109,24 @@ function Tile({
       <span className="desktop-tile-caption">
         {name} · {agent.status}
         {focused && " · live above"}
-        {error && <span className="desktop-tile-error" title={error}> · stale</span>}
+        {error && (
+          <span className="desktop-tile-error" title={error}>
+            {" "}
+            · stale
+          </span>
+        )}
       </span>
     </button>
   );
 }
 
 /** The wall (`data-testid="desktop-wall"`): tiles, and the focused desktop live. */
-export function DesktopWall({ agents, focusedId, onFocus, refreshMs = REFRESH_MS }: DesktopWallProps) {
+export function DesktopWall({
+  agents,
+  focusedId,
+  onFocus,
+  refreshMs = REFRESH_MS,
+}: DesktopWallProps) {
   const [ownFocus, setOwnFocus] = useState<string | null>(null);
   const focused = focusedId !== undefined ? focusedId : ownFocus;
   const visible = usePageVisible();

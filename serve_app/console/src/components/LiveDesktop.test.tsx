@@ -1,7 +1,21 @@
-import { cleanup, fireEvent, render, screen } from "@testing-library/react";
+import { act, cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { EmbedPage, LiveDesktop, MAX_ATTEMPTS, parseEmbedUrl } from "./LiveDesktop";
-import { FakeRFB, FakeWebSocket, json, type Recorded, resetFakes, routeFetch, settle } from "./testkit";
+import {
+  CONNECT_TIMEOUT_MS,
+  EmbedPage,
+  LiveDesktop,
+  MAX_ATTEMPTS,
+  parseEmbedUrl,
+} from "./LiveDesktop";
+import {
+  FakeRFB,
+  FakeWebSocket,
+  json,
+  type Recorded,
+  resetFakes,
+  routeFetch,
+  settle,
+} from "./testkit";
 
 vi.mock("@novnc/novnc", async () => ({ default: (await import("./testkit")).FakeRFB }));
 
@@ -128,19 +142,59 @@ describe("LiveDesktop", () => {
     for (let i = 0; i < MAX_ATTEMPTS; i++) {
       FakeRFB.instances[i].dropped(1011, "boom");
       await settle();
-      const m = /retrying in (\d+) s/.exec(screen.getByTestId("live-desktop-status").textContent ?? "");
+      const m = /retrying in (\d+) s/.exec(
+        screen.getByTestId("live-desktop-status").textContent ?? "",
+      );
       if (!m) break;
       delays.push(Number(m[1]));
       await settle(Number(m[1]) * 1000);
     }
     expect(delays).toEqual([1, 2, 4, 8, 15, 15, 15]);
     expect(calls).toHaveLength(MAX_ATTEMPTS);
-    expect(screen.getByTestId("live-desktop-status").textContent).toContain("the server failed: boom");
+    expect(screen.getByTestId("live-desktop-status").textContent).toContain(
+      "the server failed: boom",
+    );
     await settle(120_000);
     expect(calls).toHaveLength(MAX_ATTEMPTS);
     fireEvent.click(screen.getByTestId("live-desktop-reconnect"));
     await settle();
     expect(calls).toHaveLength(MAX_ATTEMPTS + 1);
+  });
+
+  it("gives a stream with no first frame CONNECT_TIMEOUT_MS, then tries again", async () => {
+    const { calls } = tickets();
+    render(<LiveDesktop agentId="agent-1" mode="view" />);
+    await settle();
+    const first = FakeRFB.instances[0];
+    first.addEventListener("disconnect", () => undefined);
+    await settle(CONNECT_TIMEOUT_MS - 1);
+    expect(first.disconnected).toBe(false);
+    await settle(1);
+    expect(first.disconnected).toBe(true);
+    first.dropped(1000); // what RFB reports once its socket closed
+    await settle();
+    expect(screen.getByTestId("live-desktop-status").textContent).toContain(
+      "no picture within 20 s",
+    );
+    await settle(1000);
+    expect(calls).toHaveLength(2);
+  });
+
+  it("shows the desktop's own refusal (security failure)", async () => {
+    tickets();
+    render(<LiveDesktop agentId="agent-1" mode="view" />);
+    await settle();
+    const rfb = FakeRFB.instances[0];
+    act(() => {
+      rfb.dispatchEvent(
+        new CustomEvent("securityfailure", { detail: { status: 1, reason: "no such session" } }),
+      );
+    });
+    rfb.dropped(1000);
+    await settle();
+    expect(screen.getByTestId("live-desktop-status").textContent).toContain(
+      "refused by the desktop: no such session",
+    );
   });
 
   it("does not retry revoked credentials (4403)", async () => {

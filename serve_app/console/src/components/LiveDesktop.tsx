@@ -6,6 +6,7 @@
 import RFB from "@novnc/novnc";
 import { useCallback, useEffect, useRef, useState } from "react";
 import { agentPath, describeError, HttpError, requestJson } from "./http";
+import "./desktop.css";
 
 export type DesktopMode = "view" | "control";
 export type DesktopState = "connecting" | "connected" | "disconnected";
@@ -34,6 +35,8 @@ export const BASE_DELAY_MS = 1000;
 export const MAX_DELAY_MS = 15000;
 /** Consecutive failed attempts (no connection in between) before giving up. */
 export const MAX_ATTEMPTS = 8;
+/** A stream with no first frame by then is closed and tried again. */
+export const CONNECT_TIMEOUT_MS = 20000;
 
 const CLOSE_REASONS: Record<number, string> = {
   1000: "the desktop stream ended",
@@ -98,6 +101,7 @@ export function LiveDesktop({ agentId, mode, ticket, onState }: LiveDesktopProps
     let stopped = false;
     let rfb: RFB | null = null;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let deadline: ReturnType<typeof setTimeout> | undefined;
     let failures = 0;
     const minted = ticket === undefined;
 
@@ -150,20 +154,30 @@ export function LiveDesktop({ agentId, mode, ticket, onState }: LiveDesktopProps
       client.viewOnly = mode !== "control";
       client.focusOnClick = mode === "control";
       client.scaleViewport = true;
+      let refused: string | null = null;
+      let timedOut = false;
+      deadline = setTimeout(() => {
+        timedOut = true;
+        client.disconnect(); // RFB then reports "disconnect"
+      }, CONNECT_TIMEOUT_MS);
       client.addEventListener("connect", () => {
+        clearTimeout(deadline);
         if (stopped) return;
         failures = 0;
         setWhy("");
         announce("connected");
       });
       client.addEventListener("securityfailure", (e) => {
-        const detail = (e as CustomEvent<{ reason?: string }>).detail;
-        setWhy(`refused by the desktop${detail?.reason ? `: ${detail.reason}` : ""}`);
+        const reason = (e as CustomEvent<{ reason?: string }>).detail?.reason;
+        refused = `refused by the desktop${reason ? `: ${reason}` : ""}`;
       });
       client.addEventListener("disconnect", () => {
+        clearTimeout(deadline);
         rfb = null;
         const c = closed as CloseEvent | null;
-        fail(closeReason(c?.code, c?.reason), mayRetry(c?.code, minted));
+        if (timedOut) fail(`no picture within ${CONNECT_TIMEOUT_MS / 1000} s`, true);
+        else if (refused) fail(refused, mayRetry(c?.code, minted));
+        else fail(closeReason(c?.code, c?.reason), mayRetry(c?.code, minted));
       });
       rfb = client;
     };
@@ -171,7 +185,8 @@ export function LiveDesktop({ agentId, mode, ticket, onState }: LiveDesktopProps
     void connect();
     return () => {
       stopped = true;
-      if (timer !== undefined) clearTimeout(timer);
+      clearTimeout(timer);
+      clearTimeout(deadline);
       rfb?.disconnect();
       rfb = null;
     };

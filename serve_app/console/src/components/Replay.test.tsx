@@ -9,8 +9,20 @@ function moment(at: number): ReplayMoment {
   return {
     at,
     agents: [
-      { agent_id: "agent-a", path: "acme/u/lead", status: "busy", screenshot: `sha-${at}`, shot_at: at - 1 },
-      { agent_id: "agent-b", path: "acme/u/lead/researcher", status: "starting", screenshot: null, shot_at: null },
+      {
+        agent_id: "agent-a",
+        path: "acme/u/lead",
+        status: "busy",
+        screenshot: `sha-${at}`,
+        shot_at: at - 1,
+      },
+      {
+        agent_id: "agent-b",
+        path: "acme/u/lead/researcher",
+        status: "starting",
+        screenshot: null,
+        shot_at: null,
+      },
     ],
     events: [
       {
@@ -26,7 +38,9 @@ function moment(at: number): ReplayMoment {
 }
 
 const replayAsks = (calls: { path: string }[]) =>
-  calls.filter((c) => c.path.startsWith("/v1/replay?")).map((c) => Number(new URLSearchParams(c.path.split("?")[1]).get("at")));
+  calls
+    .filter((c) => c.path.startsWith("/v1/replay?"))
+    .map((c) => Number(new URLSearchParams(c.path.split("?")[1]).get("at")));
 
 const scrubber = () => screen.getByTestId("replay-scrubber") as HTMLInputElement;
 
@@ -42,7 +56,8 @@ describe("Replay", () => {
 
   it("scrubbing asks for that moment (debounced) and shows every desktop and the events", async () => {
     const calls = routeFetch({
-      "GET /v1/replay": (_, path) => json(moment(Number(new URLSearchParams(path.split("?")[1]).get("at")))),
+      "GET /v1/replay": (_, path) =>
+        json(moment(Number(new URLSearchParams(path.split("?")[1]).get("at")))),
     });
     render(<Replay start={T0} end={T0 + 600} />);
     expect(scrubber().type).toBe("range");
@@ -85,7 +100,9 @@ describe("Replay", () => {
         init?.signal?.addEventListener("abort", () => (aborted += 1));
         return new Promise<Response>((resolve, reject) => {
           answers[at] = resolve;
-          init?.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
+          init?.signal?.addEventListener("abort", () =>
+            reject(new DOMException("aborted", "AbortError")),
+          );
         });
       }),
     );
@@ -96,12 +113,19 @@ describe("Replay", () => {
     expect(aborted).toBe(1);
     answers[T0 + 10](json(moment(T0 + 10)));
     await settle();
-    expect(screen.getByTestId("replay-shot-agent-a").getAttribute("src")).toBe(`/v1/blobs/sha-${T0 + 10}`);
+    expect(screen.getByTestId("replay-shot-agent-a").getAttribute("src")).toBe(
+      `/v1/blobs/sha-${T0 + 10}`,
+    );
   });
 
   it("without a range, starts at the tenant's first event", async () => {
     const calls = routeFetch({
-      "GET /v1/events": () => json({ events: [{ seq: 1, kind: "agent", at: T0 + 0.4, data: {} }], next_after_seq: 1, has_more: true }),
+      "GET /v1/events": () =>
+        json({
+          events: [{ seq: 1, kind: "agent", at: T0 + 0.4, data: {} }],
+          next_after_seq: 1,
+          has_more: true,
+        }),
       "GET /v1/replay": () => json(moment(T0)),
     });
     render(<Replay />);
@@ -113,7 +137,8 @@ describe("Replay", () => {
 
   it("shows the API's error", async () => {
     routeFetch({
-      "GET /v1/replay": () => json({ error: { code: "unavailable", message: "records unavailable" } }, 503),
+      "GET /v1/replay": () =>
+        json({ error: { code: "unavailable", message: "records unavailable" } }, 503),
     });
     render(<Replay start={T0} end={T0 + 60} />);
     await settle(DEBOUNCE_MS);

@@ -4,6 +4,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { describeError, requestJson, usePageVisible } from "./http";
 import { clock, type LaneEvent, summarize } from "./Swimlanes";
+import "./desktop.css";
 
 /** One agent at the moment (the API's replay answer). */
 export interface ReplayAgent {

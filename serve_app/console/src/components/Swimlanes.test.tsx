@@ -1,6 +1,6 @@
-import { cleanup, render, screen } from "@testing-library/react";
-import { afterEach, describe, expect, it } from "vitest";
-import { buildLanes, type LaneAgent, type LaneEvent, Swimlanes } from "./Swimlanes";
+import { act, cleanup, render, screen } from "@testing-library/react";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { buildLanes, CLOCK_MS, type LaneAgent, type LaneEvent, Swimlanes } from "./Swimlanes";
 
 // A lead delegates to a researcher (the runner's and actors/_tasks.py's events): the lead's
 // task waits while the researcher works; a person takes the researcher over for 3 s.
@@ -12,7 +12,13 @@ const AGENTS: LaneAgent[] = [
   { id: "agent-res", path: "acme/u/lead/researcher" },
 ];
 let seq = 0;
-const ev = (at: number, kind: string, agent_id: string, task_id: string | null, data: Record<string, unknown> = {}): LaneEvent => ({
+const ev = (
+  at: number,
+  kind: string,
+  agent_id: string,
+  task_id: string | null,
+  data: Record<string, unknown> = {},
+): LaneEvent => ({
   seq: ++seq,
   kind,
   agent_id,
@@ -35,9 +41,15 @@ const EVENTS: LaneEvent[] = [
   ev(2.6, "task", "agent-res", "task-2", { state: "pending", description: "Find prices" }),
   ev(3, "task", "agent-res", "task-2", { state: "running" }),
   ev(3.5, "model", "agent-res", "task-2", { call: "act" }),
-  ev(4, "step", "agent-res", "task-2", { action: { type: "type", text: "laptop" }, result: { ok: true } }),
+  ev(4, "step", "agent-res", "task-2", {
+    action: { type: "type", text: "laptop" },
+    result: { ok: true },
+  }),
   ev(5, "task", "agent-res", "task-2", { state: "paused", person: "taken over by session:abc" }),
-  ev(8, "task", "agent-res", "task-2", { state: "running", person: "handed back: closed the popup" }),
+  ev(8, "task", "agent-res", "task-2", {
+    state: "running",
+    person: "handed back: closed the popup",
+  }),
   ev(9, "task", "agent-res", "task-2", { state: "succeeded", result: "$999" }),
   ev(9.2, "message", "agent-lead", "task-1", {
     from: "acme/u/lead/researcher",
@@ -72,7 +84,9 @@ describe("buildLanes", () => {
       ["paused", 5, 8],
       ["running", 8, 9],
     ]);
-    expect(m.bars.every((b) => b.agentId === (b.taskId === "task-1" ? "agent-lead" : "agent-res"))).toBe(true);
+    expect(
+      m.bars.every((b) => b.agentId === (b.taskId === "task-1" ? "agent-lead" : "agent-res")),
+    ).toBe(true);
     expect(m.ends.map((e) => [e.taskId, e.state, rel(e.at)])).toEqual([
       ["task-1", "succeeded", 10],
       ["task-2", "succeeded", 9],
@@ -102,7 +116,10 @@ describe("buildLanes", () => {
   it("runs a task still open to now, and gives an unknown agent its own lane", () => {
     const open = [
       ev(0, "task", "agent-x", "task-9", { state: "running" }),
-      ev(1, "step", "agent-x", "task-9", { action: { type: "click" }, result: { ok: false, error: "off screen" } }),
+      ev(1, "step", "agent-x", "task-9", {
+        action: { type: "click" },
+        result: { ok: false, error: "off screen" },
+      }),
     ];
     const m = buildLanes(open, AGENTS, T + 30);
     expect(m.lanes.map((l) => l.agentId)).toEqual(["agent-lead", "agent-res", "agent-x"]);
@@ -132,7 +149,8 @@ describe("Swimlanes", () => {
     // bars sit in time order, left to right, and a longer span is wider
     const xs = [...lead.querySelectorAll("rect.swim-bar")].map((r) => Number(r.getAttribute("x")));
     expect([...xs].sort((a, b) => a - b)).toEqual(xs);
-    const w = (state: string) => Number(lead.querySelector(`rect[data-state="${state}"]`)?.getAttribute("width"));
+    const w = (state: string) =>
+      Number(lead.querySelector(`rect[data-state="${state}"]`)?.getAttribute("width"));
     expect(w("waiting")).toBeGreaterThan(w("pending") * 5);
     const links = [...root.querySelectorAll("line.swim-link")];
     expect(links.map((l) => [l.getAttribute("data-from"), l.getAttribute("data-to")])).toEqual([
@@ -140,6 +158,29 @@ describe("Swimlanes", () => {
       ["agent-res", "agent-lead"],
     ]);
     expect(links[0].getAttribute("marker-end")).toMatch(/^url\(#swim-arrow-/);
+  });
+
+  it("without a fixed now, an open span grows with the clock", async () => {
+    vi.useFakeTimers();
+    try {
+      vi.setSystemTime((T + 10) * 1000);
+      render(
+        <Swimlanes
+          events={[ev(0, "task", "agent-lead", "task-1", { state: "running" })]}
+          agents={AGENTS}
+        />,
+      );
+      const bar = () =>
+        screen.getByTestId("lane-agent-lead").querySelector("rect.swim-bar title")?.textContent ??
+        "";
+      expect(bar()).toContain("(10.0 s)");
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(CLOCK_MS);
+      });
+      expect(bar()).toContain("(12.0 s)");
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("says so when nothing was recorded", () => {

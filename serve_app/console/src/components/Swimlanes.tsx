@@ -4,7 +4,9 @@
 // `model` events as ticks; arrows for who waited for whom (the `message` events a parent
 // records when it hands a subtask to a child, data.task_id = the child's task, and when the
 // child's answer comes back, data.state = how it ended). Hover anything for its title.
-import { useId, useMemo } from "react";
+import { useEffect, useId, useMemo, useState } from "react";
+import { usePageVisible } from "./http";
+import "./desktop.css";
 
 /** What the lanes need of an event (the API's Event has the same fields). */
 export interface LaneEvent {
@@ -113,7 +115,9 @@ export function summarize(e: LaneEvent): string {
   const d = e.data ?? {};
   switch (e.kind) {
     case "task": {
-      const extra = str(d.person) ? `a person: ${str(d.person)}` : (str(d.error) ?? str(d.question) ?? str(d.description));
+      const extra = str(d.person)
+        ? `a person: ${str(d.person)}`
+        : (str(d.error) ?? str(d.question) ?? str(d.description));
       return `task ${str(d.state) ?? "?"}${extra ? `: ${short(extra)}` : ""}`;
     }
     case "step": {
@@ -186,7 +190,8 @@ export function buildLanes(
     const d = e.data ?? {};
     const child = str(d.task_id);
     if (e.kind !== "message" || !child || !e.agent_id) continue;
-    const childAgent = taskAgent.get(child) ?? idOfPath.get(str(d.to) ?? "") ?? idOfPath.get(str(d.from) ?? "");
+    const childAgent =
+      taskAgent.get(child) ?? idOfPath.get(str(d.to) ?? "") ?? idOfPath.get(str(d.from) ?? "");
     if (!childAgent || childAgent === e.agent_id) continue;
     const reply = str(d.state) !== undefined;
     const names = waitedFor.get(e.task_id ?? "") ?? new Set<string>();
@@ -216,7 +221,13 @@ export function buildLanes(
       const name = `${label(agentId)} · ${what ? short(what, 60) : taskId}`;
       if (ENDED.has(state)) {
         const why = str(c.data?.error) ?? str(c.data?.result);
-        ends.push({ agentId, taskId, at: c.at, state, title: `${name}: ${state} at ${clock(c.at)}${why ? `: ${short(why)}` : ""}` });
+        ends.push({
+          agentId,
+          taskId,
+          at: c.at,
+          state,
+          title: `${name}: ${state} at ${clock(c.at)}${why ? `: ${short(why)}` : ""}`,
+        });
         return;
       }
       const next = changes[i + 1];
@@ -242,7 +253,12 @@ export function buildLanes(
 
   const ticks: Tick[] = evs
     .filter((e) => (e.kind === "step" || e.kind === "model") && e.agent_id)
-    .map((e) => ({ agentId: e.agent_id as string, at: e.at, kind: e.kind as "step" | "model", title: `${label(e.agent_id as string)} ${clock(e.at)}: ${summarize(e)}` }));
+    .map((e) => ({
+      agentId: e.agent_id as string,
+      at: e.at,
+      kind: e.kind as "step" | "model",
+      title: `${label(e.agent_id as string)} ${clock(e.at)}: ${summarize(e)}`,
+    }));
 
   return { lanes, bars, ticks, ends, links, start, end };
 }
@@ -250,9 +266,12 @@ export function buildLanes(
 export interface SwimlanesProps {
   events: readonly LaneEvent[];
   agents: readonly LaneAgent[];
-  /** The right edge (unix seconds); open spans run to it. Defaults to now. */
+  /** The right edge (unix seconds); open spans run to it. Defaults to now (kept current). */
   now?: number;
 }
+
+/** How often open spans grow to the current time while the page is visible. */
+export const CLOCK_MS = 2000;
 
 const LABEL_W = 200;
 const WIDTH = 1000;
@@ -263,10 +282,18 @@ const AXIS_H = 22;
 /** The team's swimlanes (`data-testid="swimlanes"`, a `lane-<agent_id>` group per agent). */
 export function Swimlanes({ events, agents, now }: SwimlanesProps) {
   const arrow = `swim-arrow-${useId().replace(/[^a-zA-Z0-9_-]/g, "")}`;
+  const visible = usePageVisible();
+  const [clockNow, setClockNow] = useState(() => Date.now() / 1000);
   const model = useMemo(
-    () => buildLanes(events, agents, now ?? Date.now() / 1000),
-    [events, agents, now],
+    () => buildLanes(events, agents, now ?? clockNow),
+    [events, agents, now, clockNow],
   );
+  const growing = now === undefined && visible && model.bars.some((b) => b.open);
+  useEffect(() => {
+    if (!growing) return;
+    const timer = setInterval(() => setClockNow(Date.now() / 1000), CLOCK_MS);
+    return () => clearInterval(timer);
+  }, [growing]);
   const { lanes, bars, ticks, ends, links, start, end } = model;
   const span = Math.max(end - start, 1e-3);
   const x = (t: number) => LABEL_W + ((t - start) / span) * (WIDTH - LABEL_W - 8);
@@ -285,16 +312,36 @@ export function Swimlanes({ events, agents, now }: SwimlanesProps) {
   }
   return (
     <div className="swimlanes" data-testid="swimlanes">
-      <svg viewBox={`0 0 ${WIDTH} ${height}`} width="100%" role="img" aria-label="Swimlanes of the team's work">
+      <svg
+        viewBox={`0 0 ${WIDTH} ${height}`}
+        width="100%"
+        role="img"
+        aria-label="Swimlanes of the team's work"
+      >
         <defs>
-          <marker id={arrow} viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+          <marker
+            id={arrow}
+            viewBox="0 0 10 10"
+            refX="9"
+            refY="5"
+            markerWidth="7"
+            markerHeight="7"
+            orient="auto-start-reverse"
+          >
             <path d="M 0 0 L 10 5 L 0 10 z" fill="#cbd5e1" />
           </marker>
         </defs>
         <g className="swim-axis">
           {axis.map((t) => (
             <g key={t}>
-              <line x1={x(t)} x2={x(t)} y1={AXIS_H - 4} y2={height} stroke="#334155" strokeDasharray="2 4" />
+              <line
+                x1={x(t)}
+                x2={x(t)}
+                y1={AXIS_H - 4}
+                y2={height}
+                stroke="#334155"
+                strokeDasharray="2 4"
+              />
               <text x={x(t)} y={AXIS_H - 8} fontSize="10" fill="#94a3b8" textAnchor="middle">
                 {clock(t)}
               </text>
@@ -302,9 +349,20 @@ export function Swimlanes({ events, agents, now }: SwimlanesProps) {
           ))}
         </g>
         {lanes.map((l) => (
-          <g key={l.agentId} className="swim-lane" data-testid={`lane-${l.agentId}`} data-agent-id={l.agentId}>
+          <g
+            key={l.agentId}
+            className="swim-lane"
+            data-testid={`lane-${l.agentId}`}
+            data-agent-id={l.agentId}
+          >
             <title>{l.label}</title>
-            <rect x={0} y={top(l.agentId)} width={WIDTH} height={LANE_H} fill={row.get(l.agentId)! % 2 ? "#0f172a" : "#111827"} />
+            <rect
+              x={0}
+              y={top(l.agentId)}
+              width={WIDTH}
+              height={LANE_H}
+              fill={row.get(l.agentId)! % 2 ? "#0f172a" : "#111827"}
+            />
             <text x={6 + l.depth * 10} y={mid(l.agentId) + 4} fontSize="11" fill="#e2e8f0">
               {short(l.label.split("/").slice(-1)[0] || l.label, 26)}
             </text>

@@ -9,12 +9,25 @@ const ME = "session:abcdef012345";
 
 function lease(holder: string, note: string | null = null): Lease {
   const at = Date.now() / 1000;
-  return { id: "lease-1", agent_id: "agent-1", holder, task_id: "task-1", taken_at: at, expires_at: at + 900, note };
+  return {
+    id: "lease-1",
+    agent_id: "agent-1",
+    holder,
+    task_id: "task-1",
+    taken_at: at,
+    expires_at: at + 900,
+    note,
+  };
 }
 
 function ticketRoute(body: unknown) {
   const mode = (body as { mode: string }).mode;
-  return json({ ticket: `t-${mode}`, mode, expires_at: 0, relay_path: `/v1/agents/agent-1/vnc?ticket=t-${mode}` });
+  return json({
+    ticket: `t-${mode}`,
+    mode,
+    expires_at: 0,
+    relay_path: `/v1/agents/agent-1/vnc?ticket=t-${mode}`,
+  });
 }
 
 const desktop = () => screen.getByTestId("live-desktop");
@@ -40,7 +53,10 @@ describe("Takeover", () => {
         return json(current);
       },
       "POST /v1/agents/agent-1/lease/hand-back": (body) => {
-        const ended = { ...lease(ME, (body as { note: string }).note), expires_at: Date.now() / 1000 };
+        const ended = {
+          ...lease(ME, (body as { note: string }).note),
+          expires_at: Date.now() / 1000,
+        };
         current = null;
         return json(ended);
       },
@@ -64,7 +80,9 @@ describe("Takeover", () => {
     expect(tickets).toEqual([{ mode: "view" }, { mode: "control" }]);
     expect(FakeRFB.instances.at(-1)?.viewOnly).toBe(false);
 
-    fireEvent.change(screen.getByTestId("handback-note"), { target: { value: "I closed the dialog" } });
+    fireEvent.change(screen.getByTestId("handback-note"), {
+      target: { value: "I closed the dialog" },
+    });
     fireEvent.click(screen.getByTestId("handback-submit"));
     await settle();
     const back = calls.find((c) => c.path === "/v1/agents/agent-1/lease/hand-back");

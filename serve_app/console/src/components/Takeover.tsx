@@ -4,6 +4,7 @@
 import { useCallback, useEffect, useState } from "react";
 import { agentPath, describeError, requestJson, usePageVisible } from "./http";
 import { LiveDesktop } from "./LiveDesktop";
+import "./desktop.css";
 
 /** An agent's lease as the API answers it (actors/_lease.py `Lease`). */
 export interface Lease {
@@ -84,21 +85,18 @@ export function Takeover({ agentId, me, ttlS = 900 }: TakeoverProps) {
   const held = lease != null && lease.expires_at > now();
   const mine = held && holder !== null && lease.holder === holder;
 
-  const act = useCallback(
-    async (what: () => Promise<Lease | null>) => {
-      setBusy(true);
-      setError("");
-      try {
-        setLease(await what());
-      } catch (e) {
-        setError(describeError(e));
-        setTick((t) => t + 1); // re-read who holds it now
-      } finally {
-        setBusy(false);
-      }
-    },
-    [],
-  );
+  const act = useCallback(async (what: () => Promise<Lease | null>) => {
+    setBusy(true);
+    setError("");
+    try {
+      setLease(await what());
+    } catch (e) {
+      setError(describeError(e));
+      setTick((t) => t + 1); // re-read who holds it now
+    } finally {
+      setBusy(false);
+    }
+  }, []);
 
   const take = () =>
     act(async () => {

@@ -41,7 +41,9 @@ export class FakeRFB extends EventTarget {
   dropped(code: number, reason = "") {
     const ws = this.channel as FakeWebSocket;
     act(() => {
-      ws.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: code === 1000 }));
+      ws.dispatchEvent(
+        Object.assign(new Event("close"), { code, reason, wasClean: code === 1000 }),
+      );
       this.dispatchEvent(new CustomEvent("disconnect", { detail: { clean: code === 1000 } }));
     });
   }
@@ -95,11 +97,14 @@ export function routeFetch(routes: Record<string, Route>): Recorded[] {
     const body = init?.body ? JSON.parse(String(init.body)) : undefined;
     calls.push({ method, path, body, credentials: init?.credentials });
     const route = routes[`${method} ${path}`] ?? routes[`${method} ${url.pathname}`];
-    if (!route) return json({ error: { code: "not_found", message: `no route ${method} ${path}` } }, 404);
+    if (!route)
+      return json({ error: { code: "not_found", message: `no route ${method} ${path}` } }, 404);
     const answer = await route(body, path);
     if (answer === "pending") {
       return new Promise<Response>((_, reject) =>
-        init?.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))),
+        init?.signal?.addEventListener("abort", () =>
+          reject(new DOMException("aborted", "AbortError")),
+        ),
       );
     }
     return answer;
