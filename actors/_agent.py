@@ -30,6 +30,7 @@ from orchestrator.errors import AgentError, NotFoundError
 
 from ._files import read_path, write_file
 from ._hire import adopt_pooled, start_cold, wait_placed
+from ._lease import AgentLease, LeasePart
 from ._names import NAMESPACE, RECORDER_NAME, child_path
 from ._pool import get_pool
 from ._tasks import AgentTasks, RecorderRecords
@@ -107,7 +108,7 @@ class _Child:
 
 
 @ray.remote
-class AgentActor(RelayPart):
+class AgentActor(RelayPart, LeasePart):
     """One agent: a role, a brain, a desktop of its own, and the children it hired."""
 
     def __init__(self, info: AgentInfo) -> None:
@@ -118,12 +119,13 @@ class AgentActor(RelayPart):
         self.children: dict[str, _Child] = {}
         self._recorder = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
         self._tasks = AgentTasks(self, RecorderRecords(self._recorder))
+        self.lease = AgentLease(info.id, self._tasks, self._lease_event)
         self._reaper: asyncio.Task[None] | None = None
         self._parent_watch: asyncio.Task[None] | None = None
         self._desktop_watch: asyncio.Task[None] | None = None
         self._desktop_swap = asyncio.Lock()  # a reset and the watchdog's recreate, one at a time
         self._pool: Any = None
-        self.relay = VncSessions()  # live views of the desktop, relayed to the API (_vnc)
+        self.relay = VncSessions(self.lease.holds)  # live views, relayed to the API (_vnc)
         threading.Thread(target=_preload, name="preload", daemon=True).start()
 
     def __repr__(self) -> str:
@@ -166,6 +168,7 @@ class AgentActor(RelayPart):
         if self.desktop is None:
             raise AgentError("a pooled agent without a desktop cannot be adopted")
         self.info = info.model_copy(update={"actor": self._actor_name, "actor_id": self._actor_id})
+        self.lease.book.agent_id = info.id
         await self._set_status(AgentStatus.IDLE)
         self._parent_watch = asyncio.create_task(self._watch_parent(parent_path))
         return self.info
@@ -265,6 +268,7 @@ class AgentActor(RelayPart):
     async def shutdown(self) -> None:
         """Cancel tasks, fire the whole subtree, stop the desktop."""
         await self._tasks.cancel_all("cancelled: the agent was stopped")
+        await self.lease.close()
         await asyncio.gather(
             *(self.fire(cid) for cid in list(self.children)), return_exceptions=True
         )
@@ -402,8 +406,11 @@ class AgentActor(RelayPart):
     # ------------------------------------------------------------------ tasks (``_tasks``)
 
     async def assign(self, spec: TaskSpec, parent_task_id: str | None = None) -> TaskInfo:
-        """Accept a task and start working on it; returns at once with the pending task."""
-        return await self._tasks.assign(spec, parent_task_id)
+        """Accept a task and start working on it; returns at once with the pending task
+        (paused before its first step while a person holds the desktop's lease)."""
+        task = await self._tasks.assign(spec, parent_task_id)
+        await self.lease.adopt(task.id)
+        return task
 
     async def wait_task(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         """Wait until the task ends (or ``timeout_s`` passes) and return it."""
@@ -443,7 +450,10 @@ class AgentActor(RelayPart):
     async def screenshot(self, format: Literal["png", "jpeg"] = "png", quality: int = 85) -> bytes:
         return (await self._desk().screenshot(format, quality=quality)).data
 
-    async def act(self, action: a.Action) -> a.ActionResult:
+    async def act(self, action: a.Action, holder: str | None = None) -> a.ActionResult:
+        """Carry out one action from outside (the API: ``holder``, the caller); refused
+        (``AgentError``) while someone else holds the lease."""
+        self.lease.check_input(holder)
         t0 = time.monotonic()
         result = await self._desk().act(action)
         await self._event(
@@ -459,8 +469,14 @@ class AgentActor(RelayPart):
         return result
 
     async def shell(
-        self, command: str, timeout_s: float = 60.0, user: Literal["agent", "root"] = "agent"
+        self,
+        command: str,
+        timeout_s: float = 60.0,
+        user: Literal["agent", "root"] = "agent",
+        holder: str | None = None,
     ) -> a.CommandResult:
+        """Run a command from outside; refused while someone else holds the lease."""
+        self.lease.check_input(holder)
         return await self._desk().run(command, timeout=timeout_s, user=user)
 
     async def live_view(self) -> LiveView:

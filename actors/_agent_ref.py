@@ -18,6 +18,7 @@ from orchestrator import actions as a
 from orchestrator.domain import AgentInfo, AgentSpec, AgentTree, TaskInfo
 from orchestrator.errors import AgentGoneError, UnavailableError
 from orchestrator.front import ViewMode
+from orchestrator.lease import Lease
 
 from ._vnc import RayVncRelay
 
@@ -132,13 +133,32 @@ class RayAgentRef:
         data: bytes = await ray_call(self.handle.screenshot.remote(format, quality))
         return data
 
-    async def act(self, action: a.Action) -> a.ActionResult:
-        result: a.ActionResult = await ray_call(self.handle.act.remote(action))
+    async def act(self, action: a.Action, holder: str | None = None) -> a.ActionResult:
+        result: a.ActionResult = await ray_call(self.handle.act.remote(action, holder))
         return result
 
-    async def shell(self, command: str, timeout_s: float, user: User) -> a.CommandResult:
-        result: a.CommandResult = await ray_call(self.handle.shell.remote(command, timeout_s, user))
+    async def shell(
+        self, command: str, timeout_s: float, user: User, holder: str | None = None
+    ) -> a.CommandResult:
+        result: a.CommandResult = await ray_call(
+            self.handle.shell.remote(command, timeout_s, user, holder)
+        )
         return result
+
+    async def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        """Take the desktop over (or renew): the running task pauses."""
+        lease: Lease = await ray_call(self.handle.take_lease.remote(holder, ttl_s))
+        return lease
+
+    async def hand_back(self, holder: str, note: str | None) -> Lease:
+        """Hand the desktop back: the task resumes with the note in its history."""
+        lease: Lease = await ray_call(self.handle.hand_back_lease.remote(holder, note))
+        return lease
+
+    async def lease(self) -> Lease | None:
+        """The lease in force, or None."""
+        lease: Lease | None = await ray_call(self.handle.current_lease.remote())
+        return lease
 
     async def live_view(self) -> str:
         view = await ray_call(self.handle.live_view.remote())

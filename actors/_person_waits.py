@@ -8,6 +8,11 @@ step (``AgentTasks`` remembers the pause until the runner exists); a task that w
 its subtasks (``waiting``) turns ``paused`` at once, starts no subtask, retry or review
 round until resumed, and is ``waiting`` again then (``_delegation.PauseHold``).
 
+A person who takes over the agent's desktop (a lease, ``_lease``) pauses the task with
+``pause(by="taken over by <holder>")`` (shown as ``person`` on the ``paused`` event) and
+resumes it with ``resume(note=...)``: the note goes into the history the brain reads next, as
+the answer to a question about the takeover (every brain renders a person's answer).
+
 Example (``tests/unit/test_runner_states.py`` drives it)::
 
     await runner.pause()      # paused before the next step
@@ -19,7 +24,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.domain import TaskInfo, TaskState, Waiting
+from orchestrator.brains import StepRecord
+from orchestrator.domain import Ask, TaskInfo, TaskState, Waiting
 from orchestrator.errors import AgentError
 
 from ._task_ports import TaskFailed
@@ -27,7 +33,10 @@ from ._task_ports import TaskFailed
 if TYPE_CHECKING:
     from ._delegation import PauseHold
 
-__all__ = ["PersonWaits", "paused_in_records"]
+__all__ = ["TAKEOVER_QUESTION", "PersonWaits", "paused_in_records"]
+
+TAKEOVER_QUESTION = "A person took over your desktop. What did they do?"
+"""The question a hand-back note answers in the agent's history."""
 
 
 async def paused_in_records(records: object, task_id: str) -> bool:
@@ -48,7 +57,11 @@ class PersonWaits:
     _deadline: asyncio.Timeout | None
     _person: asyncio.Future[str] | None
     _pause_asked: bool
+    history: list[StepRecord]
     _hold: PauseHold | None = None
+    _pause_by: str | None = None
+    """Who asked the pause, when a person took the desktop over (the paused event's
+    ``person``)."""
     """While the task waits on its subtasks: where a pause is taken at once."""
 
     if TYPE_CHECKING:
@@ -75,25 +88,34 @@ class PersonWaits:
         self._give(TaskState.APPROVAL_REQUIRED, verdict, "approval")
         return self.task
 
-    async def pause(self) -> TaskInfo:
+    async def pause(self, by: str | None = None) -> TaskInfo:
         """Pause the task: it turns ``paused`` before its next step of its own loop (while
-        it waits on subtasks: at once) and stays so until ``resume``."""
+        it waits on subtasks: at once) and stays so until ``resume`` (``by``: why, on the
+        paused event's ``person``, e.g. ``taken over by <holder>``)."""
         if self.task.state.done:
             raise AgentError(f"task {self.task.id} has ended ({self.task.state.value})")
+        if by is not None:
+            self._pause_by = by
         if self._hold is not None and self.task.state == TaskState.WAITING:
             await self._hold.take()
         elif self.task.state != TaskState.PAUSED:  # paused twice: one resume goes on
             self._pause_asked = True
         return self.task
 
-    async def resume(self) -> TaskInfo:
-        """Resume a paused task (or withdraw a pause not yet taken)."""
+    async def resume(self, note: str | None = None) -> TaskInfo:
+        """Resume a paused task (or withdraw a pause not yet taken). ``note``: a person
+        handed the desktop back with it; it goes into the history the brain reads next and
+        on the timeline (the resuming event's ``person``)."""
         if self.task.state == TaskState.PAUSED:
-            self._give(TaskState.PAUSED, "resumed", "resuming")
+            self._give(TaskState.PAUSED, note or "resumed", "resuming")
         elif self._pause_asked:
             self._pause_asked = False
+            self._pause_by = None
         else:
             raise AgentError(f"task {self.task.id} is not paused ({self.task.state.value})")
+        if note is not None:
+            asked = Ask(question=TAKEOVER_QUESTION, thought="a person took over the desktop")
+            self.history.append(StepRecord(decision=asked, results=[], answer=note))
         return self.task
 
     def _give(self, state: TaskState, reply: str, what: str) -> None:
@@ -112,10 +134,11 @@ class PersonWaits:
         *,
         then: TaskState = TaskState.RUNNING,
         entered: asyncio.Event | None = None,
+        by: str | None = None,
     ) -> str:
         """Wait in ``state`` for a person's reply (``waiting``: on what, in the record and its
-        event; ``entered`` is set once it is recorded), then turn ``then``; the deadline
-        stands still meanwhile."""
+        event; ``entered`` is set once it is recorded; ``by``: who put it there, the ``person``
+        of that event), then turn ``then``; the deadline stands still meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = self._deadline
         when = deadline.when() if deadline is not None else None
@@ -126,6 +149,8 @@ class PersonWaits:
         try:
             shown = waiting.model_dump(mode="json") if waiting else {}
             said = {k: v for k, v in shown.items() if v not in (None, [])}
+            if by is not None:
+                said["person"] = by
             await self._set(state, waiting=waiting, **said)
             if entered is not None:
                 entered.set()
@@ -151,7 +176,8 @@ class PersonWaits:
         """Between two steps: stay paused while a person asked for it."""
         if self._pause_asked:
             self._pause_asked = False
-            await self._wait_for_person(TaskState.PAUSED, "a resume after the pause")
+            by, self._pause_by = self._pause_by, None
+            await self._wait_for_person(TaskState.PAUSED, "a resume after the pause", by=by)
 
     async def _pause_held(self, hold: PauseHold) -> None:
         """Once the task waits on its subtasks (``hold`` in place): a pause asked while it
@@ -163,6 +189,7 @@ class PersonWaits:
     async def _paused_waiting(self, entered: asyncio.Event) -> str:
         """A pause taken while the task waits on its subtasks (``PauseHold``'s wait)."""
         what = "a resume after the pause"
+        by, self._pause_by = self._pause_by, None
         return await self._wait_for_person(
-            TaskState.PAUSED, what, then=TaskState.WAITING, entered=entered
+            TaskState.PAUSED, what, then=TaskState.WAITING, entered=entered, by=by
         )

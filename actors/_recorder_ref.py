@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from orchestrator.domain import AgentInfo, AgentStatus, Event, TaskInfo, TaskState
+from orchestrator.domain import AgentInfo, AgentStatus, Event, EventKind, TaskInfo, TaskState
 from orchestrator.errors import RecordError
 from orchestrator.records import MAX_LIMIT, ConsoleSession, SQLiteStore, StoreStats
 from orchestrator.tenants import ApiKey, Quotas
@@ -241,9 +241,22 @@ class RecorderRef:
         agent_id: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        tenant: str | None = None,
+        before_at: float | None = None,
+        kinds: list[EventKind] | None = None,
+        blob: str | None = None,
     ) -> list[Event]:
+        """Events after ``after_seq`` (see ``RecordStore.events``: ``tenant``, ``before_at``,
+        ``kinds`` and ``blob`` filter them too)."""
+        given = {"tenant": tenant, "before_at": before_at, "kinds": kinds, "blob": blob}
+        extra: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         events: list[Event] = await self._call(
-            "events", task_id=task_id, agent_id=agent_id, after_seq=after_seq, limit=limit
+            "events",
+            task_id=task_id,
+            agent_id=agent_id,
+            after_seq=after_seq,
+            limit=limit,
+            **extra,
         )
         return events
 

@@ -19,16 +19,19 @@ from orchestrator.domain import (
     AgentSpec,
     AgentStatus,
     Event,
+    EventKind,
     TaskInfo,
     TaskSpec,
     TaskState,
     new_id,
 )
 from orchestrator.errors import AgentError, AgentGoneError, NotFoundError
+from orchestrator.front import Capacity
 from orchestrator.records import StoreStats
 
 from ._agent import AgentActor, agent_options, failed_agent, start_agent
 from ._agent_ref import RayAgentRef, ours, ray_call
+from ._capacity import read_capacity
 from ._names import NAMESPACE, POOL_NAME, actor_alive, actor_of
 from ._pool import WarmPool, get_pool
 from ._recorder import get_or_create_recorder
@@ -285,10 +288,26 @@ class Runtime:
         agent_id: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        tenant: str | None = None,
+        before_at: float | None = None,
+        kinds: list[EventKind] | None = None,
+        blob: str | None = None,
     ) -> list[Event]:
         return await self.records.events(
-            task_id=task_id, agent_id=agent_id, after_seq=after_seq, limit=limit
+            task_id=task_id,
+            agent_id=agent_id,
+            after_seq=after_seq,
+            limit=limit,
+            tenant=tenant,
+            before_at=before_at,
+            kinds=kinds,
+            blob=blob,
         )
+
+    async def capacity(self) -> Capacity:
+        """Desktops per node, from Ray (``_capacity``), with the agents still starting."""
+        starting = await self.records.list_agents(None, status=AgentStatus.STARTING)
+        return await asyncio.to_thread(read_capacity, starting)
 
     # ------------------------------------------------------------------ a person's part
 

@@ -143,6 +143,8 @@ class AgentTasks(ReviewHost):
         self._running: dict[str, asyncio.Task[TaskInfo]] = {}
         self._pause_first: set[str] = set()
         """Pending tasks a person paused: paused before their first step."""
+        self._pause_first_by: dict[str, str] = {}
+        """Why, for those a person took over (the paused event's ``person``)."""
         self._cancel_reasons: dict[str, str] = {}
         """Why a task is being cancelled (an exceeded budget's say), runner or not yet."""
 
@@ -264,7 +266,7 @@ class AgentTasks(ReviewHost):
         self._runners[task.id] = runner
         if task.id in self._pause_first:  # paused while pending: before its first step
             self._pause_first.discard(task.id)
-            await runner.pause()
+            await runner.pause(self._pause_first_by.pop(task.id, None))
         try:
             return await runner.run()
         finally:
@@ -331,19 +333,24 @@ class AgentTasks(ReviewHost):
         """A person approves or refuses (``reason``: why) the actions the task waits on."""
         return await self._runner(task_id).approve(approved, reason)
 
-    async def pause(self, task_id: str) -> TaskInfo:
-        """Pause the task before its next step (a pending one: before its first)."""
+    async def pause(self, task_id: str, by: str | None = None) -> TaskInfo:
+        """Pause the task before its next step (a pending one: before its first; ``by``:
+        why, shown on the paused event, e.g. a person's takeover)."""
         if task_id not in self._runners and self.get(task_id).state == TaskState.PENDING:
             self._pause_first.add(task_id)
+            if by is not None:
+                self._pause_first_by[task_id] = by
             return self.get(task_id)
-        return await self._runner(task_id).pause()
+        return await self._runner(task_id).pause(by)
 
-    async def resume(self, task_id: str) -> TaskInfo:
-        """Resume a paused task (or withdraw a pause not yet taken)."""
-        if task_id in self._pause_first:
+    async def resume(self, task_id: str, note: str | None = None) -> TaskInfo:
+        """Resume a paused task (or withdraw a pause not yet taken); ``note``: a person's
+        hand-back note, put into the history the brain reads next."""
+        if task_id in self._pause_first:  # not started: it sees the desktop as it is now
             self._pause_first.discard(task_id)
+            self._pause_first_by.pop(task_id, None)
             return self.get(task_id)
-        return await self._runner(task_id).resume()
+        return await self._runner(task_id).resume(note)
 
     # ------------------------------------------------------------------ delegation (TaskHost)
 

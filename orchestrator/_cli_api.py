@@ -9,6 +9,7 @@ names, roles, results and events are tenants' text, shown with control character
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ def _status(url: str, api_key: str) -> None:
         for kind, counts in api.stats().items():
             shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
             echo(f"{kind}: {shown}")
+    from .local import status_lines  # the local cluster's dashboard and nodes, if it is this one
+
+    for line in status_lines(url):
+        echo(line)
 
 
 def _agents(url: str, api_key: str) -> None:
@@ -149,6 +154,24 @@ def _said(task: Any) -> None:
     echo(f"task {task.id}: {task.state.value}")
 
 
+def _takeover(url: str, api_key: str, agent_id: str, ttl_s: float) -> None:
+    """Take an agent's desktop over (or renew the lease): its running task pauses and only
+    your input reaches the desktop until you hand it back (or the lease runs out)."""
+    with _client(url, api_key) as api:
+        lease = api.agent(agent_id).take_over(ttl_s)
+    paused = f"; task {lease.task_id} paused" if lease.task_id else ""
+    until = time.strftime("%H:%M:%S", time.localtime(lease.expires_at))
+    echo(f"agent {agent_id}: taken over by {lease.holder} until {until}{paused}")
+
+
+def _handback(url: str, api_key: str, agent_id: str, note: str | None) -> None:
+    """Hand an agent's desktop back: its task resumes with NOTE in its history."""
+    with _client(url, api_key) as api:
+        lease = api.agent(agent_id).hand_back(note)
+    resumed = f"; task {lease.task_id} resumes" if lease.task_id else ""
+    echo(f"agent {agent_id}: handed back{resumed}")
+
+
 def _watch(url: str, api_key: str, task_id: str) -> None:
     """Print a task's events live (Server-Sent Events) until it ends."""
     with _client(url, api_key) as api:
@@ -216,6 +239,12 @@ def register(main: click.Group) -> None:
     only = click.option("--task-only", is_flag=True, help="The task alone, not its subtasks.")
     command(only(click.argument("task_id")(_pause)), "pause")
     command(only(click.argument("task_id")(_resume)), "resume")
+    ttl = click.option(
+        "--ttl", "ttl_s", type=float, default=900.0, show_default=True, help="Seconds it lasts."
+    )
+    command(ttl(click.argument("agent_id")(_takeover)), "takeover")
+    note = click.option("--note", default=None, help="What you did, for the agent.")
+    command(note(click.argument("agent_id")(_handback)), "handback")
     command(
         click.argument("agent_id")(
             click.option(

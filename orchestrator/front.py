@@ -23,22 +23,52 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from . import actions as a
 from .domain import (
     AgentInfo,
     AgentSpec,
     AgentTree,
     Event,
+    EventKind,
     TaskInfo,
     TaskSpec,
     TaskState,
 )
+from .lease import Lease
 from .records import ConsoleSession, StoreStats
 
-__all__ = ["AgentRef", "Runtime", "SessionRecords", "User"]
+__all__ = ["AgentRef", "Capacity", "NodeCapacity", "Runtime", "SessionRecords", "User"]
 
 User = Literal["agent", "root"]
 """Who a command or a file access on a desktop runs as."""
+
+
+class NodeCapacity(BaseModel):
+    """The desktops of one node of the cluster (its ``desktop`` resource)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str
+    address: str
+    desktops_total: int
+    desktops_used: int
+    desktops_free: int
+    desktops_starting: int = 0
+    """Agents recorded ``starting`` whose actor Ray placed here (their desktop starts)."""
+    alive: bool
+
+
+class Capacity(BaseModel):
+    """The cluster's desktops, node by node (``GET /v1/capacity``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: list[NodeCapacity]
+    starting_unplaced: int = 0
+    """Agents recorded ``starting`` that no node has taken yet (waiting for a free unit:
+    what an autoscaler adds a node for)."""
 
 
 ViewMode = Literal["view", "control", "embed"]
@@ -84,12 +114,30 @@ class AgentRef(Protocol):
         """The desktop's screen, encoded."""
         ...
 
-    async def act(self, action: a.Action) -> a.ActionResult:
-        """Carry out one action (a failed action is a result, not an error)."""
+    async def act(self, action: a.Action, holder: str | None = None) -> a.ActionResult:
+        """Carry out one action (a failed action is a result, not an error); ``holder``:
+        the caller, refused (``AgentError``) while someone else holds the lease."""
         ...
 
-    async def shell(self, command: str, timeout_s: float, user: User) -> a.CommandResult:
-        """Run a command (a failing command is a result, not an error)."""
+    async def shell(
+        self, command: str, timeout_s: float, user: User, holder: str | None = None
+    ) -> a.CommandResult:
+        """Run a command (a failing command is a result, not an error); refused like
+        ``act`` while someone else holds the lease."""
+        ...
+
+    async def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        """A person takes the desktop over (the same holder renews): the agent's running
+        task pauses; ``AgentError`` while another holder's lease is in force."""
+        ...
+
+    async def hand_back(self, holder: str, note: str | None) -> Lease:
+        """The holder hands the desktop back: the task resumes with ``note`` in its history;
+        ``AgentError`` when ``holder`` does not hold the lease."""
+        ...
+
+    async def lease(self) -> Lease | None:
+        """The lease in force (None when nobody holds the desktop)."""
         ...
 
     async def live_view(self) -> str:
@@ -187,8 +235,18 @@ class Runtime(Protocol):
         agent_id: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        tenant: str | None = None,
+        before_at: float | None = None,
+        kinds: list[EventKind] | None = None,
+        blob: str | None = None,
     ) -> list[Event]:
-        """Events with ``seq > after_seq``, oldest first (check the task's tenant first)."""
+        """Events with ``seq > after_seq``, oldest first (check the task's tenant first);
+        ``tenant``: only those of its agents; ``before_at``: the latest ``limit`` of them at
+        or before that time; ``kinds``: only these; ``blob``: only those referring to it."""
+        ...
+
+    async def capacity(self) -> Capacity:
+        """Desktops per node of the cluster: total, used, free, starting, alive."""
         ...
 
     async def cancel(self, task_id: str, tenant: str | None = None) -> TaskInfo:

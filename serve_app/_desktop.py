@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 from orchestrator import actions as a
 from orchestrator.domain import AgentInfo
 
-from ._front import Rt, Tenant
+from ._front import Caller, Rt, Tenant
 from ._models import LiveViewLink, ShellRequest
 
 __all__ = ["router"]
@@ -34,17 +34,19 @@ async def screenshot(
 
 @router.post("/actions")
 async def act(
-    rt: Rt, tenant: Tenant, agent_id: str, action: Annotated[a.Action, Body()]
+    rt: Rt, caller: Caller, agent_id: str, action: Annotated[a.Action, Body()]
 ) -> a.ActionResult:
-    """Carry out one action; a failed action is ``ok: false`` with its reason (200)."""
-    return await (await rt.agent_ref(agent_id, tenant)).act(action)
+    """Carry out one action; a failed action is ``ok: false`` with its reason (200). 409
+    while a person other than the caller holds the desktop's lease."""
+    return await (await rt.agent_ref(agent_id, caller.tenant)).act(action, caller.holder)
 
 
 @router.post("/shell")
-async def shell(rt: Rt, tenant: Tenant, agent_id: str, req: ShellRequest) -> a.CommandResult:
-    """Run a command on the desktop; a failing command is a result, not an error."""
-    ref = await rt.agent_ref(agent_id, tenant)
-    return await ref.shell(req.command, req.timeout_s, req.user)
+async def shell(rt: Rt, caller: Caller, agent_id: str, req: ShellRequest) -> a.CommandResult:
+    """Run a command on the desktop; a failing command is a result, not an error. 409 while
+    a person other than the caller holds the desktop's lease."""
+    ref = await rt.agent_ref(agent_id, caller.tenant)
+    return await ref.shell(req.command, req.timeout_s, req.user, caller.holder)
 
 
 @router.get("/live-view")

@@ -15,6 +15,8 @@ __all__ = [
     "EventPage",
     "Health",
     "LiveViewLink",
+    "ReplayAgent",
+    "ReplayMoment",
     "ShellRequest",
     "Stats",
     "TaskPin",
@@ -78,6 +80,29 @@ class Stats(_Model):
 
     agents: dict[AgentStatus, int]
     tasks: dict[TaskState, int]
+
+
+class ReplayAgent(_Model):
+    """One agent at a moment of the replay."""
+
+    agent_id: str
+    path: str
+    status: str | None
+    """Its status then (the latest it recorded at or before the moment), if it said one."""
+    screenshot: str | None
+    """The blob address of the latest screen it saw at or before the moment
+    (``GET /v1/blobs/{address}``), or None."""
+    shot_at: float | None
+    """When that screen was seen (unix seconds)."""
+
+
+class ReplayMoment(_Model):
+    """Every agent of the tenant at a moment, and the events of the 30 s before it."""
+
+    at: float
+    agents: list[ReplayAgent]
+    events: list[Event]
+    """Oldest first."""
 
 
 class Health(_Model):

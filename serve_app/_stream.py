@@ -19,7 +19,7 @@ from orchestrator.front import Runtime
 from ._errors import RETRY_AFTER_S
 from ._limit import DEFAULT_MAX_STREAMS, ENV_MAX_STREAMS, Slots
 
-__all__ = ["EVENTS_MAX_LIMIT", "open_stream"]
+__all__ = ["EVENTS_MAX_LIMIT", "STREAM_POLL_S", "open_stream", "slot_stream", "sse"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ _streams = Slots(ENV_MAX_STREAMS, DEFAULT_MAX_STREAMS)
 """The replica's stream slots (one process, one event loop: the module's own counter)."""
 
 
-def _sse(event: Event) -> str:
+def sse(event: Event) -> str:
+    """One event as a Server-Sent Event (``id:`` its seq)."""
     return f"id: {event.seq}\ndata: {event.model_dump_json()}\n\n"
 
 
@@ -76,7 +77,7 @@ async def _event_stream(rt: Runtime, task_id: str, after_seq: int) -> AsyncItera
             await asyncio.sleep(STREAM_POLL_S * 2)  # the runtime finds a replaced recorder
             continue
         for event in batch:
-            yield _sse(event)
+            yield sse(event)
             cursor = max(cursor, event.seq or cursor)
             final_sent = final_sent or _is_final(event)
         if batch:
@@ -109,6 +110,12 @@ class _SlotStream(StreamingResponse):
 def open_stream(rt: Runtime, task_id: str, after_seq: int) -> StreamingResponse:
     """The event stream of a task, in one of the replica's stream slots (429 when none is
     free)."""
+    return slot_stream(_event_stream(rt, task_id, after_seq))
+
+
+def slot_stream(body: AsyncIterator[str]) -> StreamingResponse:
+    """``body`` as a Server-Sent Events response in one of the replica's stream slots (429
+    when none is free; the slot is given back however the response ends)."""
     if not _streams.try_take():
         raise HTTPException(
             429,
@@ -116,7 +123,7 @@ def open_stream(rt: Runtime, task_id: str, after_seq: int) -> StreamingResponse:
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
     return _SlotStream(
-        _event_stream(rt, task_id, after_seq),
+        body,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

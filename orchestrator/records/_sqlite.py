@@ -221,6 +221,9 @@ class SQLiteStore(Database, RecordStore):
         after_seq: int = 0,
         limit: int = 100,
         kinds: Iterable[EventKind] | None = None,
+        tenant: str | None = None,
+        before_at: float | None = None,
+        blob: str | None = None,
     ) -> list[Event]:
         check_range("after_seq", after_seq, 0)
         check_range("limit", limit, 1, MAX_LIMIT)
@@ -231,8 +234,21 @@ class SQLiteStore(Database, RecordStore):
             where.eq("task_id", task_id)
             where.eq("agent_id", agent_id)
             where.among("kind", enum_values(EventKind, kinds))
-            sql = f"SELECT seq, payload FROM events{where.sql()} ORDER BY seq LIMIT ?"
+            if tenant is not None:
+                where.clauses.append("agent_id IN (SELECT id FROM agents WHERE tenant = ?)")
+                where.params.append(tenant)
+            if before_at is not None:
+                where.clauses.append("at <= ?")
+                where.params.append(float(before_at))
+            if blob is not None:
+                where.clauses.append("seq IN (SELECT seq FROM event_blobs WHERE address = ?)")
+                where.params.append(blob)
+            # the latest ones before a moment: newest first, then put back in seq order
+            order = "seq DESC" if before_at is not None else "seq"
+            sql = f"SELECT seq, payload FROM events{where.sql()} ORDER BY {order} LIMIT ?"
             rows = self._rows("read events", sql, [*where.params, limit])
+            if before_at is not None:
+                rows = rows[::-1]
             return [
                 Event.model_validate_json(payload).model_copy(update={"seq": seq})
                 for seq, payload in rows

@@ -223,10 +223,16 @@ class RecordStore(abc.ABC):
         after_seq: int = 0,
         limit: int = 100,
         kinds: Iterable[EventKind] | None = None,
+        tenant: str | None = None,
+        before_at: float | None = None,
+        blob: str | None = None,
     ) -> list[Event]:
         """Events with ``seq > after_seq``, in seq order, filtered by every argument given.
 
-        To page or tail, pass the last seq seen as ``after_seq``.
+        To page or tail, pass the last seq seen as ``after_seq``. ``tenant``: only events of
+        that tenant's agents. ``before_at``: only events at or before that time, and of
+        those the latest ``limit`` (still in seq order): the moment a replay shows.
+        ``blob``: only events that refer to the blob at that address.
         """
 
     # ------------------------------------------------------------------ blobs

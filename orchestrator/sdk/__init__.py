@@ -46,6 +46,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._http import Call, EventPage, RemoteFile, Retry, Screenshot, calls
+from ._live import LiveViewUrl, TaskDisplay
 
 __all__ = [
     "Agent",
@@ -60,12 +61,14 @@ __all__ = [
     "EventPage",
     "ForbiddenError",
     "InvalidRequestError",
+    "LiveViewUrl",
     "NotFoundError",
     "QuotaExceededError",
     "RemoteFile",
     "Retry",
     "Screenshot",
     "Task",
+    "TaskDisplay",
     "UnavailableError",
     "calls",
     "start_local",

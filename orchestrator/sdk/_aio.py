@@ -23,6 +23,7 @@ from ..domain import (
     TaskSpec,
     TaskState,
 )
+from ..lease import DEFAULT_LEASE_TTL_S, Lease
 from ..usage import Budget
 from ._client import POLL_MAX_S, POLL_MIN_S
 from ._errors import ApiError
@@ -39,6 +40,7 @@ from ._http import (
     task_spec,
     workflow_text,
 )
+from ._live import LiveViewUrl, TaskDisplay, embed_url, live_calls
 from ._person import person_calls
 from ._progress import Progress
 from ._stream import download_async, events_async, save_remote, upload_files
@@ -216,11 +218,36 @@ class AsyncAgent(AgentView):
         self.info = await self.client.call(calls.reset_desktop(self.id))
         return self
 
-    async def live_view(self) -> str:
-        """A noVNC link (on the API's machine, 127.0.0.1) to watch the desktop live; it holds
-        the desktop's VNC password: share it as you would the password."""
+    async def live_view(self) -> LiveViewUrl:
+        """A noVNC link to watch the desktop live (see ``Agent.live_view``); shown in Jupyter
+        it is the desktop itself (its embed page, a ticket minted now: it opens within 15
+        min)."""
         url: str = await self.client.call(calls.live_view(self.id))
-        return url
+        try:
+            page: str | None = await self.embed_url()
+        except ApiError:  # an API without the console: the plain link
+            page = None
+        return LiveViewUrl(url, self.id, None if page is None else (lambda: page))
+
+    async def embed_url(self) -> str:
+        """The console's embed page of this desktop with a ticket minted now."""
+        ticket = await self.client.call(live_calls.embed_ticket(self.id))
+        return embed_url(self.client.url, self.id, ticket)
+
+    async def take_over(self, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
+        """Take the desktop over under a lease (see ``Agent.take_over``)."""
+        lease: Lease = await self.client.call(live_calls.take_over(self.id, ttl_s))
+        return lease
+
+    async def hand_back(self, note: str | None = None) -> Lease:
+        """Hand the desktop back with ``note`` for the agent (see ``Agent.hand_back``)."""
+        lease: Lease = await self.client.call(live_calls.hand_back(self.id, note))
+        return lease
+
+    async def lease(self) -> Lease | None:
+        """The lease in force on the desktop, or None."""
+        held: Lease | None = await self.client.call(live_calls.lease(self.id))
+        return held
 
     async def screenshot(
         self, format: Literal["png", "jpeg"] = "png", quality: int = 85
@@ -326,6 +353,16 @@ class AsyncTask(TaskView):
         """The screen the agent decided on when it asked (JPEG; see ``Task``)."""
         data = await self.client.call(person_calls.waiting_screenshot(self.id))
         return Screenshot(data, "jpeg")
+
+    async def show(self) -> TaskDisplay:
+        """The task inline: its state now and its agent's desktop live (see ``Task.show``)."""
+        await self.refresh()
+        agent_id = self.info.agent_id
+        try:
+            ticket = await self.client.call(live_calls.embed_ticket(agent_id))
+        except ApiError:  # e.g. its agent is gone: the state alone
+            return TaskDisplay(self.info, None)
+        return TaskDisplay(self.info, embed_url(self.client.url, agent_id, ticket))
 
     async def pin(self, pinned: bool = True) -> AsyncTask:
         """See ``Task.pin``."""

@@ -21,6 +21,7 @@ from ..domain import (
     TaskSpec,
     TaskState,
 )
+from ..lease import DEFAULT_LEASE_TTL_S, Lease
 from ..usage import Budget
 from ._errors import ApiError
 from ._http import (
@@ -36,6 +37,7 @@ from ._http import (
     task_spec,
     workflow_text,
 )
+from ._live import LiveViewUrl, TaskDisplay, embed_url, live_calls
 from ._person import person_calls
 from ._progress import Progress
 from ._stream import download_sync, events_sync, save_remote, upload_files
@@ -229,11 +231,36 @@ class Agent(AgentView):
         self.info = self.client.call(calls.reset_desktop(self.id))
         return self
 
-    def live_view(self) -> str:
+    def live_view(self) -> LiveViewUrl:
         """A noVNC link (on the API's machine, 127.0.0.1) to watch the desktop live; it holds
-        the desktop's VNC password: share it as you would the password."""
+        the desktop's VNC password: share it as you would the password. Shown in Jupyter, it
+        is the desktop itself: the console's embed page with a fresh view-only ticket."""
         url: str = self.client.call(calls.live_view(self.id))
-        return url
+        return LiveViewUrl(url, self.id, self.embed_url)
+
+    def embed_url(self) -> str:
+        """The console's embed page of this desktop (live, view-only) with a ticket minted
+        now with the client's key (it opens within 15 min; works from any site)."""
+        ticket = self.client.call(live_calls.embed_ticket(self.id))
+        return embed_url(self.client.url, self.id, ticket)
+
+    def take_over(self, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
+        """Take the desktop over under a lease (``ttl_s``: until it hands back by itself;
+        taking it again renews it): the agent's running task pauses, and only your input
+        (your key's) reaches the desktop. ``ConflictError`` while someone else holds it."""
+        lease: Lease = self.client.call(live_calls.take_over(self.id, ttl_s))
+        return lease
+
+    def hand_back(self, note: str | None = None) -> Lease:
+        """Hand the desktop back: the paused task resumes, with ``note`` (what you did) in
+        the agent's history. ``ConflictError`` when you do not hold the lease."""
+        lease: Lease = self.client.call(live_calls.hand_back(self.id, note))
+        return lease
+
+    def lease(self) -> Lease | None:
+        """The lease in force on the desktop (who holds it, until when), or None."""
+        held: Lease | None = self.client.call(live_calls.lease(self.id))
+        return held
 
     def screenshot(self, format: Literal["png", "jpeg"] = "png", quality: int = 85) -> Screenshot:
         """The screen now, encoded (``bytes``; shown inline in Jupyter)."""
@@ -342,6 +369,17 @@ class Task(TaskView):
     def waiting_screenshot(self) -> Screenshot:
         """The screen the agent decided on when it asked or asked for approval (JPEG)."""
         return Screenshot(self.client.call(person_calls.waiting_screenshot(self.id)), "jpeg")
+
+    def show(self) -> TaskDisplay:
+        """The task inline (the last expression of a Jupyter cell, or ``display(...)``): its
+        state now, and its agent's desktop live (view-only, a fresh embed ticket)."""
+        self.refresh()
+        agent_id = self.info.agent_id
+        try:
+            ticket = self.client.call(live_calls.embed_ticket(agent_id))
+        except ApiError:  # e.g. its agent is gone: the state alone
+            return TaskDisplay(self.info, None)
+        return TaskDisplay(self.info, embed_url(self.client.url, agent_id, ticket))
 
     def pin(self, pinned: bool = True) -> Task:
         """Keep this task's run (with its subtasks, events, screenshots and files) from

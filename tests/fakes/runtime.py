@@ -45,7 +45,8 @@ from orchestrator.domain import (
     new_id,
 )
 from orchestrator.errors import AgentError, NotFoundError
-from orchestrator.front import User, ViewMode, VncRelay
+from orchestrator.front import Capacity, User, ViewMode, VncRelay
+from orchestrator.lease import Lease, LeaseBook
 from orchestrator.records import MAX_LIMIT, ConsoleSession, RecordStore, StoreStats
 
 from .runtime_person import PersonPart
@@ -132,6 +133,8 @@ class LocalAgent:
         self._info = info
         self.desktop = rt.make_desktop(info)
         self.children: dict[str, LocalAgent] = {}
+        self.lease_book = LeaseBook(info.id)
+        """A person's lease (the real rules; taking it pauses the running tasks)."""
 
     @property
     def info(self) -> AgentInfo:
@@ -196,11 +199,41 @@ class LocalAgent:
     async def screenshot(self, format: Literal["png", "jpeg"], quality: int) -> bytes:
         return await self.desktop.screenshot(format, quality)
 
-    async def act(self, action: a.Action) -> a.ActionResult:
+    def _check_input(self, holder: str | None) -> None:
+        lease = self.lease_book.current()
+        if lease is not None and lease.holder != holder:
+            raise AgentError(f"agent {self._info.id} is taken over by {lease.holder}")
+
+    async def act(self, action: a.Action, holder: str | None = None) -> a.ActionResult:
+        self._check_input(holder)
         return await self.desktop.act(action)
 
-    async def shell(self, command: str, timeout_s: float, user: User) -> a.CommandResult:
+    async def shell(
+        self, command: str, timeout_s: float, user: User, holder: str | None = None
+    ) -> a.CommandResult:
+        self._check_input(holder)
         return await self.desktop.shell(command, timeout_s, user)
+
+    async def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        fresh = self.lease_book.current() is None
+        lease = self.lease_book.take(holder, ttl_s)
+        if fresh:  # its running tasks pause, as the agent actor's do
+            running = [t for t in self._open_tasks() if t.state == TaskState.RUNNING]
+            for t in running:
+                self._rt.move(t.id, TaskState.PAUSED)
+            lease = self.lease_book.with_task(running[0].id if running else None) or lease
+        return lease
+
+    async def hand_back(self, holder: str, note: str | None) -> Lease:
+        lease = self.lease_book.hand_back(holder, note)
+        if lease.task_id is not None:
+            task = self._rt.store.get_task(lease.task_id)
+            if task is not None and task.state == TaskState.PAUSED:
+                self._rt.move(task.id, TaskState.RUNNING)
+        return lease
+
+    async def lease(self) -> Lease | None:
+        return self.lease_book.current()
 
     async def live_view(self) -> str:
         return f"http://127.0.0.1:6080/vnc.html?agent={self._info.id}&password=local"
@@ -355,9 +388,27 @@ class LocalRuntime(PersonPart):
         agent_id: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        tenant: str | None = None,
+        before_at: float | None = None,
+        kinds: list[EventKind] | None = None,
+        blob: str | None = None,
     ) -> list[Event]:
         self.calls.append("events")
-        return self.store.events(task_id, agent_id, after_seq, limit)
+        return self.store.events(
+            task_id,
+            agent_id,
+            after_seq,
+            limit,
+            kinds,
+            tenant=tenant,
+            before_at=before_at,
+            blob=blob,
+        )
+
+    async def capacity(self) -> Capacity:
+        """No Ray: no nodes (the agents here take no ``desktop`` unit of any node)."""
+        self.calls.append("capacity")
+        return Capacity(nodes=[])
 
     async def cancel(self, task_id: str, tenant: str | None = None) -> TaskInfo:
         self.calls.append("cancel")

@@ -1,0 +1,168 @@
+"""A person's lease on a desktop: the book's rules on a fake clock, and the agent side
+(``AgentLease``) pausing and resuming an agent's tasks, with the hand-back note and expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from actors._lease import AgentLease
+from orchestrator.domain import TaskInfo, TaskSpec, TaskState
+from orchestrator.errors import AgentError
+from orchestrator.lease import DEFAULT_LEASE_TTL_S, LeaseBook, hand_back_text
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lease_is_held_until_it_expires() -> None:
+    clock = Clock()
+    book = LeaseBook("agent-1", clock=clock)
+    lease = book.take("key:alice")
+    assert lease.expires_at == 1000.0 + DEFAULT_LEASE_TTL_S
+    assert book.holds("key:alice") and not book.holds("key:bob")
+    clock.now += DEFAULT_LEASE_TTL_S - 1
+    assert book.current() == lease
+    clock.now += 1
+    assert book.current() is None and not book.holds("key:alice")
+    assert book.expire() == lease
+    assert book.expire() is None
+
+
+def test_another_holder_is_refused_while_held_and_may_take_it_after_expiry() -> None:
+    clock = Clock()
+    book = LeaseBook("agent-1", clock=clock)
+    book.take("key:alice", ttl_s=60)
+    with pytest.raises(AgentError, match="taken over by key:alice"):
+        book.take("session:bob", ttl_s=60)
+    with pytest.raises(AgentError, match="does not hold"):
+        book.hand_back("session:bob", "mine now")
+    clock.now += 60
+    taken = book.take("session:bob", ttl_s=30)
+    assert taken.holder == "session:bob" and book.holds("session:bob")
+
+
+def test_the_same_holder_renews_the_same_lease() -> None:
+    clock = Clock()
+    book = LeaseBook("agent-1", clock=clock)
+    first = book.take("key:alice", ttl_s=60, task_id="task-1")
+    clock.now += 50
+    renewed = book.take("key:alice", ttl_s=60)
+    assert (renewed.id, renewed.task_id, renewed.taken_at) == (first.id, "task-1", 1000.0)
+    assert renewed.expires_at == 1110.0
+
+
+def test_hand_back_ends_the_lease_with_the_note() -> None:
+    clock = Clock()
+    book = LeaseBook("agent-1", clock=clock)
+    book.take("key:alice", ttl_s=60)
+    clock.now += 10
+    ended = book.hand_back("key:alice", "logged in for you")
+    assert (ended.note, ended.expires_at) == ("logged in for you", 1010.0)
+    assert book.current() is None
+    with pytest.raises(AgentError):
+        book.hand_back("key:alice", "again")
+
+
+@pytest.mark.parametrize("ttl_s", [0, -1, 12 * 3600 + 1])
+def test_a_lease_length_out_of_range_is_refused(ttl_s: float) -> None:
+    with pytest.raises(AgentError, match="a lease lasts"):
+        LeaseBook("agent-1").take("key:alice", ttl_s=ttl_s)
+
+
+class Tasks:
+    """The agent's tasks as a lease sees them, noting each pause and resume."""
+
+    def __init__(self, *states: TaskState) -> None:
+        self.tasks = {
+            f"task-{i}": TaskInfo(
+                id=f"task-{i}", agent_id="agent-1", spec=TaskSpec(description="x"), state=s
+            )
+            for i, s in enumerate(states)
+        }
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    def open_tasks(self) -> list[TaskInfo]:
+        return [t for t in self.tasks.values() if t.state.open]
+
+    async def pause(self, task_id: str, by: str | None = None) -> TaskInfo:
+        self.calls.append(("pause", task_id, by))
+        return self.tasks[task_id]
+
+    async def resume(self, task_id: str, note: str | None = None) -> TaskInfo:
+        self.calls.append(("resume", task_id, note))
+        return self.tasks[task_id]
+
+
+async def test_taking_over_pauses_the_running_task_and_hand_back_resumes_it_with_the_note() -> None:
+    tasks = Tasks(TaskState.RUNNING, TaskState.PAUSED, TaskState.SUCCEEDED, TaskState.PENDING)
+    del tasks.tasks["task-3"]  # given to the agent later
+    said: list[tuple[str | None, dict[str, Any]]] = []
+
+    async def say(task_id: str | None, data: dict[str, Any]) -> None:
+        said.append((task_id, data))
+
+    lease = AgentLease("agent-1", tasks, say)
+    taken = await lease.take("key:alice", 60)
+    assert taken.task_id == "task-0"
+    # the task a person had paused already stays theirs; the ended one is left alone
+    assert tasks.calls == [("pause", "task-0", "taken over by key:alice")]
+    with pytest.raises(AgentError):
+        lease.check_input("key:bob")
+    lease.check_input("key:alice")
+    tasks.tasks["task-3"] = tasks.tasks["task-0"].model_copy(update={"id": "task-3"})
+    await lease.adopt("task-3")  # a task given meanwhile starts paused too
+    await lease.hand_back("key:alice", "I closed the dialog")
+    note = hand_back_text("I closed the dialog")
+    assert tasks.calls[-2:] == [("resume", "task-0", note), ("resume", "task-3", note)]
+    assert said[0] == (
+        "task-0",
+        {"lease": "taken", "holder": "key:alice", "expires_at": taken.expires_at},
+    )
+    assert said[-1] == (
+        "task-0",
+        {"lease": "handed back", "holder": "key:alice", "note": "I closed the dialog"},
+    )
+    lease.check_input("key:bob")  # free again
+
+
+async def test_an_expired_lease_hands_back_by_itself() -> None:
+    tasks = Tasks(TaskState.RUNNING)
+    expired = asyncio.Event()
+
+    async def say(task_id: str | None, data: dict[str, Any]) -> None:
+        if data.get("lease") == "expired":
+            expired.set()
+
+    lease = AgentLease("agent-1", tasks, say)
+    await lease.take("key:alice", 0.2)
+    async with asyncio.timeout(5):
+        await expired.wait()
+    assert tasks.calls[-1] == ("resume", "task-0", hand_back_text(None))
+    assert lease.current() is None
+    await lease.close()
+
+
+async def test_renewing_moves_the_expiry() -> None:
+    tasks = Tasks(TaskState.RUNNING)
+
+    async def say(task_id: str | None, data: dict[str, Any]) -> None:
+        return None
+
+    lease = AgentLease("agent-1", tasks, say)
+    await lease.take("key:alice", 0.3)
+    first_timer = lease._timer
+    assert first_timer is not None
+    await lease.take("key:alice", 30)  # renewed before the first end: that timer stops
+    await asyncio.wait({first_timer}, timeout=5)
+    assert first_timer.cancelled()
+    assert lease.holds("key:alice")
+    assert [c[0] for c in tasks.calls] == ["pause"]
+    await lease.close()
