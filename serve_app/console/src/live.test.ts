@@ -59,6 +59,32 @@ describe("LiveStream", () => {
     expect(first.closed).toBe(true);
   });
 
+  it("opens from now on when the page has no seq yet", () => {
+    const live = new LiveStream({ open: (url) => new FakeEventSource(url) as unknown as EventSource });
+    live.start();
+    expect(FakeEventSource.latest().url).toBe("/v1/events/stream");
+    live.stop();
+  });
+
+  it("asks the session at once when the server ends the stream", async () => {
+    const stands = { value: true };
+    const { live, states } = stream(stands);
+    const first = FakeEventSource.latest();
+    first.open();
+    await first.send(ev({ kind: "log", seq: 9 }));
+    await first.end(); // ended with the session still standing (records failed): resume
+    expect(first.closed).toBe(true);
+    await vi.advanceTimersByTimeAsync(500);
+    const second = FakeEventSource.latest();
+    expect(second.url).toBe("/v1/events/stream?after_seq=9");
+    stands.value = false;
+    await second.end();
+    expect(states.at(-1)).toBe("signed-out");
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(FakeEventSource.instances).toEqual([first, second]);
+    live.stop();
+  });
+
   it("ends for good when the session is gone", async () => {
     const stands = { value: true };
     const { live, states } = stream(stands);

@@ -3,15 +3,16 @@
 // it; none opens a stream of its own.
 //
 // Reconnects: the browser's own retry sends `Last-Event-ID`; when the browser gives up (the
-// stream answered an error), a new stream resumes with `?after_seq=<last seq seen>`. On any
-// error the session is checked: a 401 (signed out elsewhere, key revoked, session expired)
-// ends the stream for good and tells the page, which shows `signed-out`.
+// stream answered an error) or the server ended the stream (`event: end`), a new stream
+// resumes with `?after_seq=<last seq seen>`. On any error the session is checked: a 401
+// (signed out elsewhere, key revoked, session expired) ends the stream for good and tells
+// the page, which shows `signed-out`.
 import type { OrchEvent } from "./types";
 
 export type LiveState = "connecting" | "open" | "signed-out" | "closed";
 
 export interface LiveOptions {
-  /** Resume after this seq (the newest event the page already has). */
+  /** Resume after this seq (the newest event the page already has); none: from now on. */
   afterSeq?: number;
   /** Whether the session still stands (false: signed out). Default: `GET /v1/session`. */
   checkSession?: () => Promise<boolean>;
@@ -38,7 +39,7 @@ async function sessionStands(): Promise<boolean> {
 
 export class LiveStream {
   private source: EventSource | null = null;
-  private lastSeq: number;
+  private lastSeq: number | null;
   private readonly listeners = new Set<Listener>();
   private readonly stateListeners = new Set<StateListener>();
   private retry: ReturnType<typeof setTimeout> | null = null;
@@ -47,11 +48,11 @@ export class LiveStream {
   state: LiveState = "closed";
 
   constructor(private readonly opts: LiveOptions = {}) {
-    this.lastSeq = opts.afterSeq ?? 0;
+    this.lastSeq = opts.afterSeq ?? null;
   }
 
-  /** The newest seq seen so far. */
-  get seq(): number {
+  /** The newest seq seen so far (null: none yet). */
+  get seq(): number | null {
     return this.lastSeq;
   }
 
@@ -69,12 +70,21 @@ export class LiveStream {
   start(): void {
     if (this.source !== null || this.state === "signed-out") return;
     this.setState("connecting");
-    const url = `/v1/events/stream?after_seq=${this.lastSeq}`;
+    const url =
+      this.lastSeq === null
+        ? "/v1/events/stream"
+        : `/v1/events/stream?after_seq=${this.lastSeq}`;
     const source = (this.opts.open ?? ((u) => new EventSource(u)))(url);
     this.source = source;
     source.onopen = () => this.setState("open");
     source.onmessage = (msg: MessageEvent<string>) => this.receive(msg);
     source.onerror = () => void this.failed(source);
+    // The server ends the stream when the credentials end (or its records fail): no
+    // browser retry, ask the session now.
+    source.addEventListener("end", () => {
+      source.close();
+      void this.failed(source);
+    });
   }
 
   stop(): void {
@@ -93,7 +103,7 @@ export class LiveStream {
       return; // not an event (a comment would not reach here)
     }
     const seq = event.seq ?? Number(msg.lastEventId);
-    if (Number.isFinite(seq) && seq <= this.lastSeq) return; // seen before a reconnect
+    if (Number.isFinite(seq) && this.lastSeq !== null && seq <= this.lastSeq) return; // seen
     if (Number.isFinite(seq)) this.lastSeq = seq;
     // Events come in bursts: hand them out once per frame, not one render each.
     this.pending.push(event);

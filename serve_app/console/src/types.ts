@@ -149,12 +149,16 @@ export interface CapacityNode {
 
 export interface Capacity {
   nodes: CapacityNode[];
+  /** Agents waiting for a desktop that no node has room for yet (an autoscaler's demand). */
+  starting_unplaced?: number;
 }
 
 /** The signed-in console session (`GET /v1/session`). */
 export interface SessionInfo {
   tenant: string;
-  expires_at: number;
+  /** When the console session ends by itself; null for a bearer key. */
+  expires_at: number | null;
+  /** The caller's name as a lease holder. */
   holder?: string;
 }
 

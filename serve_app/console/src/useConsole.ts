@@ -8,7 +8,7 @@ import { EMPTY, reduce, type ConsoleAction } from "./state";
 import type { EventPage, OrchEvent } from "./types";
 
 /** How long fetches of the same ids are gathered before they go out. */
-export const REFRESH_BEAT_MS = 300;
+export const REFRESH_BEAT_MS = 100;
 /** An agent's cost is fetched again at most this often while it works. */
 export const COST_REFRESH_MS = 3000;
 
@@ -83,7 +83,11 @@ export function useConsole(onSignedOut: () => void): ConsoleHandle {
           agents.push(e.agent_id);
           known.agents.add(e.agent_id);
         }
-        if (e.task_id && e.kind === "task") tasks.push(e.task_id);
+        if (e.task_id && e.kind === "task") {
+          tasks.push(e.task_id);
+          // its agent's status and cost change with it (busy, idle): read them too
+          if (e.agent_id) agents.push(e.agent_id);
+        }
         if (e.agent_id && e.kind === "model") {
           // the cost is the server's (it knows the prices): read again, not too often
           if (now - (costAt.current.get(e.agent_id) ?? 0) >= COST_REFRESH_MS) {
@@ -112,14 +116,14 @@ export function useConsole(onSignedOut: () => void): ConsoleHandle {
         if (isSignedOut(e)) return;
       }
       // The latest events for the log, then the stream from the newest of them.
-      let afterSeq = 0;
+      let afterSeq: number | undefined;
       try {
         const recent = pageEvents(await api.recentEvents(Date.now() / 1000 + 60));
         dispatch({ type: "events", events: recent });
         afterSeq = Math.max(0, ...recent.map((e) => e.seq ?? 0));
       } catch (e) {
         if (isSignedOut(e)) return fail(e);
-        // no page of recent events: the stream sends them from the start
+        // no page of recent events: the stream starts from now on
       }
       if (gone) return;
       stream = new LiveStream({ afterSeq });

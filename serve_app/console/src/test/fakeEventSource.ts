@@ -10,6 +10,7 @@ export class FakeEventSource {
   onmessage: ((e: MessageEvent<string>) => void) | null = null;
   onerror: ((e: Event) => void) | null = null;
   closed = false;
+  private readonly named = new Map<string, Array<(e: MessageEvent<string>) => void>>();
 
   constructor(readonly url: string) {
     FakeEventSource.instances.push(this);
@@ -19,6 +20,20 @@ export class FakeEventSource {
     const last = FakeEventSource.instances.at(-1);
     if (!last) throw new Error("no EventSource was opened");
     return last;
+  }
+
+  addEventListener(name: string, fn: (e: MessageEvent<string>) => void): void {
+    this.named.set(name, [...(this.named.get(name) ?? []), fn]);
+  }
+
+  /** The server ends the stream with `event: end` (credentials ended). */
+  async end(): Promise<void> {
+    await act(async () => {
+      for (const fn of this.named.get("end") ?? []) {
+        fn(new MessageEvent("end", { data: '{"reason": "signed out or key revoked"}' }));
+      }
+      await Promise.resolve();
+    });
   }
 
   close(): void {

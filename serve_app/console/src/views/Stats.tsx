@@ -76,6 +76,8 @@ export function StatsView({ agents }: { agents: Record<string, AgentInfo> }) {
         Capacity{" "}
         <span className="dim">
           {total.used} used · {total.free} free · {total.starting} starting
+          {(capacity?.starting_unplaced ?? 0) > 0 &&
+            ` · ${capacity?.starting_unplaced} waiting for a node`}
         </span>
       </h4>
       <table className="capacity">
@@ -90,6 +92,13 @@ export function StatsView({ agents }: { agents: Record<string, AgentInfo> }) {
           </tr>
         </thead>
         <tbody>
+          {capacity && nodes.length === 0 && (
+            <tr>
+              <td colSpan={6} className="empty">
+                No node offers desktops.
+              </td>
+            </tr>
+          )}
           {nodes.map((n) => (
             <tr
               key={n.node_id}
