@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -75,14 +76,16 @@ def agent_options(path: str, *, detached: bool) -> dict[str, Any]:
     return opts
 
 
-async def start_agent(handle: Any, path: str) -> AgentInfo:
+async def start_agent(
+    handle: Any, path: str, on_waiting: Callable[[str], Awaitable[None]] | None = None
+) -> AgentInfo:
     """Start a new agent actor's desktop; returns its info once ready.
 
-    ``CapacityError`` when Ray found no node with a free ``desktop`` unit for it within
-    ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S`` (the actor would wait for one without end).
-    The caller kills the actor when this raises.
+    ``CapacityError`` when Ray found no node with a free ``desktop`` unit for it in time
+    (``wait_placed``; ``on_waiting`` is told when it waits for a node). The caller kills the
+    actor when this raises.
     """
-    await wait_placed(handle, path)
+    await wait_placed(handle, path, on_waiting)
     started: AgentInfo = await handle.start.remote()
     return started
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -28,7 +29,13 @@ from orchestrator.errors import CapacityError
 if TYPE_CHECKING:
     from orchestrator.desktop import PreparedDesktop
 
-__all__ = ["POOLED_SHUTDOWN_S", "adopt_pooled", "start_cold", "wait_placed"]
+__all__ = [
+    "POOLED_SHUTDOWN_S",
+    "WAITING_NOTICE_S",
+    "adopt_pooled",
+    "start_cold",
+    "wait_placed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +43,51 @@ POOLED_SHUTDOWN_S = 30.0
 """How long a pooled agent that failed its adoption may take to stop before it is killed."""
 
 
-async def wait_placed(handle: Any, path: str) -> None:
+WAITING_NOTICE_S = 1.0
+"""How long a new agent waits to be placed before an event says it waits for a node."""
+
+
+async def wait_placed(
+    handle: Any, path: str, on_waiting: Callable[[str], Awaitable[None]] | None = None
+) -> None:
     """Wait until Ray placed and constructed the actor ``handle`` (named ``path``).
 
+    While it waits, the pending actor (one ``desktop`` unit) is the demand an autoscaler
+    sees. ``on_waiting(text)`` is called once when it is not placed within
+    ``WAITING_NOTICE_S`` (the agent stays ``starting``; an event tells why).
     ``CapacityError`` when no node had a free ``desktop`` unit for it within
-    ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S`` (the actor would wait for one without end).
+    ``Settings.schedule_timeout_s()``: ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S``, or with an
+    autoscaler (``ORCHESTRATOR_AUTOSCALE``) ``ORCHESTRATOR_AUTOSCALE_SCHEDULE_TIMEOUT_S``,
+    which covers a node's start-up (the actor would wait for one without end).
     """
-    limit = settings().agent_schedule_timeout_s
-    try:  # answers once the actor is placed and constructed
-        await asyncio.wait_for(handle.get_info.remote(), timeout=limit)
+    conf = settings()
+    limit = conf.schedule_timeout_s()
+    info = asyncio.ensure_future(handle.get_info.remote())  # answers once placed and built
+    try:
+        done, _ = await asyncio.wait({info}, timeout=min(WAITING_NOTICE_S, limit))
+        if not done and on_waiting is not None:
+            text = "waiting for a node with a free desktop unit" + (
+                " (the autoscaler adds one)" if conf.autoscale else ""
+            )
+            try:
+                await on_waiting(text)
+            except Exception as e:  # noqa: BLE001 - a lost notice must not fail the hire
+                log.warning("could not record that %s waits for a node: %s", path, e)
+        await asyncio.wait_for(asyncio.shield(info), timeout=max(0.0, limit - WAITING_NOTICE_S))
     except TimeoutError:
+        more = (
+            "the autoscaler added no node for it (at its maximum of workers, or nodes fail to "
+            "start: see the head's monitor log)"
+            if conf.autoscale
+            else "every unit of the cluster's `desktop` resource is taken"
+        )
         raise CapacityError(
-            f"no node had a free desktop for {path} within {limit:g} s (every unit of the "
-            "cluster's `desktop` resource is taken): fire idle agents or add nodes, then retry"
+            f"no node had a free desktop for {path} within {limit:g} s ({more}): fire idle "
+            "agents or add nodes, then retry"
         ) from None
+    finally:
+        if not info.done():
+            info.cancel()
 
 
 async def adopt_pooled(handle: Any, info: AgentInfo, parent_path: str) -> AgentInfo | None:
@@ -97,9 +135,13 @@ async def start_cold(info: AgentInfo, recorder: Any) -> tuple[Any, AgentInfo]:
         )
         await recorder.append_event.remote(said)
 
+    async def waiting(text: str) -> None:
+        said = Event(kind=EventKind.AGENT, agent_id=info.id, task_id=None, data={"node": text})
+        await recorder.append_event.remote(said)
+
     labels = {"orchestrator.agent": info.id, "orchestrator.path": info.path}
     prep = asyncio.create_task(prepare_desktop(info.spec.desktop, labels=labels, on_queued=queued))
-    placed = asyncio.create_task(wait_placed(handle, info.path))
+    placed = asyncio.create_task(wait_placed(handle, info.path, waiting))
     try:
         await recorder.put_agent.remote(info)
         await asyncio.gather(placed, prep)  # the first failure raises at once

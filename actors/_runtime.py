@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,11 +163,21 @@ class Runtime:
             await self.records.put_agent(failed_agent(info, taken))  # frees its slot
             raise taken from e
         try:
-            return await ray_call(start_agent(handle, path))
+            return await ray_call(start_agent(handle, path, self._waiting_notice(info)))
         except Exception as e:
             ray.kill(handle)
             await self.records.put_agent(failed_agent(info, e))
             raise
+
+    def _waiting_notice(self, info: AgentInfo) -> Callable[[str], Awaitable[None]]:
+        """Records an event that ``info``'s new agent waits for a node (``wait_placed``)."""
+
+        async def waiting(text: str) -> None:
+            said = Event(kind=EventKind.AGENT, agent_id=info.id, task_id=None, data={"node": text})
+            recorder = await self.records.lookup()
+            await recorder.append_event.remote(said)
+
+        return waiting
 
     async def agent(self, agent_id: str, tenant: str | None = None) -> AgentInfo:
         """The agent as recorded. One recorded as running (idle or busy) whose actor is gone

@@ -70,6 +70,10 @@ def _status(url: str, api_key: str) -> None:
         for kind, counts in api.stats().items():
             shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
             echo(f"{kind}: {shown}")
+    from .local import status_lines  # the local cluster's dashboard and nodes, if it is this one
+
+    for line in status_lines(url):
+        echo(line)
 
 
 def _agents(url: str, api_key: str) -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._local_autoscale import Autoscale, head_env, write_config
 from ._local_files import LOG_FILE, log_tail
 from .config import RAY_CLUSTER_ENV, RAY_LOOPBACK_ENV, ray_env
 from .errors import ConfigError, LocalClusterError, OrchestratorError
@@ -39,6 +40,7 @@ __all__ = [
     "run_step",
     "session_members",
     "start_head",
+    "step_output",
     "stop_head",
     "wait_api",
     "wait_head",
@@ -205,6 +207,25 @@ def run_step(data_dir: Path, args: list[str], deadline: float, what: str) -> Non
         )
 
 
+def step_output(data_dir: Path, args: list[str], timeout_s: float, what: str) -> str:
+    """Run a step of ``orchestrator._local_ray`` and return what it printed."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator._local_ray", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=_child_env(data_dir),
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LocalClusterError(f"{what} took longer than {timeout_s:g} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise LocalClusterError(f"{what} failed: " + " | ".join(tail))
+    return done.stdout.decode()
+
+
 def _ensure_ray_token(data_dir: Path) -> None:
     """Make Ray's auth token (``~/.ray/auth_token``) if token mode has none to use."""
     ray = ray_env()
@@ -225,9 +246,14 @@ def _ensure_ray_token(data_dir: Path) -> None:
 
 
 def start_head(
-    data_dir: Path, *, dashboard_port: int, desktops: int
+    data_dir: Path, *, dashboard_port: int, desktops: int, autoscale: Autoscale | None = None
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """Start the Ray head (detached, a session of its own); its process and its state."""
+    """Start the Ray head (detached, a session of its own); its process and its state.
+
+    With ``autoscale``, the head runs Ray's autoscaler with the fake multi-node provider
+    (``_local_autoscale``): worker nodes are raylets it starts on this machine, in this
+    session, as agents wait for desktops.
+    """
     from .desktop import process_owner
 
     _ensure_ray_token(data_dir)
@@ -255,6 +281,10 @@ def start_head(
         "--resources=" + json.dumps({"desktop": desktops}),
     ]
     env = _child_env(data_dir)
+    if autoscale is not None:
+        config = write_config(data_dir, autoscale, f"{HOST}:{port}")
+        cmd.append(f"--autoscaling-config={config}")
+        env.update(head_env(autoscale))
     # `down` stops Serve and the agents itself first; Ray's drain on SIGTERM (for Serve to
     # move replicas to other nodes) would only wait out its 30 s on a one-node cluster.
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
@@ -281,6 +311,8 @@ def start_head(
         "desktops": desktops,
         "started_at": time.time(),
     }
+    if autoscale is not None:
+        state["autoscale"] = autoscale.model_dump()
     return proc, state
 
 
@@ -310,7 +342,9 @@ def stop_head(state: dict[str, Any], deadline: float) -> None:
 
     The session's id is the head's pid (it was started in a session of its own); its
     processes are stopped only while that pid is still the head, or is no session leader
-    (nothing else can have started a session with that id).
+    (nothing else can have started a session with that id). Once the head has exited, what
+    is left of its session (an autoscaler's worker nodes: their raylets outlive the
+    autoscaler that started them) is sent SIGTERM at once, not only at the deadline.
     """
     from .desktop import owner_is_alive
 
@@ -319,28 +353,34 @@ def stop_head(state: dict[str, Any], deadline: float) -> None:
     fields = _stat(pid)
     if fields is not None and not owner_is_alive(state["head_owner"]) and int(fields[3]) == pid:
         return  # the pid leads another session now: nothing of the head's is left
-    if head_alive(state):
+    orphans_told = not head_alive(state)
+    if not orphans_told:
         os.kill(pid, signal.SIGTERM)
     else:  # the head died and left some of its processes
-        for member in session_members(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(member, signal.SIGTERM)
+        _signal_all(session_members(pid), signal.SIGTERM)
     killed = False
     while True:
         _reap_child(pid)
         members = session_members(pid)
         if not members:
             return
+        if not orphans_told and pid not in members:
+            _signal_all(members, signal.SIGTERM)
+            orphans_told = True
         if time.monotonic() >= deadline:
             if killed:
                 raise LocalClusterError(
                     f"processes of the Ray head's session {pid} survived SIGKILL: {members}"
                 )
-            for member in members:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(member, signal.SIGKILL)
+            _signal_all(members, signal.SIGKILL)
             killed, deadline = True, time.monotonic() + 10
         time.sleep(_POLL_S)  # polling interval of a deadline-bound wait
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for member in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, sig)
 
 
 def reap_desktops() -> list[str]:

@@ -4,6 +4,7 @@ test) never becomes a driver of the local cluster, nor has to leave the Ray it i
 
 - ``deploy --address A --port P --keys-file F``: create the recorder (writing to
   ``ORCHESTRATOR_DATA_DIR``) and run the API on Serve at 127.0.0.1:P.
+- ``nodes --address A``: print the cluster's live nodes as JSON (from its GCS; no driver).
 - ``teardown --address A``: shut Serve down and fire every live top-level agent (their
   subtrees and desktops go with them), a page of them at a time, concurrently within a
   page, until none is left (``fire_live_agents``).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -113,6 +115,30 @@ def teardown(address: str) -> None:
     log.info("teardown done in %.1f s", time.monotonic() - t0)
 
 
+def nodes(address: str) -> list[dict[str, Any]]:
+    """The cluster's live nodes, as its GCS knows them (no driver connects): id, whether
+    it is the head, its ``desktop`` units and its address, head first."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
+
+    from orchestrator._local_head import driver_env
+
+    os.environ.update(driver_env())
+    infos = GcsClient(address=address).get_all_node_info(
+        timeout=10, state_filter=GcsNodeInfo.GcsNodeState.ALIVE
+    )
+    rows = [
+        {
+            "node_id": info.node_id.hex(),
+            "head": bool(info.is_head_node),
+            "desktops": float(info.resources_total.get("desktop", 0.0)),
+            "address": info.node_manager_address,
+        }
+        for info in infos.values()
+    ]
+    return sorted(rows, key=lambda r: (not r["head"], r["node_id"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="python -m orchestrator._local_ray")
@@ -123,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys-file", required=True)
     p = sub.add_parser("teardown")
     p.add_argument("--address", required=True)
+    p = sub.add_parser("nodes", help="print the live nodes as JSON")
+    p.add_argument("--address", required=True)
     args = parser.parse_args(argv)
     if args.step == "deploy":
         deploy(args.address, args.port, args.keys_file)
+    elif args.step == "nodes":
+        print(json.dumps(nodes(args.address)))  # noqa: T201 - the step's output
     else:
         teardown(args.address)
     return 0

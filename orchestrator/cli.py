@@ -256,15 +256,60 @@ def serve(port: int, keys_file: str | None, address: str | None) -> None:
     default=None,
     help="Agents (desktops) at once [default: as many as fit in memory].",
 )
-def up(port: int, dashboard_port: int, desktops: int | None) -> None:
+@click.option(
+    "--autoscale",
+    is_flag=True,
+    help="Worker nodes come and go on this machine (Ray's autoscaler) as agents wait for "
+    "desktops; --desktops is then the head's (default 2).",
+)
+@click.option(
+    "--max-workers",
+    type=click.IntRange(1, 32),
+    default=3,
+    show_default=True,
+    help="With --autoscale: most worker nodes at once.",
+)
+@click.option(
+    "--worker-desktops",
+    type=click.IntRange(1, 256),
+    default=2,
+    show_default=True,
+    help="With --autoscale: desktops (agents) per worker node.",
+)
+@click.option(
+    "--idle-timeout-s",
+    type=click.FloatRange(6, 86400),
+    default=60.0,
+    show_default=True,
+    help="With --autoscale: a worker node without agents for this long is removed.",
+)
+def up(
+    port: int,
+    dashboard_port: int,
+    desktops: int | None,
+    autoscale: bool,
+    max_workers: int,
+    worker_desktops: int,
+    idle_timeout_s: float,
+) -> None:
     """Start a local cluster: a Ray head and the HTTP API, on 127.0.0.1 only (or show the
     running one). Its state and API key are kept in ORCHESTRATOR_DATA_DIR."""
     from . import local
 
+    scaling = None
+    if autoscale:
+        scaling = local.Autoscale(
+            head_desktops=2 if desktops is None else desktops,
+            max_workers=max_workers,
+            worker_desktops=worker_desktops,
+            idle_timeout_s=idle_timeout_s,
+        )
     running = local.current()
     if running is None:
         click.echo("starting a Ray head and the API (some seconds) ...", err=True)
-    cluster = local.up(api_port=port, dashboard_port=dashboard_port, desktops=desktops)
+    cluster = local.up(
+        api_port=port, dashboard_port=dashboard_port, desktops=desktops, autoscale=scaling
+    )
     if running is not None:
         click.echo("a local cluster is running already:", err=True)
     for line in local.describe(cluster):

@@ -184,6 +184,21 @@ class Settings(BaseSettings):
     """How long a new agent may wait for a node with a free ``desktop`` unit before its
     creation or hire fails with ``CapacityError`` (instead of waiting without end)."""
 
+    autoscale: bool = False
+    """Whether an autoscaler adds nodes with ``desktop`` units while agents wait for one
+    (``orchestrator up --autoscale`` sets it on every node): a new agent then waits up to
+    ``autoscale_schedule_timeout_s``, long enough for a node to start."""
+
+    autoscale_schedule_timeout_s: float = Field(default=300.0, gt=0)
+    """With ``autoscale``: how long a new agent may wait for a node (a new one included)
+    with a free ``desktop`` unit before it fails with ``CapacityError``."""
+
+    def schedule_timeout_s(self) -> float:
+        """How long a new agent may wait to be placed on a node with a free ``desktop``."""
+        if self.autoscale:
+            return self.autoscale_schedule_timeout_s
+        return self.agent_schedule_timeout_s
+
     human_wait_timeout_s: float = Field(default=3600.0, gt=0)
     """How long a task may wait for a person (an answer, an approval, a resume after a
     pause) before it fails with the reason; such waits do not count against its deadline."""

@@ -25,12 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._extras import require_runtime
+from ._local_autoscale import Autoscale
 from ._local_files import (
     CLIENT_KEY_FILE,
     KEYS_FILE,
@@ -57,6 +59,7 @@ from ._local_head import (
     reap_desktops,
     run_step,
     start_head,
+    step_output,
     stop_head,
     wait_api,
     wait_head,
@@ -66,6 +69,7 @@ from .errors import ConfigError, LocalClusterError
 
 __all__ = [
     "CLIENT_KEY_FILE",
+    "Autoscale",
     "HOST",
     "KEYS_FILE",
     "LOG_FILE",
@@ -74,11 +78,14 @@ __all__ = [
     "TENANT",
     "LocalCluster",
     "LocalClusterError",
+    "LocalNode",
     "current",
     "describe",
     "down",
     "driver_env",
     "ensure_keys",
+    "nodes",
+    "status_lines",
     "up",
 ]
 
@@ -102,6 +109,29 @@ class LocalCluster:
     def healthy(self, timeout_s: float = 2.0) -> bool:
         """Whether the API answers ``/healthz``."""
         return api_healthy(self.api_url, timeout_s)
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """A live node of a local cluster (the head, or a worker its autoscaler added)."""
+
+    node_id: str
+    head: bool
+    desktops: float
+    """Units of the ``desktop`` resource it declares."""
+    address: str
+
+
+def nodes(data_dir: Path | str | None = None, timeout_s: float = 30.0) -> list[LocalNode]:
+    """The live nodes of the local cluster of ``data_dir``, head first (asked of its GCS
+    by a child process, which does not connect as a driver). ``LocalClusterError`` when
+    no cluster runs."""
+    d = data_dir_of(data_dir)
+    state = read_state(d)
+    if state is None or not head_alive(state):
+        raise LocalClusterError(f"no local cluster is running for {d}")
+    out = step_output(d, ["nodes", "--address", state["ray_address"]], timeout_s, "listing nodes")
+    return [LocalNode(**row) for row in json.loads(out)]
 
 
 def _cluster(state: dict[str, Any], data_dir: Path) -> LocalCluster:
@@ -139,13 +169,17 @@ def up(
     desktops: int | None = None,
     data_dir: Path | str | None = None,
     timeout_s: float = 180.0,
+    autoscale: Autoscale | None = None,
 ) -> LocalCluster:
     """Start a local Ray head and the HTTP API on 127.0.0.1, or return the running one.
 
-    ``desktops`` units of the ``desktop`` resource are declared (default: as many as fit in
-    memory). Idempotent: when ``local.json`` names a live head, that cluster is returned
-    (the API is deployed again first if it does not answer). Raises ``LocalClusterError``
-    (after stopping what it started) when the cluster does not come up within ``timeout_s``.
+    ``desktops`` units of the ``desktop`` resource are declared on the head (default: as
+    many as fit in memory; with ``autoscale``, its ``head_desktops``). ``autoscale``: the
+    head runs Ray's autoscaler, which adds worker nodes on this machine while agents wait
+    for desktops and removes them once idle (``_local_autoscale``). Idempotent: when
+    ``local.json`` names a live head, that cluster is returned (the API is deployed again
+    first if it does not answer). Raises ``LocalClusterError`` (after stopping what it
+    started) when the cluster does not come up within ``timeout_s``.
     """
     require_runtime("orchestrator up")  # the head runs Ray, Docker and the agents
     d = data_dir_of(data_dir)
@@ -164,8 +198,10 @@ def up(
 
         check_port(api_port, "--port, or api_port=")
         check_port(dashboard_port, "--dashboard-port, or dashboard_port=")
+        if desktops is None:
+            desktops = autoscale.head_desktops if autoscale else default_desktops()
         proc, state = start_head(
-            d, dashboard_port=dashboard_port, desktops=desktops or default_desktops()
+            d, dashboard_port=dashboard_port, desktops=desktops, autoscale=autoscale
         )
         state["api_url"] = f"http://{HOST}:{api_port}"
         state["api_port"] = api_port
@@ -220,12 +256,40 @@ def down(data_dir: Path | str | None = None, timeout_s: float = 120.0) -> bool:
         return running
 
 
+def status_lines(api_url: str, data_dir: Path | str | None = None) -> list[str]:
+    """For ``orchestrator status``: the dashboard and the live nodes of the local cluster
+    whose API is ``api_url`` (nothing for another API)."""
+    cluster = current(data_dir)
+    if cluster is None or api_url.rstrip("/") != cluster.api_url:
+        return []
+    lines = [f"dashboard: {cluster.dashboard_url}"]
+    try:
+        found = nodes(cluster.data_dir)
+    except LocalClusterError as e:
+        return [*lines, f"nodes: unknown ({e})"]
+    lines.append(f"nodes: {len(found)}")
+    for node in found:
+        kind = "head  " if node.head else "worker"
+        lines.append(f"  {kind} {node.node_id[:12]}  desktops {node.desktops:g}")
+    return lines
+
+
 def describe(cluster: LocalCluster) -> list[str]:
     """Lines telling where the cluster answers and how to use it (never the key itself)."""
+    state = read_state(cluster.data_dir) or {}
+    scaling = []
+    if state.get("autoscale"):
+        opts = Autoscale(**state["autoscale"])
+        scaling = [
+            f"autoscale  head {state.get('desktops')} desktops; 0-{opts.max_workers} workers of "
+            f"{opts.worker_desktops} desktops, removed after {opts.idle_timeout_s:g} s idle "
+            "(orchestrator status shows the nodes)"
+        ]
     return [
         f"api        {cluster.api_url}  (OpenAPI at {cluster.api_url}/docs)",
         f"dashboard  {cluster.dashboard_url}  (it asks for Ray's token: ray get-auth-token)",
         f"ray        {cluster.ray_address}",
+        *scaling,
         f"api key    tenant {TENANT!r}, in {cluster.key_file} (mode 0600)",
         "",
         "The CLI finds this cluster by itself (orchestrator status, agents, tasks, ...).",

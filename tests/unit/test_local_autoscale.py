@@ -1,0 +1,173 @@
+"""The pure parts of autoscaling: the autoscaler's config of ``orchestrator up --autoscale``,
+the head's environment, the schedule timeout with and without an autoscaler, and
+``wait_placed`` (a notice while an agent waits for a node, ``CapacityError`` at the limit)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from actors import _hire
+from orchestrator import cli, local
+from orchestrator._local_autoscale import (
+    HEAD_TYPE,
+    WORKER_TYPE,
+    Autoscale,
+    autoscaling_config,
+    head_env,
+    write_config,
+)
+from orchestrator.config import Settings
+from orchestrator.errors import CapacityError
+
+
+def test_config_declares_desktop_workers_on_this_gcs(tmp_path: Path) -> None:
+    opts = Autoscale(max_workers=4, worker_desktops=3, idle_timeout_s=18)
+    config = autoscaling_config(opts, "127.0.0.1:6390")
+    assert config["provider"]["type"] == "fake_multinode"
+    assert config["provider"]["gcs_address"] == "127.0.0.1:6390"  # else new nodes try 6379
+    assert config["idle_timeout_minutes"] == pytest.approx(0.3)
+    assert config["max_workers"] == 4
+    worker = config["available_node_types"][WORKER_TYPE]
+    assert worker["resources"] == {"CPU": 1, "desktop": 3}
+    assert (worker["min_workers"], worker["max_workers"]) == (0, 4)
+    assert config["head_node_type"] == HEAD_TYPE in config["available_node_types"]
+    path = write_config(tmp_path, opts, "127.0.0.1:6390")
+    assert json.loads(path.read_text()) == config  # JSON is YAML: Ray reads it as such
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_head_env_turns_the_runtime_to_autoscaling() -> None:
+    env = head_env(Autoscale(update_interval_s=2))
+    assert env == {
+        "RAY_FAKE_CLUSTER": "1",
+        "AUTOSCALER_UPDATE_INTERVAL_S": "2",
+        "ORCHESTRATOR_AUTOSCALE": "1",
+    }
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_workers": 0}, {"idle_timeout_s": 1}, {"worker_desktops": 0}, {"x": 1}]
+)
+def test_options_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Autoscale(**bad)
+
+
+def test_schedule_timeout_covers_a_node_start_only_with_an_autoscaler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_AUTOSCALE", raising=False)
+    assert Settings().schedule_timeout_s() == 60.0  # today's behaviour
+    monkeypatch.setenv("ORCHESTRATOR_AUTOSCALE", "1")
+    assert Settings().schedule_timeout_s() == 300.0
+    monkeypatch.setenv("ORCHESTRATOR_AUTOSCALE_SCHEDULE_TIMEOUT_S", "120")
+    assert Settings().schedule_timeout_s() == 120.0
+    monkeypatch.setenv("ORCHESTRATOR_AUTOSCALE", "0")
+    assert Settings().schedule_timeout_s() == 60.0
+
+
+class _Handle:
+    """An actor handle whose ``get_info`` answers once ``placed`` is set."""
+
+    def __init__(self) -> None:
+        self.placed = asyncio.Event()
+        self.get_info = self
+
+    def remote(self) -> Any:
+        async def info() -> str:
+            await self.placed.wait()
+            return "info"
+
+        return info()
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **values: Any) -> None:
+    conf = Settings(**values)
+    monkeypatch.setattr(_hire, "settings", lambda: conf)
+    monkeypatch.setattr(_hire, "WAITING_NOTICE_S", 0.05)
+
+
+async def test_wait_placed_says_once_that_it_waits_for_a_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _settings(monkeypatch, autoscale=True)
+    handle, said = _Handle(), []
+
+    async def notice(text: str) -> None:
+        said.append(text)
+        handle.placed.set()  # a node came up
+
+    await _hire.wait_placed(handle, "t/a", notice)
+    assert said == ["waiting for a node with a free desktop unit (the autoscaler adds one)"]
+
+
+async def test_wait_placed_without_a_wait_says_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(monkeypatch)
+    handle, said = _Handle(), []
+    handle.placed.set()
+
+    async def notice(text: str) -> None:
+        said.append(text)
+
+    await _hire.wait_placed(handle, "t/a", notice)
+    assert said == []
+
+
+@pytest.mark.parametrize(("autoscale", "why"), [(False, "is taken"), (True, "autoscaler")])
+async def test_wait_placed_fails_at_the_limit(
+    monkeypatch: pytest.MonkeyPatch, autoscale: bool, why: str
+) -> None:
+    _settings(
+        monkeypatch,
+        autoscale=autoscale,
+        agent_schedule_timeout_s=0.2,
+        autoscale_schedule_timeout_s=0.3,
+    )
+    said: list[str] = []
+
+    async def notice(text: str) -> None:
+        said.append(text)
+
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(CapacityError, match=why):
+        await _hire.wait_placed(_Handle(), "t/a", notice)
+    took = asyncio.get_running_loop().time() - t0
+    assert (0.3 if autoscale else 0.2) <= took < 2.0
+    assert len(said) == 1
+
+
+async def test_a_failing_notice_does_not_fail_the_hire(monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(monkeypatch)
+    handle = _Handle()
+
+    async def notice(text: str) -> None:
+        handle.placed.set()
+        raise RuntimeError("recorder away")
+
+    await _hire.wait_placed(handle, "t/a", notice)
+
+
+def test_up_autoscale_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_up(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(local, "current", lambda *a, **k: None)
+    monkeypatch.setattr(local, "up", fake_up)
+    args = ["up", "--autoscale", "--max-workers", "2", "--worker-desktops", "3"]
+    done = CliRunner().invoke(cli.main, [*args, "--idle-timeout-s", "20"])
+    assert done.exit_code == 0, done.output
+    assert seen["autoscale"] == Autoscale(
+        head_desktops=2, max_workers=2, worker_desktops=3, idle_timeout_s=20
+    )
+    done = CliRunner().invoke(cli.main, ["up", "--desktops", "4"])
+    assert seen["autoscale"] is None and seen["desktops"] == 4
