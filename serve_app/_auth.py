@@ -50,6 +50,7 @@ from ._cookie import STATE_CHANGING, SessionCache, origin_allowed, session_id, t
 __all__ = [
     "ENV_KEYS",
     "ENV_KEYS_FILE",
+    "Ended",
     "KEYS_MAX_AGE_S",
     "KEYS_MISS_REFRESH_S",
     "KEYS_REFRESH_S",

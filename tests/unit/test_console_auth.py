@@ -106,23 +106,23 @@ def test_the_cookie_works_on_the_api_and_state_changes_need_the_own_origin(
     client, _ = app
     token = _sign_in(client)
     client.cookies.clear()
-    jar = {COOKIE: token}
-    r = client.get("/v1/agents", cookies=jar)
+    client.cookies.set(COOKIE, token)
+    r = client.get("/v1/agents")
     assert r.status_code == 200 and r.json() == []
     spec = {"name": "alice"}
     for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"}):
-        r = client.post("/v1/agents", json=spec, cookies=jar, headers=headers)
+        r = client.post("/v1/agents", json=spec, headers=headers)
         assert r.status_code == 403, headers
         assert r.json()["error"]["code"] == "forbidden"
-    r = client.post("/v1/agents", json=spec, cookies=jar, headers=ORIGIN)
+    r = client.post("/v1/agents", json=spec, headers=ORIGIN)
     assert r.status_code == 201, r.text
     assert r.json()["tenant"] == TENANT
     # a malformed body from a signed-in console is 422 (authenticated first), from
     # elsewhere 403
-    bad = {"content": b'{"name": ', "cookies": jar}
+    bad = b'{"name": '
     headers = {"Content-Type": "application/json"}
-    assert client.post("/v1/agents", headers={**headers, **ORIGIN}, **bad).status_code == 422  # type: ignore[arg-type]
-    assert client.post("/v1/agents", headers=headers, **bad).status_code == 403  # type: ignore[arg-type]
+    assert client.post("/v1/agents", headers={**headers, **ORIGIN}, content=bad).status_code == 422
+    assert client.post("/v1/agents", headers=headers, content=bad).status_code == 403
     # bearer requests are as before: no Origin needed
     assert client.post("/v1/agents", json={"name": "bob"}, headers=AUTH).status_code == 201
 
@@ -131,25 +131,27 @@ def test_session_info_and_sign_out(app: tuple[TestClient, LocalRuntime]) -> None
     client, rt = app
     token = _sign_in(client)
     client.cookies.clear()
-    jar = {COOKIE: token}
-    info = client.get("/v1/session", cookies=jar).json()
+    client.cookies.set(COOKIE, token)
+    info = client.get("/v1/session").json()
     assert info["tenant"] == TENANT and info["holder"] == f"session:{session_id(token)[:12]}"
     assert info["expires_at"] > time.time() + 43_000
     keyed = client.get("/v1/session", headers=AUTH).json()
     assert keyed["expires_at"] is None and keyed["holder"].startswith("key:")
-    assert client.get("/v1/session").status_code == 401
+    assert (
+        client.get("/v1/session", headers={"Authorization": "Bearer nope-nope"}).status_code == 401
+    )
     # signing out from another origin is refused, and changes nothing
-    assert client.delete("/v1/session", cookies=jar).status_code == 403
-    assert client.get("/v1/agents", cookies=jar).status_code == 200
-    r = client.delete("/v1/session", cookies=jar, headers=ORIGIN)
+    assert client.delete("/v1/session").status_code == 403
+    assert client.get("/v1/agents").status_code == 200
+    r = client.delete("/v1/session", headers=ORIGIN)
     assert r.status_code == 204
     cleared = _set_cookie(r)[COOKIE]
     assert cleared.value in ("", '""') and int(cleared["max-age"]) == 0
     ended = rt.store.session(session_id(token))
     assert ended is not None and ended.ended_at is not None
-    r = client.get("/v1/agents", cookies=jar)
+    r = client.get("/v1/agents")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-    assert client.delete("/v1/session", cookies=jar, headers=ORIGIN).status_code == 204
+    assert client.delete("/v1/session", headers=ORIGIN).status_code == 204
 
 
 def test_an_expired_or_unknown_session_is_401(app: tuple[TestClient, LocalRuntime]) -> None:
@@ -165,9 +167,9 @@ def test_an_expired_or_unknown_session_is_401(app: tuple[TestClient, LocalRuntim
             expires_at=now - 1,
         )
     )
-    assert client.get("/v1/agents", cookies={COOKIE: token}).status_code == 401
-    assert client.get("/v1/agents", cookies={COOKIE: new_token()}).status_code == 401
-    assert client.get("/v1/agents", cookies={COOKIE: "not a token!"}).status_code == 401
+    for cookie in (token, new_token(), "not a token!"):
+        client.cookies.set(COOKIE, cookie)
+        assert client.get("/v1/agents").status_code == 401
 
 
 def test_a_session_of_a_key_no_longer_configured_is_401(
@@ -185,7 +187,8 @@ def test_a_session_of_a_key_no_longer_configured_is_401(
             expires_at=now + 600,
         )
     )
-    assert client.get("/v1/agents", cookies={COOKIE: token}).status_code == 401
+    client.cookies.set(COOKIE, token)
+    assert client.get("/v1/agents").status_code == 401
 
 
 def test_another_tenants_cookie_sees_nothing_of_the_first(
@@ -197,14 +200,12 @@ def test_another_tenants_cookie_sees_nothing_of_the_first(
     agent = asyncio.run(rt.create_agent(TENANT, AgentSpec(name="alice")))
     theirs = _sign_in(client, OTHER_KEY)
     client.cookies.clear()
-    jar = {COOKIE: theirs}
-    assert client.get("/v1/agents", cookies=jar).json() == []
-    assert client.get(f"/v1/agents/{agent.id}", cookies=jar).status_code == 404
-    r = client.post(
-        f"/v1/agents/{agent.id}/tickets", json={"mode": "view"}, cookies=jar, headers=ORIGIN
-    )
+    client.cookies.set(COOKIE, theirs)
+    assert client.get("/v1/agents").json() == []
+    assert client.get(f"/v1/agents/{agent.id}").status_code == 404
+    r = client.post(f"/v1/agents/{agent.id}/tickets", json={"mode": "view"}, headers=ORIGIN)
     assert r.status_code == 404
-    r = client.delete(f"/v1/agents/{agent.id}", cookies=jar, headers=ORIGIN)
+    r = client.delete(f"/v1/agents/{agent.id}", headers=ORIGIN)
     assert r.status_code == 404
 
 
