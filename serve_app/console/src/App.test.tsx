@@ -1,7 +1,7 @@
 // The whole page on a routed fetch and a fake EventSource: sign-in, the tree filled in by
 // the live stream (new agents fetched, statuses changed in place), and the end of the
 // session (the stream fails, GET /v1/session says 401: `signed-out`).
-import { fireEvent, render, screen, within } from "@testing-library/react";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { App } from "./App";
 import { json, routeFetch } from "./components/testkit";
@@ -70,7 +70,7 @@ describe("the console page", () => {
     render(<App />);
     const tree = await screen.findByTestId("agent-tree");
     await within(tree).findByTestId("agent-node-agent-boss");
-    await vi.waitFor(() => expect(FakeEventSource.instances).toHaveLength(1));
+    await waitFor(() => expect(FakeEventSource.instances).toHaveLength(1));
     const stream = FakeEventSource.latest();
     expect(stream.url).toBe("/v1/events/stream?after_seq=41"); // after the newest event shown
     stream.open();
@@ -102,7 +102,7 @@ describe("the console page", () => {
     const { end } = api({ signedIn: true });
     render(<App />);
     await screen.findByTestId("agent-tree");
-    await vi.waitFor(() => expect(FakeEventSource.instances).toHaveLength(1));
+    await waitFor(() => expect(FakeEventSource.instances).toHaveLength(1));
     const stream = FakeEventSource.latest();
     stream.open();
     end(); // the key is revoked: the server ends the stream, the session answers 401

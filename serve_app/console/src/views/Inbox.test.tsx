@@ -1,5 +1,5 @@
 // The inbox answers in place: the right request for a question, an approval, a rejection.
-import { fireEvent, render, screen, within } from "@testing-library/react";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { json, routeFetch } from "../components/testkit";
 import { agent, task } from "../test/fixtures";
@@ -33,7 +33,7 @@ describe("Inbox", () => {
     expect(item.textContent).toContain("Which colour should the report be?");
     fireEvent.change(screen.getByTestId("inbox-answer-task-q"), { target: { value: " ultramarine " } });
     fireEvent.click(screen.getByTestId("inbox-send-task-q"));
-    await vi.waitFor(() => expect(changed).toHaveBeenCalledWith({ tasks: ["task-q"] }));
+    await waitFor(() => expect(changed).toHaveBeenCalledWith({ tasks: ["task-q"] }));
     expect(calls).toEqual([
       {
         method: "POST",
@@ -55,13 +55,13 @@ describe("Inbox", () => {
     expect(item.textContent).toContain("clicks need a person");
     expect(screen.queryByTestId("inbox-answer-task-p")).toBeNull(); // nothing to answer
     fireEvent.click(screen.getByTestId("inbox-approve-task-p"));
-    await vi.waitFor(() => expect(calls).toHaveLength(1));
+    await waitFor(() => expect(calls).toHaveLength(1));
     const approve = screen.getByTestId("inbox-approve-task-p") as HTMLButtonElement;
-    await vi.waitFor(() => expect(approve.disabled).toBe(false)); // the approval went through
+    await waitFor(() => expect(approve.disabled).toBe(false)); // the approval went through
     fireEvent.change(screen.getByTestId("inbox-reason-task-p"), { target: { value: "not that button" } });
-    await vi.waitFor(() => expect((screen.getByTestId("inbox-reject-task-p") as HTMLButtonElement).disabled).toBe(false));
+    await waitFor(() => expect((screen.getByTestId("inbox-reject-task-p") as HTMLButtonElement).disabled).toBe(false));
     fireEvent.click(screen.getByTestId("inbox-reject-task-p"));
-    await vi.waitFor(() => expect(calls).toHaveLength(2));
+    await waitFor(() => expect(calls).toHaveLength(2));
     expect(calls.map((c) => [c.method, c.path, c.body])).toEqual([
       ["POST", "/v1/tasks/task-p/approve", {}],
       ["POST", "/v1/tasks/task-p/reject", { reason: "not that button" }],

@@ -1,6 +1,6 @@
 // The tasks list (newest first, each row's state), the detail of a selected task, and
 // starting a task on an agent.
-import { fireEvent, render, screen, within } from "@testing-library/react";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { json, routeFetch } from "../components/testkit";
 import { agent, task } from "../test/fixtures";
@@ -58,7 +58,7 @@ describe("Tasks", () => {
     fireEvent.change(screen.getByTestId("new-task-agent"), { target: { value: "agent-b" } });
     fireEvent.change(screen.getByTestId("new-task-text"), { target: { value: "write the report" } });
     fireEvent.click(screen.getByTestId("new-task-submit"));
-    await vi.waitFor(() => expect(select).toHaveBeenCalledWith("task-3"));
+    await waitFor(() => expect(select).toHaveBeenCalledWith("task-3"));
     expect(changed).toHaveBeenCalledWith({ tasks: ["task-3"] });
     expect(calls.map((c) => [c.method, c.path, c.body])).toEqual([
       ["POST", "/v1/agents/agent-b/tasks", { description: "write the report" }],
@@ -72,6 +72,6 @@ describe("Tasks", () => {
     });
     render(<Tasks agents={agents} tasks={tasks} selected="task-new" onSelect={() => {}} onChanged={() => {}} />);
     fireEvent.click(screen.getByTestId("cancel-task"));
-    await vi.waitFor(() => expect(calls.some((c) => c.path === "/v1/tasks/task-new/cancel")).toBe(true));
+    await waitFor(() => expect(calls.some((c) => c.path === "/v1/tasks/task-new/cancel")).toBe(true));
   });
 });
