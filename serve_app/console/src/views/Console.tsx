@@ -97,12 +97,15 @@ export function Console({ session, onSignOut, onSignedOut }: ConsoleProps) {
             <Tasks
               agents={agents}
               tasks={data.tasks}
+              events={data.events}
               selected={selectedTask}
               onSelect={setSelectedTask}
               onChanged={refresh}
             />
           )}
-          {tab === "inbox" && <Inbox tasks={inbox} agents={data.agents} onOpen={openTask} onChanged={refresh} />}
+          {tab === "inbox" && (
+            <Inbox tasks={inbox} agents={data.agents} onOpen={openTask} onChanged={refresh} />
+          )}
           {tab === "swimlanes" && <Swimlanes events={data.events} agents={agents} />}
           {tab === "replay" && <Replay />}
           {tab === "stats" && <StatsView agents={data.agents} />}

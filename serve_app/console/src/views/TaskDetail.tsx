@@ -1,5 +1,6 @@
 // One task (`task-detail`): what it was asked, its state, result or error, what it spent,
-// its subtasks, its events (read again while it is open) and its artifacts (a zip).
+// its subtasks, its events (read again when the live stream brings new ones) and its
+// artifacts (a zip).
 import { useEffect, useRef, useState } from "react";
 import { api, artifactsUrl, describeError } from "../api";
 import { formatCost } from "./AgentTree";
@@ -7,13 +8,13 @@ import { describeEvent } from "../state";
 import type { AgentInfo, OrchEvent, TaskInfo } from "../types";
 import { isEnded } from "../types";
 
-/** While a task is open its events are read again this often (ms). */
-export const EVENTS_POLL_MS = 2000;
-
 export interface TaskDetailProps {
   task: TaskInfo;
   agent?: AgentInfo;
   tasks: Record<string, TaskInfo>;
+  /** The newest seq the live stream brought for this task: its events are read again
+   * when it moves (no polling of our own). */
+  liveSeq: number;
   onSelect: (taskId: string | null) => void;
   onChanged: (what: { tasks?: string[] }) => void;
 }
@@ -22,19 +23,19 @@ function clock(at: number): string {
   return new Date(at * 1000).toLocaleTimeString();
 }
 
-function useTaskEvents(task: TaskInfo): { events: OrchEvent[]; error: string } {
+/** The task's events, all pages, read again after each `liveSeq` it has not got yet. */
+function useTaskEvents(taskId: string, liveSeq: number): { events: OrchEvent[]; error: string } {
   const [events, setEvents] = useState<OrchEvent[]>([]);
   const [error, setError] = useState("");
   const cursor = useRef(0);
-  const open = !isEnded(task.state);
 
   useEffect(() => {
+    if (cursor.current > 0 && liveSeq <= cursor.current) return; // nothing new
     let stop = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const read = async () => {
       try {
         for (;;) {
-          const page = await api.taskEvents(task.id, cursor.current);
+          const page = await api.taskEvents(taskId, cursor.current);
           if (stop) return;
           if (page.events.length) {
             cursor.current = page.next_after_seq;
@@ -46,19 +47,17 @@ function useTaskEvents(task: TaskInfo): { events: OrchEvent[]; error: string } {
       } catch (e) {
         if (!stop) setError(describeError(e));
       }
-      if (!stop && open) timer = setTimeout(() => void read(), EVENTS_POLL_MS);
     };
     void read();
     return () => {
       stop = true;
-      if (timer !== undefined) clearTimeout(timer);
     };
-  }, [task.id, open, task.updated_at]);
+  }, [taskId, liveSeq]);
   return { events, error };
 }
 
-export function TaskDetail({ task, agent, tasks, onSelect, onChanged }: TaskDetailProps) {
-  const { events, error } = useTaskEvents(task);
+export function TaskDetail({ task, agent, tasks, liveSeq, onSelect, onChanged }: TaskDetailProps) {
+  const { events, error } = useTaskEvents(task.id, liveSeq);
   const [problem, setProblem] = useState("");
   const [busy, setBusy] = useState(false);
   const missing = task.subtask_ids.filter((id) => !tasks[id]);

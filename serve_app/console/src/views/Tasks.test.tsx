@@ -15,7 +15,7 @@ const tasks = {
 describe("Tasks", () => {
   it("lists tasks newest first with their states", () => {
     routeFetch({});
-    render(<Tasks agents={agents} tasks={tasks} selected={null} onSelect={() => {}} onChanged={() => {}} />);
+    render(<Tasks agents={agents} tasks={tasks} events={[]} selected={null} onSelect={() => {}} onChanged={() => {}} />);
     const rows = within(screen.getByTestId("tasks")).getAllByTestId(/^task-row-/);
     expect(rows.map((r) => [r.dataset.testid, r.dataset.state])).toEqual([
       ["task-row-task-new", "input_required"],
@@ -36,11 +36,11 @@ describe("Tasks", () => {
     });
     const select = vi.fn();
     const { rerender } = render(
-      <Tasks agents={agents} tasks={tasks} selected={null} onSelect={select} onChanged={() => {}} />,
+      <Tasks agents={agents} tasks={tasks} events={[]} selected={null} onSelect={select} onChanged={() => {}} />,
     );
     fireEvent.click(screen.getByTestId("task-row-task-old"));
     expect(select).toHaveBeenCalledWith("task-old");
-    rerender(<Tasks agents={agents} tasks={tasks} selected="task-old" onSelect={select} onChanged={() => {}} />);
+    rerender(<Tasks agents={agents} tasks={tasks} events={[]} selected="task-old" onSelect={select} onChanged={() => {}} />);
     const detail = screen.getByTestId("task-detail");
     expect(detail.textContent).toContain("all done");
     expect(within(detail).getByTestId("task-artifacts").getAttribute("href")).toBe("/v1/tasks/task-old/artifacts");
@@ -54,7 +54,7 @@ describe("Tasks", () => {
     });
     const select = vi.fn();
     const changed = vi.fn();
-    render(<Tasks agents={agents} tasks={{}} selected={null} onSelect={select} onChanged={changed} />);
+    render(<Tasks agents={agents} tasks={{}} events={[]} selected={null} onSelect={select} onChanged={changed} />);
     fireEvent.change(screen.getByTestId("new-task-agent"), { target: { value: "agent-b" } });
     fireEvent.change(screen.getByTestId("new-task-text"), { target: { value: "write the report" } });
     fireEvent.click(screen.getByTestId("new-task-submit"));
@@ -70,8 +70,32 @@ describe("Tasks", () => {
       "GET /v1/tasks/task-new/events": () => json({ events: [], next_after_seq: 0, has_more: false }),
       "POST /v1/tasks/task-new/cancel": () => json({ ...tasks["task-new"], state: "cancelled" }),
     });
-    render(<Tasks agents={agents} tasks={tasks} selected="task-new" onSelect={() => {}} onChanged={() => {}} />);
+    render(<Tasks agents={agents} tasks={tasks} events={[]} selected="task-new" onSelect={() => {}} onChanged={() => {}} />);
     fireEvent.click(screen.getByTestId("cancel-task"));
     await waitFor(() => expect(calls.some((c) => c.path === "/v1/tasks/task-new/cancel")).toBe(true));
+  });
+
+  it("reads the detail's events again when the live stream brings one of its task", async () => {
+    const page = (seq: number, state: string) => ({
+      events: [{ id: `e${seq}`, seq, kind: "task" as const, agent_id: "agent-b", task_id: "task-new", at: seq, data: { state }, blobs: [] }],
+      next_after_seq: seq,
+      has_more: false,
+    });
+    const calls = routeFetch({
+      "GET /v1/tasks/task-new/events?after_seq=0&limit=1000": () => json(page(3, "running")),
+      "GET /v1/tasks/task-new/events?after_seq=3&limit=1000": () => json(page(9, "paused")),
+    });
+    const props = { agents, tasks, selected: "task-new", onSelect: () => {}, onChanged: () => {} };
+    const { rerender } = render(<Tasks {...props} events={[]} />);
+    const detail = screen.getByTestId("task-detail");
+    await within(detail).findByText(/task running/);
+    rerender(<Tasks {...props} events={[]} />); // nothing new: no read
+    const live = page(9, "paused").events;
+    rerender(<Tasks {...props} events={live} />);
+    await within(detail).findByText(/task paused/);
+    expect(calls.map((c) => c.path)).toEqual([
+      "/v1/tasks/task-new/events?after_seq=0&limit=1000",
+      "/v1/tasks/task-new/events?after_seq=3&limit=1000",
+    ]);
   });
 });

@@ -2,13 +2,15 @@
 // the selected task's detail.
 import { useState, type FormEvent } from "react";
 import { api, describeError } from "../api";
-import type { AgentInfo, TaskInfo } from "../types";
+import type { AgentInfo, OrchEvent, TaskInfo } from "../types";
 import { isEnded } from "../types";
 import { TaskDetail } from "./TaskDetail";
 
 export interface TasksProps {
   agents: AgentInfo[];
   tasks: Record<string, TaskInfo>;
+  /** The live stream's latest events (the selected task's detail reads its own again). */
+  events: readonly OrchEvent[];
   selected: string | null;
   onSelect: (taskId: string | null) => void;
   onChanged: (what: { agents?: string[]; tasks?: string[] }) => void;
@@ -133,7 +135,14 @@ function NewWorkflow({ onStarted }: { onStarted: (agent: AgentInfo, task: TaskIn
   );
 }
 
-export function Tasks({ agents, tasks, selected, onSelect, onChanged }: TasksProps) {
+/** The newest seq among the events of `taskId` (0: none). */
+export function latestSeq(events: readonly OrchEvent[], taskId: string | null): number {
+  let seq = 0;
+  for (const e of events) if (e.task_id === taskId && (e.seq ?? 0) > seq) seq = e.seq ?? 0;
+  return seq;
+}
+
+export function Tasks({ agents, tasks, events, selected, onSelect, onChanged }: TasksProps) {
   const list = Object.values(tasks).sort((a, b) => b.created_at - a.created_at);
   const byId = Object.fromEntries(agents.map((a) => [a.id, a]));
   const working = agents.filter((a) => a.status !== "stopped" && a.status !== "failed");
@@ -201,6 +210,7 @@ export function Tasks({ agents, tasks, selected, onSelect, onChanged }: TasksPro
             task={chosen}
             agent={byId[chosen.agent_id]}
             tasks={tasks}
+            liveSeq={latestSeq(events, chosen.id)}
             onSelect={onSelect}
             onChanged={onChanged}
           />
