@@ -73,9 +73,10 @@ if [ "$role" = worker ]; then
     exec bash -c "$KUBERAY_GEN_RAY_START_CMD"
 fi
 
-# head
+# head (KubeRay sets RAY_ADDRESS to this node's GCS, 127.0.0.1:6379)
 bash -c "$KUBERAY_GEN_RAY_START_CMD" &
 wait_until "Ray on this node" ray health-check
-orchestrator serve --address auto --port "${ORCHESTRATOR_API_PORT:-8000}" &
+say "starting the API"
+orchestrator serve --address "${RAY_ADDRESS:-auto}" --port "${ORCHESTRATOR_API_PORT:-8000}" &
 # Whichever ends first (Ray or the API) ends the container, with its status.
 wait -n

@@ -7,11 +7,19 @@ Ray. (The command it hands over to is KubeRay's; here a marker command stands in
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -84,3 +92,100 @@ def test_without_the_desktop_image_a_worker_gives_up_and_never_starts_ray(
 def test_the_role_is_required(tmp_path: Path) -> None:
     done = subprocess.run([str(START)], capture_output=True, text=True, timeout=10, check=False)
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _stop_session(sid: int, deadline_s: float = 30.0) -> None:
+    """End every process of session ``sid`` (the script, Ray and the API it started), by pid."""
+    from orchestrator._local_head import session_members
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in session_members(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + deadline_s
+        while session_members(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling a deadline-bound wait
+        if not session_members(sid):
+            return
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                out.append((int(entry), cmdline.decode(errors="replace")))
+    return out
+
+
+def test_the_head_starts_ray_then_the_api_and_ends_with_either(tmp_path: Path) -> None:
+    """The head's flow, on a real Ray: KubeRay's `ray start --head --block` (its command as
+    KubeRay makes it, on loopback ports of our own), the API once Ray answers, reachable with
+    a tenant's key from ORCHESTRATOR_API_KEYS; when the API dies the script ends (so
+    Kubernetes restarts the container) instead of leaving a head without its API."""
+    port, api_port = _free_port(), _free_port()
+    ray_temp = Path(tempfile.mkdtemp(prefix="h2ray", dir="/tmp"))  # Ray's socket paths are short
+    key = secrets.token_urlsafe(24)
+    ray_start = " ".join(
+        [
+            "ray start --head --block --node-ip-address=127.0.0.1",
+            f"--port={port} --ray-client-server-port={_free_port()}",
+            f"--dashboard-host=127.0.0.1 --dashboard-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()} --metrics-export-port={_free_port()}",
+            f"--temp-dir={ray_temp} --disable-usage-stats --num-cpus=2",
+        ]
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ORCHESTRATOR_"))},
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "KUBERAY_GEN_RAY_START_CMD": ray_start,
+        "RAY_ADDRESS": f"127.0.0.1:{port}",  # as KubeRay sets it on the head
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only, on this machine
+        "RAY_SERVE_PROXY_USE_GRPC": "1",
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": "536870912",
+        "ORCHESTRATOR_API_PORT": str(api_port),
+        "ORCHESTRATOR_API_KEYS": f"h2-kuberay:{key}",
+        "ORCHESTRATOR_DATA_DIR": str(tmp_path / "records"),
+        "ORCHESTRATOR_NODE_SETUP_TIMEOUT_S": "120",
+    }
+    log = (tmp_path / "head.log").open("w")
+    proc = subprocess.Popen(
+        [str(START), "head"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{api_port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            assert proc.poll() is None, (tmp_path / "head.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "head.log").read_text()
+            time.sleep(0.5)  # polling a deadline-bound wait
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{url}/v1/agents", headers=auth, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/v1/agents", timeout=10).status_code == 401
+        text = (tmp_path / "head.log").read_text()
+        assert text.index("Ray on this node: ok") < text.index("starting the API"), text
+        # The API dies: the script ends, with a failure, for Kubernetes to restart it.
+        (api,) = [pid for pid, cmd in _children(proc.pid) if "orchestrator serve" in cmd]
+        os.kill(api, signal.SIGKILL)
+        assert proc.wait(timeout=30) != 0
+    finally:
+        _stop_session(proc.pid)
+        log.close()
+        shutil.rmtree(ray_temp, ignore_errors=True)
