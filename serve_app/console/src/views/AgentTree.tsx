@@ -202,15 +202,40 @@ export function HireForm({
   );
 }
 
+/** The agents to draw: fired ones (`stopped`) only when asked for. */
+export function shownAgents(
+  agents: Record<string, AgentInfo>,
+  showFired: boolean,
+): Record<string, AgentInfo> {
+  if (showFired) return agents;
+  return Object.fromEntries(Object.entries(agents).filter(([, a]) => a.status !== "stopped"));
+}
+
 export function AgentTree(props: AgentTreeProps) {
-  const kids = childrenOf(props.agents);
+  const [showFired, setShowFired] = useState(false);
+  const fired = Object.values(props.agents).filter((a) => a.status === "stopped").length;
+  const kids = childrenOf(shownAgents(props.agents, showFired));
   const roots = kids.get(null) ?? [];
   const live = Object.values(props.agents).filter(
     (a) => a.status !== "stopped" && a.status !== "failed",
   );
   return (
     <div className="agent-tree-box">
-      <h2>Agents</h2>
+      <div className="row tree-head">
+        <h2>Agents</h2>
+        <span className="spacer" />
+        {fired > 0 && (
+          <label className="dim small">
+            <input
+              type="checkbox"
+              data-testid="show-fired"
+              checked={showFired}
+              onChange={(e) => setShowFired(e.target.checked)}
+            />{" "}
+            fired ({fired})
+          </label>
+        )}
+      </div>
       <ul className="agent-tree" data-testid="agent-tree">
         {roots.length === 0 && <li className="empty">No agents yet.</li>}
         {roots.map((a) => (
