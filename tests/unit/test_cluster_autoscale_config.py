@@ -123,3 +123,17 @@ def test_the_local_provider_refuses_node_types() -> None:
     }
     with pytest.raises(Exception, match="available_node_types is not supported"):
         prepare_config(with_types)
+
+
+@pytest.mark.parametrize("which", ["head_start_ray_commands", "worker_start_ray_commands"])
+def test_every_node_waits_for_the_autoscaler(
+    autoscale: Config, which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import config
+
+    (start,) = [c for c in autoscale[which] if "ray start" in c]
+    for name, value in re.findall(r"(?:^|\s)(ORCHESTRATOR_[A-Z_]+)=(\S+)", start):
+        monkeypatch.setenv(name, value)
+    read = config.Settings()  # as the node's Ray processes read them
+    assert read.autoscale is True
+    assert read.schedule_timeout_s() >= 600  # an instance boots and runs setup.sh

@@ -441,3 +441,16 @@ def test_the_api_service_reaches_the_heads_proxy_and_the_proxy_the_api() -> None
     assert "$http_upgrade" in conf  # the console's live desktops are WebSockets
     claim = objects["PersistentVolumeClaim"]["metadata"]["name"]
     assert volumes["records"]["persistentVolumeClaim"]["claimName"] == claim
+
+
+def test_every_ray_container_waits_for_the_autoscaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import config
+
+    doc = _manifest()
+    for pod in (doc["spec"]["headGroupSpec"]["template"], _workers(doc)["template"]):
+        env = _env(pod["spec"]["containers"][0])
+        for name in ("ORCHESTRATOR_AUTOSCALE", "ORCHESTRATOR_AUTOSCALE_SCHEDULE_TIMEOUT_S"):
+            monkeypatch.setenv(name, env[name]["value"])
+        read = config.Settings()  # as the node's processes read them
+        assert read.autoscale is True
+        assert read.schedule_timeout_s() >= 300  # a new Kubernetes node and its image pulls
