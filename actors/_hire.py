@@ -5,7 +5,8 @@ A cold hire has two slow starts that do not depend on each other: Ray starting a
 process for the new actor (a Python process importing Ray and this package), and the
 desktop container coming up (Xvfb, window manager, VNC, SSH). The parent starts the
 container on its own node (``prepare_desktop``) while Ray starts the child there (a soft
-node affinity: the parent's node when it has a free ``desktop`` unit, else any), and the
+node affinity: the parent's node when it has a free ``desktop`` unit, else any; with an
+autoscaler, Ray's default placement, so that a child waiting for a node is demand), and the
 child adopts the ready container (``adopt_desktop``) and connects to it. A child placed on
 another host starts a desktop of its own and the prepared one is removed. Whatever fails,
 the actor is killed and the prepared desktop removed.
@@ -119,11 +120,16 @@ async def start_cold(info: AgentInfo, recorder: Any) -> tuple[Any, AgentInfo]:
 
     from ._agent import AgentActor, agent_options, failed_agent
 
-    node = ray.get_runtime_context().get_node_id()
     options = agent_options(info.path, detached=False)
-    options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-        node, soft=True, _spill_on_unavailable=True
-    )
+    if not settings().autoscale:
+        # Not with an autoscaler: Ray's autoscaler does not count an actor with a node
+        # affinity, even a soft one, as demand (a child waiting for a new node would wait
+        # until the schedule timeout). Ray's default placement prefers the parent's node
+        # (the local one) anyway while it has room.
+        node = ray.get_runtime_context().get_node_id()
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            node, soft=True, _spill_on_unavailable=True
+        )
     handle = AgentActor.options(**options).remote(info)  # type: ignore[attr-defined]
 
     async def queued() -> None:

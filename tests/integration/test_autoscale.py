@@ -2,11 +2,12 @@
 with 2 desktop units, worker nodes of 2 units that Ray's autoscaler starts on this machine
 while agents wait for a desktop, and removes once idle.
 
-Six agents are hired at once (four beyond the head's units): they are ``starting`` with an
-event saying they wait for a node, the node count rises, every agent becomes ready and works
-on its desktop (screenshot, action, shell, a file, a task with its events), including the
-ones on the new nodes; fired, the workers go after the idle timeout and no record is left
-open; ``down`` stops every process of the cluster, the workers' raylets too.
+Six agents (four beyond the head's units), top-level ones and children hired by one of
+them: they are ``starting`` with an event saying they wait for a node, the node count
+rises, every agent becomes ready and works on its desktop (screenshot, action, shell, a
+file, a task with its events), including the ones on the new nodes; fired, the workers go
+after the idle timeout and no record is left open; ``down`` stops every process of the
+cluster, the workers' raylets too.
 
 The cluster is its own (data directory, Ray temp dir, ports): the session's is not touched.
 """
@@ -122,7 +123,11 @@ def _desktop_owner_pid(agent_path: str) -> int:
 
     found = client().api.containers(filters={"label": f"orchestrator.path={agent_path}"})
     assert len(found) == 1, (agent_path, found)
-    return int(found[0]["Labels"]["orchestrator.owner"].rsplit(":", 2)[1])
+    labels = found[0]["Labels"]
+    owner = labels["orchestrator.owner"]
+    if owner.startswith("handover:"):  # a child's desktop its parent prepared: the holder
+        owner = (Path(labels["orchestrator.sockdir"]) / "owner").read_text().strip()
+    return int(owner.rsplit(":", 2)[1])
 
 
 def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image: str) -> None:
@@ -130,14 +135,22 @@ def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image:
     assert [n.head for n in local.nodes(data_dir)] == [True]
     api = Client(cluster.api_url, cluster.api_key, timeout=300)
     store = SQLiteStore(data_dir, readonly=True)
-    names = [f"as-{i}" for i in range(AGENTS)]
+    names = [f"as-{i}" for i in range(AGENTS - 1)]
 
     def hire(name: str) -> Any:
         return api.create_agent(name, role="worker", desktop={"image": desktop_image})
 
+    # A lead on the head; then at once two more top-level agents and three children of the
+    # lead (a child's hire and a top-level create are placed differently): four beyond the
+    # head's two units.
+    lead = hire("lead")
+
+    def child(name: str) -> Any:
+        return lead.hire(name, role="specialist", desktop={"image": desktop_image})
+
     t0 = time.monotonic()
     with ThreadPoolExecutor(AGENTS) as pool:
-        hires = [pool.submit(hire, name) for name in names]
+        hires = [pool.submit(hire if i < 2 else child, name) for i, name in enumerate(names)]
         # While they wait for nodes: `starting` in the API, with an event saying why.
         waiting = wait_for(
             "an agent shown starting, waiting for a node",
@@ -156,9 +169,17 @@ def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image:
         grown = wait_for(
             "the node count rising", lambda: len(local.nodes(data_dir)) > 1 or None, 90, 1.0
         )
-        agents = [h.result(timeout=240) for h in hires]
+        agents = [lead, *(h.result(timeout=240) for h in hires)]
     ready_s = time.monotonic() - t0
     assert grown
+    waited = {
+        e.agent_id
+        for a in agents
+        for e in store.events(agent_id=a.id)
+        if "waiting for a node" in str(e.data.get("node", ""))
+    }
+    assert len(waited) >= AGENTS - HEAD_DESKTOPS, waited
+    assert any(a.info.parent_id == lead.id for a in agents if a.id in waited)  # a child too
     assert all(a.info.status == AgentStatus.IDLE for a in agents), [a.info for a in agents]
     found = local.nodes(data_dir)
     workers = [n for n in found if not n.head]
@@ -196,8 +217,10 @@ def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image:
 
     # Fired, the workers sit idle and go; no record is left open.
     fired_at = time.monotonic()
+    top_level = [a for a in agents if a.info.parent_id is None]  # the lead's children go too
+    assert len(top_level) == 3
     with ThreadPoolExecutor(AGENTS) as pool:
-        list(pool.map(lambda a: a.fire(), agents))
+        list(pool.map(lambda a: a.fire(), top_level))
     wait_for(
         "the node count back at the head alone",
         lambda: len(local.nodes(data_dir)) == 1,
