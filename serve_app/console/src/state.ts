@@ -71,10 +71,13 @@ export function describeEvent(e: OrchEvent): string {
       const thought = d.thought ? `: ${short(str(d.thought), 60)}` : "";
       return `decides ${str(d.kind || d.call)}${thought}`;
     }
-    case "agent":
+    case "agent": {
       if (d.status) return `agent ${str(d.status)}${d.error ? `: ${short(str(d.error))}` : ""}`;
       if (d.desktop) return `desktop ${str(d.desktop)}`;
-      return `agent ${short(str(d))}`;
+      // anything else an agent reports (its node, ...): "key: value" in words
+      const said = Object.entries(d).filter(([, v]) => v !== null && v !== undefined);
+      return short(said.map(([k, v]) => `${k}: ${str(v)}`).join(", ") || "agent");
+    }
     case "message":
       return `${str(d.from)} -> ${str(d.to)}: ${short(str(d.text))}`;
     case "file":

@@ -30,7 +30,8 @@ export function formatCost(usage: Usage | null | undefined): string {
 
 function Thumb({ agent }: { agent: AgentInfo }) {
   const visible = usePageVisible();
-  const live = agent.status !== "stopped" && agent.status !== "failed";
+  // a starting agent has no desktop to show yet, a stopped or failed one none any more
+  const live = agent.status === "idle" || agent.status === "busy";
   const { url } = useScreenshot(agent.id, visible && live, THUMB_MS);
   return (
     <span className="thumb">{url ? <img src={url} alt="" /> : <span className="thumb-empty" />}</span>
