@@ -1,6 +1,6 @@
 // The signed-in console: the agent tree on the left, the team's desktops in the centre,
 // tabs (tasks, inbox, swimlanes, replay, stats) and the latest events on the right.
-import { useMemo, useState } from "react";
+import { useEffect, useMemo, useState } from "react";
 import { DesktopWall } from "../components/DesktopWall";
 import { Replay } from "../components/Replay";
 import { Swimlanes } from "../components/Swimlanes";
@@ -35,6 +35,11 @@ export function Console({ session, onSignOut, onSignedOut }: ConsoleProps) {
   const onWall = useMemo(() => agents.filter((a) => a.status !== "stopped"), [agents]);
   const inbox = useMemo(() => inboxTasks(data.tasks), [data.tasks]);
   const openTasks = Object.values(data.tasks).filter((t) => !isEnded(t.state)).length;
+
+  // What waits for a person shows in the browser's tab too.
+  useEffect(() => {
+    document.title = inbox.length ? `(${inbox.length}) orchestrator console` : "orchestrator console";
+  }, [inbox.length]);
 
   const openTask = (id: string) => {
     setSelectedTask(id);
