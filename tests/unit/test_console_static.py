@@ -139,3 +139,20 @@ def test_a_host_header_unfit_for_the_policy_is_left_out() -> None:
     assert "ws:" not in _console.console_csp("evil.com; script-src *", embed=False)
     assert "ws://[::1]:8000" in _console.console_csp("[::1]:8000", embed=False)
     assert _console.console_csp(None, embed=True).endswith("frame-ancestors *")
+
+
+def test_the_console_pins_its_npm_dependencies_and_locks_them() -> None:
+    """Exact versions in package.json (a fresh machine builds what was tested), the lock
+    agrees with it, and only these runtime dependencies ship in the page."""
+    import json
+    import re
+
+    app = Path(_console.__file__).parent / "console"
+    package = json.loads((app / "package.json").read_text())
+    lock = json.loads((app / "package-lock.json").read_text())
+    exact = re.compile(r"^\d+\.\d+\.\d+$")
+    for group in ("dependencies", "devDependencies"):
+        for name, version in package[group].items():
+            assert exact.match(version), f"{name} {version} is not pinned"
+        assert lock["packages"][""][group] == package[group], group
+    assert set(package["dependencies"]) == {"react", "react-dom", "@novnc/novnc"}
