@@ -2,8 +2,8 @@
 // by the live stream's events (a pure reducer: the fetching lives in useConsole.ts).
 import type { AgentInfo, AgentStatus, OrchEvent, TaskInfo, TaskState } from "./types";
 
-/** The most events the page keeps (the event log shows the newest of them). */
-export const MAX_EVENTS = 300;
+/** The most events the page keeps (the swimlanes draw them; the event log shows the newest). */
+export const MAX_EVENTS = 1000;
 
 export interface ConsoleData {
   agents: Record<string, AgentInfo>;

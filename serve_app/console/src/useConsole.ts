@@ -118,7 +118,7 @@ export function useConsole(onSignedOut: () => void): ConsoleHandle {
       // The latest events for the log, then the stream from the newest of them.
       let afterSeq: number | undefined;
       try {
-        const recent = pageEvents(await api.recentEvents(Date.now() / 1000 + 60));
+        const recent = pageEvents(await api.recentEvents(Date.now() / 1000 + 60, 500));
         dispatch({ type: "events", events: recent });
         afterSeq = Math.max(0, ...recent.map((e) => e.seq ?? 0));
       } catch (e) {
