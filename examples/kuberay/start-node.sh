@@ -73,7 +73,10 @@ if [ "$role" = worker ]; then
     exec bash -c "$KUBERAY_GEN_RAY_START_CMD"
 fi
 
-# head (KubeRay sets RAY_ADDRESS to this node's GCS, 127.0.0.1:6379)
+# head (KubeRay sets RAY_ADDRESS to this node's GCS, 127.0.0.1:6379). This shell may be the
+# container's PID 1, which ignores signals it does not trap: pass Kubernetes' SIGTERM on to
+# Ray and the API, and end once they have.
+trap 'trap - TERM INT; kill -TERM $(jobs -p) 2>/dev/null; wait; exit 143' TERM INT
 bash -c "$KUBERAY_GEN_RAY_START_CMD" &
 wait_until "Ray on this node" ray health-check
 say "starting the API"

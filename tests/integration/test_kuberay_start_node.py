@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -130,11 +131,28 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return out
 
 
-def test_the_head_starts_ray_then_the_api_and_ends_with_either(tmp_path: Path) -> None:
+def _api_pid(script_pid: int) -> int:
+    (api,) = [pid for pid, cmd in _children(script_pid) if "orchestrator serve" in cmd]
+    return api
+
+
+def _kill_the_api(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(_api_pid(proc.pid), signal.SIGKILL)
+
+
+def _terminate_the_container(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGTERM)  # as Kubernetes does to the container's first process
+
+
+@pytest.mark.parametrize("ending", [_kill_the_api, _terminate_the_container])
+def test_the_head_starts_ray_then_the_api_and_ends_with_either(
+    tmp_path: Path, ending: Callable[[subprocess.Popen[bytes]], None]
+) -> None:
     """The head's flow, on a real Ray: KubeRay's `ray start --head --block` (its command as
     KubeRay makes it, on loopback ports of our own), the API once Ray answers, reachable with
-    a tenant's key from ORCHESTRATOR_API_KEYS; when the API dies the script ends (so
-    Kubernetes restarts the container) instead of leaving a head without its API."""
+    a tenant's key from ORCHESTRATOR_API_KEYS. When the API dies the script ends with a
+    failure (Kubernetes restarts the container) instead of leaving a head without its API;
+    Kubernetes' SIGTERM reaches Ray and the API, and the script ends once they have."""
     port, api_port = _free_port(), _free_port()
     ray_temp = Path(tempfile.mkdtemp(prefix="h2ray", dir="/tmp"))  # Ray's socket paths are short
     key = secrets.token_urlsafe(24)
@@ -162,7 +180,8 @@ def test_the_head_starts_ray_then_the_api_and_ends_with_either(tmp_path: Path) -
         "ORCHESTRATOR_DATA_DIR": str(tmp_path / "records"),
         "ORCHESTRATOR_NODE_SETUP_TIMEOUT_S": "120",
     }
-    log = (tmp_path / "head.log").open("w")
+    log_path = tmp_path / "head.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [str(START), "head"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -173,19 +192,28 @@ def test_the_head_starts_ray_then_the_api_and_ends_with_either(tmp_path: Path) -
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
-            assert proc.poll() is None, (tmp_path / "head.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "head.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.5)  # polling a deadline-bound wait
         auth = {"Authorization": f"Bearer {key}"}
         assert httpx.get(f"{url}/v1/agents", headers=auth, timeout=10).status_code == 200
         assert httpx.get(f"{url}/v1/agents", timeout=10).status_code == 401
-        text = (tmp_path / "head.log").read_text()
+        text = log_path.read_text()
         assert text.index("Ray on this node: ok") < text.index("starting the API"), text
-        # The API dies: the script ends, with a failure, for Kubernetes to restart it.
-        (api,) = [pid for pid, cmd in _children(proc.pid) if "orchestrator serve" in cmd]
-        os.kill(api, signal.SIGKILL)
-        assert proc.wait(timeout=30) != 0
+        api = _api_pid(proc.pid)
+        ending(proc)
+        assert proc.wait(timeout=60) != 0, log_path.read_text()
+        # Whatever ended it, the API is not left running without its container.
+        assert not Path(f"/proc/{api}").exists() or _is_zombie(api)
     finally:
         _stop_session(proc.pid)
         log.close()
         shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
