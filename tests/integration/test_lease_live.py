@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from orchestrator.desktop import DesktopSpec
-from orchestrator.domain import BrainConfig, TaskState
+from orchestrator.domain import BrainConfig, TaskSpec, TaskState
 from orchestrator.lease import hand_back_text
 from orchestrator.sdk import Agent, ApiError, Client, ConflictError
 from tests.fakes.openai_server import (
@@ -164,7 +164,9 @@ def test_take_over_pauses_the_task_blocks_others_and_hand_back_gives_the_note_to
             with server.http(TENANT + "#2") as h2:
                 r = h2.post(f"/v1/agents/{agent.id}/shell", json={"command": "echo intruder"})
                 assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", r.text
-                r = h2.post(f"/v1/agents/{agent.id}/actions", json={"type": "key", "key": "a"})
+                r = h2.post(
+                    f"/v1/agents/{agent.id}/actions", json={"type": "keypress", "keys": ["a"]}
+                )
                 assert r.status_code == 409, r.text
                 r = h2.post(f"/v1/agents/{agent.id}/lease/hand-back", json={"note": "mine"})
                 assert r.status_code == 409, r.text
@@ -261,7 +263,9 @@ def test_the_tenant_stream_replay_blobs_and_capacity(server: Server) -> None:
             with server.http() as h:
                 start = h.get("/v1/events", params={"before_at": time.time(), "limit": 1})
                 after = max([e["seq"] for e in start.json()["events"]], default=0)
-            t1 = a1.assign("one", script=script)
+            secret = secrets.token_hex(16)  # a file only this tenant's task keeps
+            keep = {"steps": [{"type": "shell", "command": f"echo {secret} > ~/secret.txt"}]}
+            t1 = a1.assign(TaskSpec(description="one", script=keep, outputs=["secret.txt"]))
             t2 = a2.assign("two", script=script)
             tb = b1.assign("theirs", script=script)
             ours = {t1.id, t2.id}
@@ -302,8 +306,16 @@ def test_the_tenant_stream_replay_blobs_and_capacity(server: Server) -> None:
                 blob = h.get(f"/v1/blobs/{shot}")
                 assert blob.status_code == 200 and blob.content.startswith(JPEG_MAGIC)
                 assert blob.headers["content-type"] == "image/jpeg"
-                refused = hx.get(f"/v1/blobs/{shot}")
-                assert refused.status_code == 404, refused.text
+                # the kept file: this tenant reads it, another tenant cannot (a blank screen
+                # may be the same blob in both tenants' events: content-addressed)
+                kept = [e for e in events if e["task_id"] == t1.id and e["kind"] == "file"]
+                assert len(kept) == 1 and len(kept[0]["blobs"]) == 1, kept
+                mine = h.get(f"/v1/blobs/{kept[0]['blobs'][0]}")
+                assert mine.status_code == 200 and mine.content.strip() == secret.encode()
+                assert mine.headers["content-disposition"].startswith("attachment")
+                refused = hx.get(f"/v1/blobs/{kept[0]['blobs'][0]}")
+                assert refused.status_code == 404, refused.status_code
+                assert hx.get(f"/v1/blobs/{'0' * 64}").status_code == 404
                 # a moment before the agents existed shows none of them
                 early = h.get("/v1/replay", params={"at": a1.info.created_at - 60}).json()
                 assert a1.id not in {x["agent_id"] for x in early["agents"]}
