@@ -44,10 +44,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class SignIn(_Model):
-    """An API key to sign in to the console with."""
+class SignIn(BaseModel):
+    """An API key to sign in to the console with (without one: 401, like every route)."""
 
-    key: Annotated[SecretStr, Field(min_length=1, max_length=4096)]
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    key: Annotated[SecretStr | None, Field(max_length=4096)] = None
     """The API key (exchanged for the cookie; never stored, never echoed)."""
 
 
@@ -101,7 +103,9 @@ async def sign_in(request: Request, response: Response, body: SignIn) -> SignedI
     SameSite=Strict, at most 12 h). A browser's request must come from the API's origin."""
     if not origin_allowed(request, required=False):
         raise HTTPException(403, _OTHER_ORIGIN)
-    key = body.key.get_secret_value()
+    key = body.key.get_secret_value() if body.key is not None else ""
+    if not key:
+        raise Unauthorized('missing API key: send {"key": "<API key>"}')
     tenant = await key_tenant(key)
     if tenant is None:
         raise Unauthorized("invalid API key")
@@ -133,15 +137,17 @@ async def session_info(caller: Caller) -> SessionInfo:
 @router.delete("/session", status_code=204)
 async def sign_out(request: Request) -> Response:
     """Sign out: the session ends in the records (every replica refuses its cookie within a
-    second or so) and the browser is told to drop the cookie. Idempotent."""
-    response = Response(status_code=204)
+    second or so) and the browser is told to drop the cookie. Again with the same cookie:
+    204 too; without a cookie: 401."""
     token = token_of(request)
-    if token is not None:
-        if not origin_allowed(request, required=True):
-            raise HTTPException(403, _OTHER_ORIGIN)
-        sid = session_id(token)
-        await _auth.sessions.records().end_session(sid)
-        _auth.sessions.forget(sid)
+    if token is None:
+        raise Unauthorized("no console session: sign in first")
+    if not origin_allowed(request, required=True):
+        raise HTTPException(403, _OTHER_ORIGIN)
+    sid = session_id(token)
+    await _auth.sessions.records().end_session(sid)
+    _auth.sessions.forget(sid)
+    response = Response(status_code=204)
     clear_cookie(response, request)
     return response
 

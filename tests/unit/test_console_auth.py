@@ -91,6 +91,17 @@ def test_a_bad_key_gets_401_and_no_cookie(app: tuple[TestClient, LocalRuntime]) 
     assert "not-a-key" not in r.text
 
 
+def test_sign_in_without_a_key_is_401(app: tuple[TestClient, LocalRuntime]) -> None:
+    client, _ = app
+    for body in ({}, {"name": "x"}, {"key": ""}, {"key": None}):
+        r = client.post("/v1/session", json=body, headers=ORIGIN)
+        assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
+        assert "set-cookie" not in r.headers
+    # a bearer header is no sign-in: the key goes in the body
+    r = client.post("/v1/session", json={}, headers={**ORIGIN, **AUTH})
+    assert r.status_code == 401
+
+
 def test_sign_in_from_another_origin_is_403(app: tuple[TestClient, LocalRuntime]) -> None:
     client, _ = app
     r = client.post("/v1/session", json={"key": KEY}, headers={"Origin": "http://evil.example"})
@@ -149,9 +160,13 @@ def test_session_info_and_sign_out(app: tuple[TestClient, LocalRuntime]) -> None
     assert cleared.value in ("", '""') and int(cleared["max-age"]) == 0
     ended = rt.store.session(session_id(token))
     assert ended is not None and ended.ended_at is not None
+    client.cookies.set(COOKIE, token)  # a copy kept (stolen) is refused
     r = client.get("/v1/agents")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-    assert client.delete("/v1/session", headers=ORIGIN).status_code == 204
+    assert "session" in r.json()["error"]["message"]
+    assert client.delete("/v1/session", headers=ORIGIN).status_code == 204  # again: fine
+    client.cookies.clear()
+    assert client.delete("/v1/session", headers=ORIGIN).status_code == 401  # no cookie
 
 
 def test_an_expired_or_unknown_session_is_401(app: tuple[TestClient, LocalRuntime]) -> None:
