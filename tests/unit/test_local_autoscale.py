@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,23 @@ def test_up_autoscale_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     )
     done = CliRunner().invoke(cli.main, ["up", "--desktops", "4"])
     assert seen["autoscale"] is None and seen["desktops"] == 4
+
+
+def test_stop_head_stops_what_its_session_left_at_once(tmp_path: Path) -> None:
+    """An autoscaler's worker raylets outlive it (the head exits first): they are sent
+    SIGTERM once the head is gone, not left until the deadline's SIGKILL."""
+    from orchestrator import _local_head
+    from orchestrator.desktop import process_owner
+
+    # A "head" whose child stays when it exits (as the workers' raylets do).
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while len(_local_head.session_members(proc.pid)) < 2:
+        assert time.monotonic() < deadline, "the head's child did not start"
+        time.sleep(0.02)  # polling interval of a deadline-bound wait
+    _local_head.heads[proc.pid] = proc
+    state = {"head_pid": proc.pid, "head_owner": process_owner(proc.pid)}
+    t0 = time.monotonic()
+    _local_head.stop_head(state, time.monotonic() + 30)
+    assert _local_head.session_members(proc.pid) == []
+    assert time.monotonic() - t0 < 10  # not the 30 s deadline
