@@ -61,6 +61,7 @@ __all__ = [
     "check_key",
     "configure",
     "current_keys",
+    "key_in_body",
     "key_tenant",
     "needs_key",
     "principal_of",
@@ -458,6 +459,11 @@ async def tenant_of(principal: Principal = Depends(principal_of)) -> str:  # noq
     return principal.tenant
 
 
+async def key_in_body() -> None:
+    """FastAPI dependency that marks a route taking its key in the body (the console's
+    sign-in): a body it cannot parse is still 401 without credentials, as on every route."""
+
+
 def _depends_on(dependant: Any, call: Any) -> bool:
     return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
 
@@ -470,4 +476,6 @@ def needs_key(request: Request) -> bool:
     answer an unauthenticated request 401 rather than telling it what is wrong with its body.
     """
     dependant = getattr(request.scope.get("route"), "dependant", None)
-    return dependant is not None and _depends_on(dependant, principal_of)
+    return dependant is not None and (
+        _depends_on(dependant, principal_of) or _depends_on(dependant, key_in_body)
+    )

@@ -13,14 +13,14 @@ import time
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from orchestrator.config import api_settings
 from orchestrator.records import ConsoleSession
 
 from . import _auth
-from ._auth import Unauthorized, key_tenant
+from ._auth import Unauthorized, key_in_body, key_tenant
 from ._cookie import (
     clear_cookie,
     max_age,
@@ -97,7 +97,7 @@ class Ticket(_Model):
     """The embed page's path, with the ticket (``embed`` tickets only)."""
 
 
-@router.post("/session")
+@router.post("/session", dependencies=[Depends(key_in_body)])
 async def sign_in(request: Request, response: Response, body: SignIn) -> SignedIn:
     """Sign in to the console with an API key: sets the ``orch_session`` cookie (HttpOnly,
     SameSite=Strict, at most 12 h). A browser's request must come from the API's origin."""

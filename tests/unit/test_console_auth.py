@@ -97,6 +97,14 @@ def test_sign_in_without_a_key_is_401(app: tuple[TestClient, LocalRuntime]) -> N
         r = client.post("/v1/session", json=body, headers=ORIGIN)
         assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
         assert "set-cookie" not in r.headers
+    # a body it cannot read is 401 too (as on every route without credentials), and 422
+    # once the caller is known
+    json_ct = {"Content-Type": "application/json"}
+    for content in (b'{"key": ', b"[1, 2]", b'{"key": 5}', b'"key"'):
+        r = client.post("/v1/session", content=content, headers=json_ct)
+        assert r.status_code == 401, (content, r.text)
+        r = client.post("/v1/session", content=content, headers={**json_ct, **AUTH})
+        assert r.status_code == 422, (content, r.text)
     # a bearer header is no sign-in: the key goes in the body
     r = client.post("/v1/session", json={}, headers={**ORIGIN, **AUTH})
     assert r.status_code == 401
