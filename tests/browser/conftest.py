@@ -52,8 +52,8 @@ def free_port() -> int:
         return port
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48].rstrip("-")
+def slug(text: str, cut: int = 80) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:cut].rstrip("-")
 
 
 async def until(
@@ -121,8 +121,8 @@ class ConsoleApi:
     """The API (and the console at ``/console``) on Serve, and its tenants' keys."""
 
     url: str
-    keys: dict[str, str]
-    session: RaySession
+    keys: dict[str, str] = field(repr=False)
+    session: RaySession = field(repr=False)
 
     @property
     def image(self) -> str:
@@ -271,6 +271,15 @@ class Console:
     @staticmethod
     def testid(page: Page | Locator, testid: str) -> Locator:
         return page.get_by_test_id(testid)
+
+    @staticmethod
+    async def tab(page: Page, name: str) -> None:
+        """Show one of the panel's tabs (tasks, inbox, swimlanes, replay, stats)."""
+        from playwright.async_api import expect
+
+        tab = page.get_by_test_id(f"tab-{name}")
+        await tab.click()
+        await expect(tab).to_have_attribute("aria-selected", "true")
 
     # ------------------------------------------------------------------ agents and tasks
 

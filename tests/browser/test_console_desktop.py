@@ -136,10 +136,16 @@ async def test_take_over_type_hand_back_and_the_agent_finishes(console: Console)
     # The holder's click lands where it was aimed; typing goes to the xterm it focused.
     await click_desktop(page, live, 300, 60)
 
-    async def at_click() -> bool:
-        return await pointer(console, agent["path"]) == (300, 60)
+    seen: list[tuple[int, int]] = []
 
-    await until(at_click, timeout_s=5, what="the pointer where the person clicked")
+    async def at_click() -> bool:
+        seen.append(await pointer(console, agent["path"]))
+        return seen[-1] == (300, 60)
+
+    try:
+        await until(at_click, timeout_s=5, what="the pointer at the click (300, 60)")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the pointer was at {seen[-1:]}") from None
     await page.keyboard.type(f"echo {TYPED} > ~/from-person.txt")
     await page.keyboard.press("Enter")
 

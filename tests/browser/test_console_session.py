@@ -131,7 +131,8 @@ async def test_another_tenants_cookie_sees_none_of_it(console: Console) -> None:
     await console.shot(mine, "owner-sees-it")
 
     # The other tenant's page, open all along (its stream live), shows none of it.
-    await expect(console.testid(theirs, "agent-tree")).to_be_visible()
+    await expect(console.testid(theirs, "agent-tree")).to_be_attached()
+    await console.tab(theirs, "swimlanes")
     await console.shot(theirs, "other-tenant")
     for testid in (
         f"agent-node-{agent['id']}",
@@ -174,7 +175,7 @@ async def test_a_revoked_keys_page_stops_within_5_s(console: Console) -> None:
     page = await console.open(TENANT, key=key)
     other = await console.open(TENANT)  # the same tenant, on the file's key
     sockets: list[WebSocket] = []
-    page.on("websocket", sockets.append)
+    page.on("websocket", lambda ws: sockets.append(ws))
     await console.testid(page, f"desktop-tile-{agent['id']}").click()
     live = console.testid(page, "live-desktop")
     await expect(live).to_have_attribute("data-state", "connected", timeout=30_000)

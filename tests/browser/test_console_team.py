@@ -75,21 +75,27 @@ async def test_the_tree_of_a_running_workflow_fills_in_live(console: Console) ->
     await console.shot(page, "working")
 
     done = await console.task_in(task["id"], {"succeeded", "failed"}, timeout_s=120)
-    assert done["state"] == "succeeded", done
+    assert done["state"] == "succeeded", done.get("error")
     await expect(console.testid(page, f"task-row-{task['id']}")).to_have_attribute(
         "data-state", "succeeded", timeout=10_000
     )
     # Each agent's work on one clock.
+    await console.tab(page, "swimlanes")
     lanes = console.testid(page, "swimlanes")
     await expect(lanes).to_be_visible()
     for agent_id in (boss["id"], *(k["id"] for k in kids)):
         await expect(console.testid(lanes, f"lane-{agent_id}")).to_be_visible()
     await console.shot(page, "done-with-swimlanes")
     # The task's detail: its result and subtasks.
+    await console.tab(page, "tasks")
     await console.testid(page, f"task-row-{task['id']}").click()
     detail = console.testid(page, "task-detail")
     await expect(detail).to_contain_text("done: part 1.2 / part 2.2")
     await console.shot(page, "task-detail")
+    # Stats and capacity: this machine's node, with desktops in use.
+    await console.tab(page, "stats")
+    await expect(page.locator("[data-testid^='capacity-node-']").first).to_be_visible()
+    await console.shot(page, "stats")
 
 
 def _any_status() -> Any:
@@ -108,6 +114,7 @@ async def test_a_question_is_answered_in_the_inbox(console: Console) -> None:
         ]
     }
     task = await console.assign(agent["id"], "ask and write", script)
+    await console.tab(page, "inbox")
     inbox = console.testid(page, "inbox")
     item = console.testid(inbox, f"inbox-item-{task['id']}")
     await expect(item).to_contain_text("Which colour should the report be?", timeout=60_000)
@@ -145,24 +152,31 @@ async def test_the_replay_scrubber_shows_a_past_moment(console: Console) -> None
                 "type": "shell",
                 "command": (
                     f"xterm -geometry 60x5+40+40 -fa Monospace -fs 28 -e sh -c 'echo {marker}; "
-                    "sleep 600' >/dev/null 2>&1 & "
+                    "sleep 600' >/dev/null 2>&1 & echo $! > ~/marker.pid; "
                     "xdotool search --sync --onlyvisible --class xterm >/dev/null"
                 ),
             },
             {"type": "screenshot"},
-            {"type": "shell", "command": "sleep 2; pkill -f 'sleep 600' || true"},
+            {"type": "shell", "command": "sleep 2; kill $(cat ~/marker.pid)"},
             {"type": "screenshot"},
         ]
     }
     task = await console.assign(agent["id"], "paint and clear", script)
     done = await console.task_in(task["id"], {"succeeded", "failed"}, timeout_s=90)
-    assert done["state"] == "succeeded", done
+    assert done["state"] == "succeeded", done.get("error")
     async with console.http() as h:
         events = (await h.get(f"/v1/tasks/{task['id']}/events", params={"limit": 1000})).json()
-    shots = [e for e in events["events"] if e["blobs"]]
-    assert shots, events
+    # A step's screenshot is what the agent saw before it: the screenshot step's shows the
+    # xterm, the last step's (after the kill) the bare desktop.
+    shots = [
+        e
+        for e in events["events"]
+        if e["kind"] == "step" and e["blobs"] and e["data"]["action"]["type"] == "screenshot"
+    ]
+    assert len(shots) == 2, events
     moment = float(shots[0]["at"]) + 0.2
 
+    await console.tab(page, "replay")
     await expect(console.testid(page, "replay-scrubber")).to_be_visible()
     await _scrub_to(page, console, moment)
     shown = console.testid(page, f"replay-shot-{agent['id']}")
@@ -173,6 +187,10 @@ async def test_the_replay_scrubber_shows_a_past_moment(console: Console) -> None
     # tenant-checked blob route.
     src = await shown.get_attribute("src")
     assert src, "no picture"
+    async with console.http() as h:
+        r = await h.get("/v1/replay", params={"at": str(int(moment))})
+    then = {a["agent_id"]: a["screenshot"] for a in r.json()["agents"]}
+    assert then.get(agent["id"]) and src.endswith(then[agent["id"]]), (src, then)
     size = await page.evaluate(
         "async (s) => (await (await fetch(s, {credentials: 'same-origin'})).blob()).size", src
     )
