@@ -65,10 +65,16 @@ DOWN_BUFFER_BYTES = 1024 * 1024
 """The most server bytes a session holds for a slow viewer before it stops reading."""
 UP_BUFFER_BYTES = 1024 * 1024
 """The most viewer bytes the replica holds while a call is on its way before ``send`` waits."""
-STREAM_WINDOW = 4
-"""Streamed items in flight to the replica before the actor's generator waits."""
 OPEN_TIMEOUT_S = 10.0
 """How long opening the desktop's noVNC WebSocket and the RFB handshake may take."""
+MAX_POLL_S = 10.0
+"""The longest one ``exchange`` call waits for the desktop's bytes."""
+POLL_S = 5.0
+"""How long the replica's ``exchange`` calls wait for the desktop's bytes."""
+ANSWER_WAIT_S = 0.05
+"""After bytes went to the viewer, how long the replica waits for its answer (noVNC asks
+for the next update at once) to carry it in the next ``exchange`` rather than a call of its
+own: x11vnc sends nothing new before that answer anyway."""
 HEARTBEAT_S = 10.0
 """How often the replica says it is still there."""
 IDLE_TIMEOUT_S = 35.0
@@ -84,8 +90,14 @@ class RelayCounters(BaseModel):
     """Sessions open now."""
     bytes_to_viewer: int = 0
     """Bytes streamed to viewers (the desktop's framebuffer updates and the handshake)."""
+    chunks_to_viewer: int = 0
+    """Streamed items those bytes went in (each a Ray object: fewer is cheaper)."""
+    desktop_messages: int = 0
+    """WebSocket messages the desktop's websockify sent (what the chunks coalesce)."""
     bytes_from_viewer: int = 0
     """Bytes viewers sent."""
+    calls_from_viewer: int = 0
+    """Batches of viewer bytes the replicas sent (each an actor call)."""
     passed: int = 0
     """Viewer messages passed on to the desktop's VNC server."""
     dropped: int = 0
@@ -119,17 +131,23 @@ class _Session:
     def closed(self) -> bool:
         return self._closed
 
-    async def pull(self) -> bytes:
-        """What the viewer gets next (up to ``CHUNK_BYTES``); b"" once the session ended."""
+    async def pull(self, wait_s: float | None = None) -> bytes | None:
+        """What the viewer gets next (up to ``CHUNK_BYTES``): b"" when nothing came within
+        ``wait_s``, None once the session ended."""
         while not self._down:
             if self._closed:
-                return b""
+                return None
             self._changed.clear()
-            await self._changed.wait()
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._changed.wait()
+            except TimeoutError:
+                return b""
         data = bytes(self._down[:CHUNK_BYTES])
         del self._down[:CHUNK_BYTES]
         self._changed.set()  # room for the reader
         self.counters.bytes_to_viewer += len(data)
+        self.counters.chunks_to_viewer += 1
         return data
 
     async def push(self, data: bytes) -> None:
@@ -138,6 +156,7 @@ class _Session:
         if not data or self._closed:
             return
         self.counters.bytes_from_viewer += len(data)
+        self.counters.calls_from_viewer += 1
         before_passed, before_dropped = self.viewer.passed, self.viewer.dropped
         try:
             to_viewer, to_server = self.viewer.feed(data)
@@ -168,6 +187,7 @@ class _Session:
                 if isinstance(message, str):
                     message = message.encode()
                 self._down += message
+                self.counters.desktop_messages += 1
                 self._changed.set()
                 while len(self._down) >= DOWN_BUFFER_BYTES and not self._closed:
                     self._changed.clear()
@@ -246,15 +266,19 @@ class VncSessions:
             raise AgentError(f"no relay session {sid}")
         return session
 
-    async def stream(self, sid: str) -> AsyncIterator[bytes]:
-        """The viewer's bytes, as they come (ends when the session ends)."""
-        session = self._get(sid)
-        try:
-            while data := await session.pull():
-                session.seen = time.monotonic()
-                yield data
-        finally:
+    async def exchange(self, sid: str, data: bytes, wait_s: float) -> bytes | None:
+        """Take the viewer's bytes (if any), then return what it gets next: b"" when
+        nothing came within ``wait_s``, None once the session ended (and it is closed)."""
+        session = self._sessions.get(sid)
+        if session is None:
+            return None
+        if data:
+            await session.push(data)
+        session.seen = time.monotonic()
+        down = await session.pull(min(wait_s, MAX_POLL_S))
+        if down is None:
             await self.close(sid)
+        return down
 
     async def send(self, sid: str, data: bytes) -> None:
         """Bytes from the viewer (b"": only a heartbeat)."""
@@ -311,7 +335,13 @@ class _MessageReader:
 
 class RayVncRelay:
     """The replica's end of a relay session (``orchestrator.front.VncRelay``): iterate for the
-    desktop's bytes, ``send`` the viewer's, ``close`` when the viewer goes."""
+    desktop's bytes, ``send`` the viewer's, ``close`` when the viewer goes.
+
+    One ``exchange`` call per round trip of the protocol: it carries what the viewer said
+    (typically its request for the next update) and comes back with what the desktop sent
+    next, or empty after ``POLL_S``. Bytes the viewer sends while such a call waits (a key
+    press on a quiet desktop) go at once in batched ``vnc_send`` calls, in order.
+    """
 
     def __init__(self, handle: Any, sid: str) -> None:
         self._handle = handle
@@ -319,12 +349,11 @@ class RayVncRelay:
         self._pending = bytearray()
         self._room = asyncio.Event()
         self._room.set()
+        self._came = asyncio.Event()  # the viewer sent something while no call waits
+        self._polling = False
         self._flusher: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
-        self._stream = handle.vnc_stream.options(
-            num_returns="streaming", _generator_backpressure_num_objects=STREAM_WINDOW
-        ).remote(sid)
         self._beat = asyncio.create_task(self._heartbeat())
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -333,13 +362,34 @@ class RayVncRelay:
     async def _iterate(self) -> AsyncIterator[bytes]:
         from ._agent_ref import ray_call
 
-        async for ref in self._stream:
-            data: bytes = await ray_call(ref)
-            yield data
+        answered = True  # the first call brings the greeting
+        while not self._closed:
+            if self._flusher is not None:
+                await asyncio.gather(self._flusher, return_exceptions=True)  # order
+            if self._error is not None:
+                raise self._error
+            if answered and not self._pending:
+                self._came.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ANSWER_WAIT_S):
+                        await self._came.wait()
+            up = bytes(self._pending)
+            self._pending.clear()
+            self._room.set()
+            self._polling = True
+            try:
+                down = await ray_call(self._handle.vnc_exchange.remote(self._sid, up, POLL_S))
+            finally:
+                self._polling = False
+            if down is None:
+                return
+            answered = 0 < len(down) < CHUNK_BYTES  # a full chunk: more is on its way
+            if down:
+                yield down
 
     async def send(self, data: bytes) -> None:
-        """Queue the viewer's bytes; they go in the next batch. Waits while
-        ``UP_BUFFER_BYTES`` are queued; raises what ended the session."""
+        """Queue the viewer's bytes for the next call. Waits while ``UP_BUFFER_BYTES`` are
+        queued; raises what ended the session."""
         if self._error is not None:
             raise self._error
         while len(self._pending) >= UP_BUFFER_BYTES:
@@ -348,14 +398,16 @@ class RayVncRelay:
             if self._error is not None:
                 raise self._error
         self._pending += data
-        if self._flusher is None or self._flusher.done():
+        if not self._polling:
+            self._came.set()
+        elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         from ._agent_ref import ray_call
 
         try:
-            while self._pending and not self._closed:
+            while self._pending and self._polling and not self._closed:
                 batch = bytes(self._pending)
                 self._pending.clear()
                 self._room.set()
@@ -399,10 +451,10 @@ class RelayPart:
             raise AgentError("the agent has no desktop to relay")
         return await self.relay.open(self.desktop, mode, holder)
 
-    async def vnc_stream(self, sid: str) -> AsyncIterator[bytes]:
-        """The session's bytes for the viewer (call with ``num_returns="streaming"``)."""
-        async for data in self.relay.stream(sid):
-            yield data
+    async def vnc_exchange(self, sid: str, data: bytes, wait_s: float) -> bytes | None:
+        """The viewer's bytes in; what it gets next out (b"": nothing within ``wait_s``;
+        None: the session ended)."""
+        return await self.relay.exchange(sid, data, wait_s)
 
     async def vnc_send(self, sid: str, data: bytes) -> None:
         """The viewer's bytes (a batch; b"": a heartbeat)."""

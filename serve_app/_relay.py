@@ -1,8 +1,137 @@
-"""The live desktop relay: a WebSocket per agent carrying its VNC stream through its actor."""
+"""The live desktop relay: a WebSocket per agent carrying its VNC stream through its actor.
+
+``GET /v1/agents/{agent_id}/vnc?ticket=T`` (WebSocket; the subprotocol ``binary`` is
+accepted when offered). The viewer (the console's noVNC) speaks plain RFB 3.8 with security
+type None: the agent's actor authenticates to the desktop's VNC server itself and parses
+every message the viewer sends (``actors._vnc``, ``orchestrator.desktop._rfb``), so input
+reaches the desktop only for a ``control`` ticket whose holder holds the agent's lease.
+
+Refusals: a request whose ``Origin`` is not the API's own is refused before the upgrade
+(HTTP 403). After the upgrade the WebSocket closes with ``4401`` for a missing, bad or
+expired ticket, ``4404`` for an agent that is not running (or another tenant's), ``4403``
+once the key or console session behind the ticket is revoked or ended (checked every
+``VALID_CHECK_S``), ``1011`` when the desktop's side fails, ``1000`` when the session ends.
+"""
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
-from fastapi import APIRouter
+import asyncio
+import contextlib
+import logging
 
-__all__ = ["router"]
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from orchestrator.errors import AgentError, NotFoundError, OrchestratorError
+from orchestrator.front import VncRelay
+
+from ._auth import Ended, Unauthorized
+from ._cookie import origin_allowed
+from ._front import Rt, TicketGrant, redeem, still_valid
+
+__all__ = [
+    "CLOSE_BAD_TICKET",
+    "CLOSE_ENDED",
+    "CLOSE_UNKNOWN_AGENT",
+    "VALID_CHECK_S",
+    "router",
+]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+CLOSE_BAD_TICKET = 4401
+"""Close code: no ticket, or one that is bad, expired or for another agent."""
+CLOSE_ENDED = 4403
+"""Close code: the key or the console session behind the ticket is no longer in force."""
+CLOSE_UNKNOWN_AGENT = 4404
+"""Close code: the agent is not running (or is another tenant's)."""
+CLOSE_FAILED = 1011
+"""Close code: the desktop's side failed."""
+VALID_CHECK_S = 1.0
+"""How often an open relay asks whether its credentials still hold."""
+
+
+@router.websocket("/v1/agents/{agent_id}/vnc")
+async def vnc(websocket: WebSocket, agent_id: str, rt: Rt, ticket: str = "") -> None:
+    """Relay the agent's desktop to a viewer (see the module's docstring)."""
+    if not origin_allowed(websocket, required=False):
+        await websocket.close(code=1008)  # before the upgrade: the server answers 403
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol="binary" if "binary" in offered else None)
+    try:
+        grant = await redeem(ticket, agent_id)
+    except Ended as e:
+        await _close(websocket, CLOSE_ENDED, str(e))
+        return
+    except Unauthorized as e:
+        await _close(websocket, CLOSE_BAD_TICKET, str(e))
+        return
+    try:
+        ref = await rt.agent_ref(agent_id, grant.tenant)
+        relay = await ref.vnc_relay(grant.mode, grant.holder)
+    except NotFoundError:
+        await _close(websocket, CLOSE_UNKNOWN_AGENT, "no such running agent")
+        return
+    except OrchestratorError as e:
+        log.info("relay of %s refused: %s", agent_id, e)
+        code = CLOSE_UNKNOWN_AGENT if isinstance(e, AgentError) else CLOSE_FAILED
+        await _close(websocket, code, str(e))
+        return
+    code, reason = await _splice(websocket, relay, grant)
+    await relay.close()
+    await _close(websocket, code, reason)
+
+
+async def _splice(websocket: WebSocket, relay: VncRelay, grant: TicketGrant) -> tuple[int, str]:
+    """Carry bytes both ways until either side ends or the credentials do; returns the
+    close code and reason for the viewer."""
+    down = asyncio.create_task(_down(websocket, relay))
+    up = asyncio.create_task(_up(websocket, relay))
+    valid = asyncio.create_task(_watch(grant))
+    tasks = {down, up, valid}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if valid in done:
+        return CLOSE_ENDED, "the key or the console session behind the ticket has ended"
+    finished = next(iter(done))
+    error = None if finished.cancelled() else finished.exception()
+    if error is not None and not isinstance(error, WebSocketDisconnect | OSError):
+        log.info("relay of %s ended: %s", grant.agent_id, error)
+        return CLOSE_FAILED, "the desktop's stream failed"
+    return 1000, "the session ended"
+
+
+async def _down(websocket: WebSocket, relay: VncRelay) -> None:
+    async for data in relay:
+        await websocket.send_bytes(data)
+
+
+async def _up(websocket: WebSocket, relay: VncRelay) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("bytes")
+        if data is None:
+            data = (message.get("text") or "").encode()
+        await relay.send(data)
+
+
+async def _watch(grant: TicketGrant) -> None:
+    """Return once the ticket's key or session is no longer in force (a check per second:
+    the interval is the point)."""
+    while True:
+        if not await still_valid(grant.principal):
+            return
+        await asyncio.sleep(VALID_CHECK_S)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # the viewer may be gone already
+        await websocket.close(code=code, reason=reason[:120])

@@ -50,7 +50,9 @@ class Viewer:
         del self._buf[:n]
         return data
 
-    def handshake(self) -> ServerInit:
+    def handshake(self, encodings: tuple[int, ...] = (0,)) -> ServerInit:
+        """The RFB handshake through the relay, then ``SetEncodings`` (default: raw only;
+        ``(1, 16, 0)``: CopyRect and ZRLE as a browser would, compressed)."""
         assert self.read(12) == RFB_38
         self.ws.send(RFB_38)
         count = self.read(1)[0]
@@ -63,7 +65,8 @@ class Viewer:
         width, height, bpp = struct.unpack_from(">HHB", head)
         (name_length,) = struct.unpack_from(">I", head, 20)
         name = self.read(name_length)
-        self.ws.send(bytes([2, 0]) + struct.pack(">Hi", 1, 0))  # SetEncodings: raw
+        count = len(encodings)
+        self.ws.send(bytes([2, 0]) + struct.pack(f">H{count}i", count, *encodings))
         return ServerInit(width, height, bpp // 8, name)
 
     def request(self, init: ServerInit, incremental: bool = False) -> None:
@@ -92,6 +95,13 @@ class Viewer:
             _x, _y, w, h, encoding = struct.unpack(">HHHHi", self.read(12))
             if encoding == 0:
                 self.read(w * h * init.bytes_per_pixel, deadline - time.monotonic())
+                pixels += w * h
+            elif encoding == 1:  # CopyRect: the source's position
+                self.read(4)
+                pixels += w * h
+            elif encoding == 16:  # ZRLE: a zlib stream's next chunk (not decoded here)
+                (length,) = struct.unpack(">I", self.read(4))
+                self.read(length, deadline - time.monotonic())
                 pixels += w * h
             elif encoding == -239:  # cursor pseudo-encoding: pixels and a bitmask
                 self.read(w * h * init.bytes_per_pixel + ((w + 7) // 8) * h)

@@ -1,0 +1,200 @@
+"""The live desktop relay through real HTTP: a Ray Serve deployment on 127.0.0.1, a real
+agent with a real desktop, a Python WebSocket viewer speaking RFB through
+``/v1/agents/{id}/vnc?ticket=...``.
+
+Checked: the viewer gets the ServerInit and whole framebuffer updates of the desktop; a view
+ticket (and a control ticket without the lease) drops a click, seen on the desktop itself
+(``xdotool getmouselocation`` through the agent's shell) and in the actor's relay counters;
+a control ticket of the lease holder moves the pointer; bad tickets, another agent's ticket
+and a foreign Origin are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .relay_client import Viewer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+TENANT = "t-relay"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Api:
+    def __init__(self, url: str, key: str, image: str) -> None:
+        self.url = url
+        self.image = image
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+
+    def ws(self, path: str) -> str:
+        return "ws" + self.url.removeprefix("http") + path
+
+    def ticket(self, agent_id: str, mode: str = "view") -> str:
+        r = self.http.post(f"/v1/agents/{agent_id}/tickets", json={"mode": mode})
+        assert r.status_code == 200, r.text
+        path: str = r.json()["relay_path"]
+        return path
+
+    def shell(self, agent_id: str, command: str) -> str:
+        r = self.http.post(f"/v1/agents/{agent_id}/shell", json={"command": command})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["exit_code"] == 0, body
+        out: str = body["stdout"]
+        return out
+
+    def pointer(self, agent_id: str) -> tuple[int, int]:
+        out = self.shell(agent_id, "DISPLAY=:0 xdotool getmouselocation")
+        found = re.search(r"x:(\d+) y:(\d+)", out)
+        assert found, out
+        return int(found[1]), int(found[2])
+
+
+@pytest.fixture(scope="module")
+def api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    from ray import serve
+
+    from serve_app import deploy
+
+    key = secrets.token_urlsafe(24)
+    keys_file: Path = tmp_path_factory.mktemp("relay") / "api-keys"
+    keys_file.write_text(f"{TENANT}:sha256:{hashlib.sha256(key.encode()).hexdigest()}\n")
+    url = deploy(port=_free_port(), keys_file=str(keys_file))
+    api = Api(url, key, ray_session.image)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if api.http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "/healthz did not answer"
+            time.sleep(0.1)  # polling interval of a deadline-bound wait
+        yield api
+    finally:
+        api.http.close()
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def agent(api: Api) -> Iterator[dict[str, Any]]:
+    r = api.http.post(
+        "/v1/agents", json={"name": "watched", "role": "tester", "desktop": {"image": api.image}}
+    )
+    assert r.status_code == 201, r.text
+    info: dict[str, Any] = r.json()
+    try:
+        yield info
+    finally:
+        api.http.delete(f"/v1/agents/{info['id']}")
+
+
+def _counters(agent: dict[str, Any]) -> Any:
+    import ray
+
+    from actors import NAMESPACE
+
+    handle = ray.get_actor(agent["path"], namespace=NAMESPACE)
+    return ray.get(handle.vnc_counters.remote(), timeout=30)
+
+
+def test_a_viewer_gets_the_server_init_and_whole_frames(api: Api, agent: dict[str, Any]) -> None:
+    before = _counters(agent)
+    viewer = Viewer.open(api.ws(api.ticket(agent["id"])), origin=api.url)
+    try:
+        init = viewer.handshake()
+        assert init.width >= 640 and init.height >= 480, init
+        assert init.bytes_per_pixel == 4
+        viewer.full_frame(init)
+        viewer.full_frame(init)  # and again: the session goes on
+    finally:
+        viewer.close()
+    after = _counters(agent)
+    assert after.opened == before.opened + 1
+    assert after.bytes_to_viewer - before.bytes_to_viewer >= 2 * init.width * init.height * 4
+
+
+@pytest.mark.parametrize("mode", ["view", "embed", "control"])
+def test_a_click_without_the_lease_never_reaches_the_desktop(
+    api: Api, agent: dict[str, Any], mode: str
+) -> None:
+    api.shell(agent["id"], "DISPLAY=:0 xdotool mousemove 7 9")
+    assert api.pointer(agent["id"]) == (7, 9)
+    before = _counters(agent)
+    viewer = Viewer.open(api.ws(api.ticket(agent["id"], mode)))
+    try:
+        init = viewer.handshake()
+        viewer.click(300, 200)
+        # x11vnc handles a session's messages in order: once this answer is here, a click
+        # that had got through would have moved the pointer.
+        viewer.full_frame(init)
+    finally:
+        viewer.close()
+    assert api.pointer(agent["id"]) == (7, 9)
+    assert _counters(agent).dropped - before.dropped == 2  # button down and up
+
+
+def test_the_lease_holder_steers_with_a_control_ticket(api: Api, agent: dict[str, Any]) -> None:
+    api.shell(agent["id"], "DISPLAY=:0 xdotool mousemove 7 9")
+    r = api.http.post(f"/v1/agents/{agent['id']}/lease", json={"ttl_s": 120})
+    assert r.status_code == 200, r.text
+    try:
+        viewer = Viewer.open(api.ws(api.ticket(agent["id"], "control")))
+        try:
+            init = viewer.handshake()
+            viewer.click(300, 200)
+            viewer.full_frame(init)
+        finally:
+            viewer.close()
+        assert api.pointer(agent["id"]) == (300, 200)
+    finally:
+        r = api.http.post(f"/v1/agents/{agent['id']}/lease/hand-back", json={"note": "test"})
+        assert r.status_code == 200, r.text
+
+
+def _close_code(url: str) -> int:
+    viewer = Viewer.open(url)
+    try:
+        with pytest.raises(ConnectionClosed) as closed:
+            viewer.read(1, timeout_s=30)
+    finally:
+        viewer.close()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+def test_bad_tickets_are_refused(api: Api, agent: dict[str, Any]) -> None:
+    base = f"/v1/agents/{agent['id']}/vnc"
+    assert _close_code(api.ws(base)) == 4401
+    assert _close_code(api.ws(base + "?ticket=not-a-ticket")) == 4401
+    good = api.ticket(agent["id"]).split("ticket=", 1)[1]
+    assert _close_code(api.ws(base + "?ticket=" + good[:-4] + "AAAA")) == 4401
+    # a ticket for this agent opens no other agent's desktop
+    assert _close_code(api.ws(f"/v1/agents/agent-nope/vnc?ticket={good}")) == 4401
+
+
+def test_a_foreign_origin_is_refused_before_the_upgrade(api: Api, agent: dict[str, Any]) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        Viewer.open(api.ws(api.ticket(agent["id"])), origin="http://evil.example")
+    assert refused.value.response.status_code == 403
