@@ -270,7 +270,7 @@ def status_lines(api_url: str, data_dir: Path | str | None = None) -> list[str]:
     lines.append(f"nodes: {len(found)}")
     for node in found:
         kind = "head  " if node.head else "worker"
-        lines.append(f"  {kind} {node.node_id[:12]}  desktops {node.desktops:g}")
+        lines.append(f"  {kind} {node.node_id}  desktops {node.desktops:g}")
     return lines
 
 
