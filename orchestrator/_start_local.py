@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._extras import require_runtime
 
 if TYPE_CHECKING:
+    from ._local_autoscale import Autoscale
     from .sdk import Client
 
 __all__ = ["start_local"]
@@ -26,6 +27,7 @@ def start_local(
     desktops: int | None = None,
     data_dir: Path | str | None = None,
     timeout_s: float = 180.0,
+    autoscale: Autoscale | None = None,
 ) -> Client:
     """Start Ray and the HTTP API on 127.0.0.1 (or find them running) and return a
     ``Client`` on it, with the local cluster's key (tenant ``default``).
@@ -34,6 +36,9 @@ def start_local(
         >>> from orchestrator.sdk import start_local              # doctest: +SKIP
         >>> api = start_local()                                    # doctest: +SKIP
         >>> agent = api.create_agent("alice", role="sysadmin")    # doctest: +SKIP
+
+    ``autoscale`` (``orchestrator.local.Autoscale``): worker nodes come and go on this
+    machine as agents wait for desktops (``orchestrator up --autoscale``).
 
     The cluster outlives the notebook; ``orchestrator down`` (or
     ``orchestrator.local.down()``) stops it. Without the runtime installed (``pip install
@@ -50,5 +55,6 @@ def start_local(
         desktops=desktops,
         data_dir=data_dir,
         timeout_s=timeout_s,
+        autoscale=autoscale,
     )
     return Client(cluster.api_url, cluster.api_key)

@@ -312,6 +312,8 @@ def up(
     )
     if running is not None:
         click.echo("a local cluster is running already:", err=True)
+        if autoscale and running.autoscale is None:
+            click.echo("(without --autoscale: `orchestrator down` first to change that)", err=True)
     for line in local.describe(cluster):
         click.echo(line)
 

@@ -100,6 +100,8 @@ class LocalCluster:
     ray_address: str
     data_dir: Path
     head_pid: int
+    autoscale: Autoscale | None = None
+    """How its worker nodes come and go (``up(autoscale=...)``); None: the head alone."""
 
     @property
     def key_file(self) -> Path:
@@ -143,6 +145,7 @@ def _cluster(state: dict[str, Any], data_dir: Path) -> LocalCluster:
         ray_address=state["ray_address"],
         data_dir=data_dir,
         head_pid=int(state["head_pid"]),
+        autoscale=Autoscale(**state["autoscale"]) if state.get("autoscale") else None,
     )
 
 
@@ -276,14 +279,11 @@ def status_lines(api_url: str, data_dir: Path | str | None = None) -> list[str]:
 
 def describe(cluster: LocalCluster) -> list[str]:
     """Lines telling where the cluster answers and how to use it (never the key itself)."""
-    state = read_state(cluster.data_dir) or {}
     scaling = []
-    if state.get("autoscale"):
-        opts = Autoscale(**state["autoscale"])
+    if (opts := cluster.autoscale) is not None:
         scaling = [
-            f"autoscale  head {state.get('desktops')} desktops; 0-{opts.max_workers} workers of "
-            f"{opts.worker_desktops} desktops, removed after {opts.idle_timeout_s:g} s idle "
-            "(orchestrator status shows the nodes)"
+            f"autoscale  0-{opts.max_workers} workers of {opts.worker_desktops} desktops, "
+            f"removed after {opts.idle_timeout_s:g} s idle (orchestrator status shows the nodes)"
         ]
     return [
         f"api        {cluster.api_url}  (OpenAPI at {cluster.api_url}/docs)",

@@ -193,3 +193,20 @@ def test_stop_head_stops_what_its_session_left_at_once(tmp_path: Path) -> None:
     _local_head.stop_head(state, time.monotonic() + 30)
     assert _local_head.session_members(proc.pid) == []
     assert time.monotonic() - t0 < 10  # not the 30 s deadline
+
+
+def test_describe_and_status_lines(tmp_path: Path) -> None:
+    cluster = local.LocalCluster(
+        api_url="http://127.0.0.1:2",
+        api_key="k",
+        dashboard_url="http://127.0.0.1:3",
+        ray_address="127.0.0.1:1",
+        data_dir=tmp_path,
+        head_pid=1,
+        autoscale=Autoscale(max_workers=2, idle_timeout_s=30),
+    )
+    said = "\n".join(local.describe(cluster))
+    assert "0-2 workers of 2 desktops, removed after 30 s idle" in said
+    plain = "\n".join(local.describe(local.LocalCluster(**{**vars(cluster), "autoscale": None})))
+    assert "autoscale" not in plain
+    assert local.status_lines("http://127.0.0.1:2", tmp_path) == []  # no cluster runs there
