@@ -338,5 +338,6 @@ def _summary(history: list[StepRecord]) -> str:
             f"{a.type}: {'ok' if r.ok else 'failed: ' + str(r.error)}"
             for a, r in zip(record.actions, record.results, strict=False)
         )
-        lines.append(f"{i}. {done or 'nothing carried out'}")
+        answer = f" (a person answered: {record.answer})" if record.answer is not None else ""
+        lines.append(f"{i}. {done or 'nothing carried out'}{answer}")
     return "\n\nSteps already taken on this task:\n" + "\n".join(lines)

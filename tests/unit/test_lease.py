@@ -4,14 +4,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 from actors._lease import AgentLease
-from orchestrator.domain import TaskInfo, TaskSpec, TaskState
+from actors._person_waits import PersonWaits
+from orchestrator.actions import ActionResult, CommandResult
+from orchestrator.brains import BrainContext, Observation, OpenAIBrain, StepRecord
+from orchestrator.domain import BrainConfig, TaskInfo, TaskSpec, TaskState
 from orchestrator.errors import AgentError
 from orchestrator.lease import DEFAULT_LEASE_TTL_S, LeaseBook, hand_back_text
+from tests.fakes.openai_server import (
+    FakeOpenAIServer,
+    chat_tool_calls,
+    computer_call_item,
+    message_item,
+    responses_reply,
+    tool_call,
+)
 
 
 class Clock:
@@ -166,3 +178,56 @@ async def test_renewing_moves_the_expiry() -> None:
     assert lease.holds("key:alice")
     assert [c[0] for c in tasks.calls] == ["pause"]
     await lease.close()
+
+
+class _Paused(PersonWaits):
+    """A task paused by a takeover, as the runner holds it (the person-wait half only)."""
+
+    def __init__(self, history: list[StepRecord]) -> None:
+        self.task = TaskInfo(
+            id="task-1", agent_id="agent-1", spec=TaskSpec(description="x"), state=TaskState.PAUSED
+        )
+        self.history = history
+        self._pause_asked = False
+        self._person = asyncio.get_running_loop().create_future()
+
+
+def _screen(n: int) -> Observation:
+    return Observation(
+        screenshot=f"jpeg-{n}".encode(), media_type="image/jpeg", width=1280, height=800
+    )
+
+
+@pytest.mark.parametrize("mode", ["chat", "responses"])
+async def test_the_hand_back_note_is_in_the_brains_next_request(mode: str) -> None:
+    note = "I closed the update dialog"
+    async with FakeOpenAIServer() as fake:
+        if mode == "chat":
+            first = chat_tool_calls(tool_call("shell", {"command": "echo hi"}, id="sh1"))
+            last = chat_tool_calls(tool_call("done", {"result": "ok"}))
+        else:
+            first = responses_reply(
+                computer_call_item(
+                    {"type": "click", "button": "left", "x": 4, "y": 7}, call_id="c1"
+                ),
+                id="resp_1",
+            )
+            last = responses_reply(message_item("ok"), id="resp_2")
+        fake.add(first, last)
+        model = "gpt-test" if mode == "chat" else "computer-use-preview"
+        brain = OpenAIBrain(
+            BrainConfig(kind="openai", model=model, mode=mode), client=fake.client()
+        )
+        ctx = BrainContext(task_id="task-1", description="Do it.", role="user", agent_path="t/u/a")
+        decided = await brain.step(ctx, _screen(1))
+        shell_ok = ActionResult(ok=True, command=CommandResult(exit_code=0, stdout="hi", stderr=""))
+        ctx.history.append(
+            StepRecord(decided, [shell_ok] if mode == "chat" else [ActionResult(ok=True)])
+        )
+        paused = _Paused(ctx.history)
+        await paused.resume(hand_back_text(note))  # the lease's hand-back
+        assert paused._person is not None and paused._person.result() == hand_back_text(note)
+        await brain.step(ctx, _screen(2))
+        await brain.close()
+        sent = json.dumps(fake.requests[-1].body)
+        assert hand_back_text(note) in sent, sent[-2000:]
