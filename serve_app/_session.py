@@ -30,14 +30,24 @@ from ._cookie import (
     set_cookie,
     token_of,
 )
+from ._errors import error_body
 from ._front import Caller, Rt
 from ._tickets import TicketMode, mint
 
 __all__ = ["SessionInfo", "SignIn", "Ticket", "TicketRequest", "router"]
 
-router = APIRouter(prefix="/v1", tags=["console"])
-
 _OTHER_ORIGIN = "sign-in and sign-out must come from the console's own origin (Origin header)"
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["console"],
+    responses={
+        403: {
+            "description": "a browser's request from another origin",
+            "content": {"application/json": {"example": error_body("forbidden", _OTHER_ORIGIN)}},
+        }
+    },
+)
 
 
 class _Model(BaseModel):
