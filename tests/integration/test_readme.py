@@ -52,7 +52,8 @@ class Unit:
 
 
 def units(text: str) -> list[Unit]:
-    """The README's fenced blocks: python whole, shell command by command (comments cut)."""
+    """The README's fenced blocks: python whole, shell command by command (comments cut, a
+    command continued with ``\\`` joined into one)."""
     out: list[Unit] = []
     fence = re.compile(r"^```(\w*)\s*$")
     lines = text.splitlines()
@@ -69,10 +70,15 @@ def units(text: str) -> list[Unit]:
             i += 1
         i += 1
         if lang in ("sh", "bash", "shell", "console"):
+            joined: list[str] = []  # the lines of one command (ended by ``\\``, continued)
             for n, raw in enumerate(body):
-                command = _strip_comment(raw).strip()
+                joined.append(raw.rstrip()[:-1] if raw.rstrip().endswith("\\") else raw)
+                if raw.rstrip().endswith("\\") and n + 1 < len(body):
+                    continue
+                command = " ".join(_strip_comment(x).strip() for x in joined).strip()
                 if command:
-                    out.append(Unit(start + n + 1, "sh", command))
+                    out.append(Unit(start + n + 2 - len(joined), "sh", command))
+                joined = []
         else:
             out.append(Unit(start + 1, lang, "\n".join(body) + "\n"))
     return out
@@ -113,6 +119,7 @@ class Env:
         self.vars["ORCHESTRATOR_DESKTOP_IMAGE"] = desktop_image
         self.api_port = self.dashboard_port = 0
         self.api_key = ""
+        self.agent_id = ""
         self.model: FakeOpenAIServer | None = None
 
     def run(
@@ -338,6 +345,150 @@ def check_brain_configs_block(request: pytest.FixtureRequest, unit: Unit) -> Non
     assert made[3].planner is not None and made[3].planner.model == "gpt-4.1"
 
 
+def _agent_id(e: Env) -> str:
+    """An idle agent of the test cluster for the blocks that name ``AGENT_ID`` (made once)."""
+    if not e.agent_id:
+        from orchestrator.sdk import Client
+
+        with Client(f"http://127.0.0.1:{e.api_port}", api_key=e.api_key) as api:
+            e.agent_id = api.create_agent("readme-console", role="tester").id
+    return e.agent_id
+
+
+def run_console_session(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """The console's sign-in with ``curl``, for real, on the test cluster: ``$API`` is its URL,
+    ``$ORCHESTRATOR_API_KEY`` its key, ``AGENT_ID`` an agent of it; ``cookies.txt`` is kept in
+    the work directory from one command to the next, as in a shell."""
+    e = _cluster(request)
+    if unit.text.startswith("API="):
+        assert unit.text == "API=http://127.0.0.1:8000"
+        return
+    api = f"http://127.0.0.1:{e.api_port}"
+    command = unit.text.replace("AGENT_ID", _agent_id(e))
+    if " -X POST $API/v1/session " in command:  # the sign-in first, when run alone
+        (e.work / "cookies.txt").unlink(missing_ok=True)
+    elif not (e.work / "cookies.txt").exists():
+        sign_in = 'curl -s -X POST $API/v1/session -d "{\\"key\\": \\"$ORCHESTRATOR_API_KEY\\"}"'
+        e.run(
+            f"{sign_in} -H 'Content-Type: application/json' -c cookies.txt",
+            30,
+            {"API": api, "ORCHESTRATOR_API_KEY": e.api_key},
+        )
+    out = e.run(command, 30, {"API": api, "ORCHESTRATOR_API_KEY": e.api_key}).stdout
+    if " -X POST $API/v1/session " in unit.text:
+        assert out.startswith("HTTP/1.1 200") and '"tenant":"default"' in out, out
+        assert "orch_session=" in out and "HttpOnly" in out and "SameSite=strict" in out, out
+    elif unit.text.startswith("curl -s $API/v1/session "):
+        assert json.loads(out)["tenant"] == "default" and json.loads(out)["holder"], out
+    elif "$API/v1/agents " in unit.text:
+        assert any(a["id"] == e.agent_id for a in json.loads(out)), out
+    elif "/tickets " in unit.text:
+        ticket = json.loads(out)
+        assert ticket["mode"] == "view" and ticket["ticket"], out
+        assert ticket["relay_path"] == f"/v1/agents/{e.agent_id}/vnc", out
+    else:
+        assert "DELETE" in unit.text and out.startswith("HTTP/1.1 204"), out
+        (e.work / "cookies.txt").unlink()
+
+
+def run_lease_block(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """Take over and hand back from the SDK, for real, on an idle agent of the test cluster
+    (the URL, key and agent id replace the placeholders; the lease is checked after)."""
+    e = _cluster(request)
+    code = unit.text.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{e.api_port}")
+    code = code.replace('api_key="KEY"', f"api_key={e.api_key!r}")
+    code = code.replace('"AGENT_ID"', repr(_agent_id(e)))
+    assert code.count(e.api_key) == 1 and code.count(e.agent_id) == 1, code
+    check = "assert lease.expires_at and agent.lease() is None\nprint('handed back')\n"
+    done = e.python(code + check, 120)
+    assert done.stdout.strip().endswith("handed back"), done.stdout
+
+
+def run_takeover_cli(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """``takeover`` / ``handback`` for real on an idle agent of the test cluster (the local
+    cluster's URL and key are the CLI's defaults); ``handback`` takes the lease first, so it
+    also runs alone."""
+    e = _cluster(request)
+    agent = _agent_id(e)
+    command = unit.text.replace("AGENT_ID", agent)
+    if " handback " in command:
+        e.run([str(BIN / "orchestrator"), "takeover", agent, "--ttl", "60"], 60)
+    done = e.run(command, 60)
+    said = "handed back" if " handback " in command else "taken over by"
+    assert f"agent {agent}: {said}" in done.stdout, done.stdout
+
+
+def run_console_script(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """``scripts/console.sh``, for real (the build is skipped when the sources did not change)."""
+    e = _env(request)
+    done = e.run(unit.text, 600)
+    if unit.text.endswith(" size"):
+        assert 10 < float(done.stdout.strip()) < 400, done.stdout
+
+
+def check_browser_tests(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """The browser tests are part of the suite that runs this test, so they are not run from
+    it: the marker is registered and every test module of ``tests/browser`` carries it."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^\s*"browser: ', pyproject, re.M)
+    modules = sorted((REPO / "tests" / "browser").glob("test_*.py"))
+    assert modules
+    for module in modules:
+        assert "pytest.mark.browser" in module.read_text(), module
+
+
+def _cli_parses(args: list[str]) -> None:
+    """``orchestrator ARGS`` parses with the CLI as it is (options, types, ranges): nothing runs."""
+    import click
+
+    from orchestrator.cli import main
+
+    cmd: click.Command = main
+    rest = list(args)
+    while isinstance(cmd, click.Group):
+        name = rest.pop(0)
+        sub = cmd.get_command(click.Context(cmd), name)
+        assert sub is not None, (args, name)
+        cmd = sub
+    cmd.make_context(cmd.name or "", rest)
+
+
+def check_autoscale_up(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """A second local cluster beside the test's is not started here (``up`` would show the
+    running one); tests/integration/test_autoscale.py runs ``up --autoscale`` for real. Here:
+    the command parses with the CLI, every option named."""
+    words = unit.text.split()
+    assert words[:3] == [".venv/bin/orchestrator", "up", "--autoscale"], words
+    _cli_parses(words[1:])
+    assert (REPO / "tests" / "integration" / "test_autoscale.py").exists()
+
+
+def check_autoscale_block(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """Needs a cluster of ``up --autoscale`` (tests/integration/test_autoscale.py hires a team
+    beyond the head's desktops on one, for real): compiled, and what it calls exists."""
+    from orchestrator.sdk import Agent, Client, start_local
+
+    compile(unit.text, "README", "exec")
+    assert callable(start_local) and hasattr(Client, "create_agent")
+    assert all(hasattr(Agent, name) for name in ("hire", "shell", "fire"))
+
+
+def check_offsite(request: pytest.FixtureRequest, unit: Unit) -> None:
+    """Needs what this machine does not have (a cloud account, Kubernetes, a registry), so
+    not run: every file of the repository it names exists, every ``orchestrator`` command in
+    it parses with the CLI, and the registry ``sed`` replaces is the manifest's."""
+    for path in re.findall(r"(?<![\w/~])((?:examples|scripts)/[\w./-]*\w)", unit.text):
+        assert (REPO / path).exists(), path
+    for found in re.findall(r"\.venv/bin/orchestrator ([^)'\"]+)", unit.text):
+        _cli_parses(found.split())
+    sed = re.match(r'^sed -i "s#([^#]+)#\$REG#" (\S+)$', unit.text)
+    if sed:
+        assert sed.group(1) in (REPO / sed.group(2)).read_text()
+    if unit.text.startswith("helm install "):
+        version = unit.text.split("--version ")[1]
+        assert f"v{version}" in (REPO / "tests" / "fixtures" / "kuberay" / "SOURCE.md").read_text()
+
+
 RULES: list[tuple[str, str, Runner]] = [
     # (lang, a regex the unit's text must match, how it runs)
     (
@@ -355,8 +506,25 @@ RULES: list[tuple[str, str, Runner]] = [
     ("sh", r"^\.venv/bin/orchestrator gc --older-than \w+ --dry-run$", run_gc_dry),
     ("python", r"async with await Desktop\.start\(", run_desktop_block),
     ("python", r"rt = Runtime\.connect\(\)", run_runtime_block),
-    ("python", r"api = start_local\(\)", check_notebook_block),
-    ("python", r'api = Client\("http://127\.0\.0\.1:8000", api_key="KEY"\)', run_sdk_block),
+    ("python", r'api\.start_workflow\("examples/web_server\.yaml"\)', check_notebook_block),
+    (
+        "python",
+        r'api = Client\("http://127\.0\.0\.1:8000", api_key="KEY"\)\nagent = api\.create_agent',
+        run_sdk_block,
+    ),
+    ("python", r"agent\.take_over\(", run_lease_block),
+    ("python", r"lead\.hire\(", check_autoscale_block),
+    ("sh", r"^(API=http|curl -si? (-X \w+ )?\$API/v1/)", run_console_session),
+    ("sh", r"^\.venv/bin/orchestrator (takeover|handback) AGENT_ID ", run_takeover_cli),
+    ("sh", r"^scripts/console\.sh (build|test|size)$", run_console_script),
+    ("sh", r'^\.venv/bin/pytest (tests/browser|-m "not browser") -q$', check_browser_tests),
+    ("sh", r"^\.venv/bin/orchestrator up --autoscale ", check_autoscale_up),
+    (
+        "sh",
+        r"^(ray (get-auth-token|up|exec|attach) |scripts/setup\.sh$|REG=|KEY=|docker (tag|push) "
+        r"|DOCKER_BUILDKIT=1 docker build |sed -i |helm |kubectl |ORCHESTRATOR_API_URL=)",
+        check_offsite,
+    ),
     ("python", r'^BrainConfig\(kind="openai", family="uitars"', check_brain_configs_block),
 ]
 
@@ -391,9 +559,13 @@ def test_readme_block(unit: Unit, request: pytest.FixtureRequest) -> None:
 
 
 def test_units_cut_shell_blocks_into_commands() -> None:
-    text = "x\n```sh\na --b  # c\n\n'#x' d # e\n```\n```python\nprint(1)  # k\n```\n"
+    text = (
+        "x\n```sh\na --b  # c\n\n'#x' d # e\nf \\\n  -g \\\n  h  # i\n```\n"
+        "```python\nprint(1)  # k\n```\n"
+    )
     assert units(text) == [
         Unit(3, "sh", "a --b"),
         Unit(5, "sh", "'#x' d"),
-        Unit(8, "python", "print(1)  # k\n"),
+        Unit(6, "sh", "f -g h"),
+        Unit(11, "python", "print(1)  # k\n"),
     ]
