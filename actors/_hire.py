@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "WAITING_NOTICE_S",
     "adopt_pooled",
     "start_cold",
+    "unplaced",
     "wait_placed",
 ]
 
@@ -45,7 +48,47 @@ POOLED_SHUTDOWN_S = 30.0
 
 
 WAITING_NOTICE_S = 1.0
-"""How long a new agent waits to be placed before an event says it waits for a node."""
+"""How often a new agent's placement is looked at while it starts (the first look after
+this long: most agents are placed by then)."""
+
+NOTICE_WAIT_S = 5.0
+"""How long a hire that went on waits for its "waiting for a node" notice to be recorded
+(never past the schedule timeout)."""
+
+UNPLACED_LOOKS = 2
+"""Looks in a row (``WAITING_NOTICE_S`` apart) that must find an agent unplaced before the
+notice: a worker starting on a node whose last unit it took reads unplaced for a moment."""
+
+_WAITING_STATES = frozenset({"DEPENDENCIES_UNREADY", "PENDING_CREATION"})
+
+
+def unplaced(handle: Any) -> bool:
+    """Whether the actor ``handle`` waits for a node with a free ``desktop`` unit (the
+    demand an autoscaler sees), as Ray's state says: not created yet, no worker leased to it
+    (``Address.Port`` 0, no pid), and the raylet its request queues at (``Address.NodeID``,
+    nil before one) has no free unit. A request on a node with free units gets a worker
+    there; that worker's start (1-2 s) reads False. Only while the actor's worker starts on
+    a node whose last unit it took does it read True too (``wait_placed`` looks twice).
+    False when the state cannot be read. Blocking (control-plane calls)."""
+    from ray._private import state
+
+    from ._capacity import DESKTOP_RESOURCE
+
+    try:
+        entry: Any = state.actors(handle._actor_id.hex())
+        if not isinstance(entry, dict) or entry.get("State") not in _WAITING_STATES:
+            return False
+        address = entry.get("Address") or {}
+        if address.get("Port") or entry.get("Pid"):
+            return False  # a worker is leased to it: placed
+        node = str(address.get("NodeID") or "")
+        if not node.strip("f"):
+            return True  # not forwarded to any raylet yet
+        free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
+        return float(free.get(node, {}).get(DESKTOP_RESOURCE, 0)) < 1
+    except Exception as e:  # noqa: BLE001 - unknown counts as placed: no false notice
+        log.info("actor %s: state unreadable: %s", handle, e)
+        return False
 
 
 async def wait_placed(
@@ -54,27 +97,39 @@ async def wait_placed(
     """Wait until Ray placed and constructed the actor ``handle`` (named ``path``).
 
     While it waits, the pending actor (one ``desktop`` unit) is the demand an autoscaler
-    sees. ``on_waiting(text)`` is called once when it is not placed within
-    ``WAITING_NOTICE_S`` (the agent stays ``starting``; an event tells why).
-    ``CapacityError`` when no node had a free ``desktop`` unit for it within
-    ``Settings.schedule_timeout_s()``: ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S``, or with an
-    autoscaler (``ORCHESTRATOR_AUTOSCALE``) ``ORCHESTRATOR_AUTOSCALE_SCHEDULE_TIMEOUT_S``,
-    which covers a node's start-up (the actor would wait for one without end).
+    sees. ``on_waiting(text)`` is called once when Ray says the actor is not placed on a node
+    (``unplaced``) at ``UNPLACED_LOOKS`` looks in a row, ``WAITING_NOTICE_S`` apart (a slow
+    worker start on a node with a free unit says nothing): the agent stays ``starting``, an
+    event tells why.
+    ``CapacityError`` when it was not built within ``Settings.schedule_timeout_s()`` (one
+    deadline, the notice's recording included): ``ORCHESTRATOR_AGENT_SCHEDULE_TIMEOUT_S``,
+    or with an autoscaler (``ORCHESTRATOR_AUTOSCALE``)
+    ``ORCHESTRATOR_AUTOSCALE_SCHEDULE_TIMEOUT_S``, which covers a node's start-up (the actor
+    would wait for one without end).
     """
     conf = settings()
     limit = conf.schedule_timeout_s()
+    deadline = time.monotonic() + limit
     info = asyncio.ensure_future(handle.get_info.remote())  # answers once placed and built
+    notice: asyncio.Task[None] | None = None
+    looks = 0  # looks in a row that found it unplaced
     try:
-        done, _ = await asyncio.wait({info}, timeout=min(WAITING_NOTICE_S, limit))
-        if not done and on_waiting is not None:
-            text = "waiting for a node with a free desktop unit" + (
-                " (the autoscaler adds one)" if conf.autoscale else ""
-            )
-            try:
-                await on_waiting(text)
-            except Exception as e:  # noqa: BLE001 - a lost notice must not fail the hire
-                log.warning("could not record that %s waits for a node: %s", path, e)
-        await asyncio.wait_for(asyncio.shield(info), timeout=max(0.0, limit - WAITING_NOTICE_S))
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            done, _ = await asyncio.wait({info}, timeout=min(WAITING_NOTICE_S, left))
+            if done:
+                info.result()
+                return
+            if notice is not None or on_waiting is None:
+                continue
+            looks = looks + 1 if await asyncio.to_thread(unplaced, handle) else 0
+            if looks >= UNPLACED_LOOKS:
+                text = "waiting for a node with a free desktop unit" + (
+                    " (the autoscaler adds one)" if conf.autoscale else ""
+                )
+                notice = asyncio.create_task(_notify(on_waiting, text, path))
     except TimeoutError:
         more = (
             "the autoscaler added no node for it (at its maximum of workers, or nodes fail to "
@@ -89,6 +144,17 @@ async def wait_placed(
     finally:
         if not info.done():
             info.cancel()
+        if notice is not None:
+            left = max(0.0, min(NOTICE_WAIT_S, deadline - time.monotonic()))
+            await asyncio.wait({notice}, timeout=left)
+            notice.cancel()
+
+
+async def _notify(on_waiting: Callable[[str], Awaitable[None]], text: str, path: str) -> None:
+    try:
+        await on_waiting(text)
+    except Exception as e:  # noqa: BLE001 - a lost notice must not fail the hire
+        log.warning("could not record that %s waits for a node: %s", path, e)
 
 
 async def adopt_pooled(handle: Any, info: AgentInfo, parent_path: str) -> AgentInfo | None:
@@ -130,6 +196,7 @@ async def start_cold(info: AgentInfo, recorder: Any) -> tuple[Any, AgentInfo]:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             node, soft=True, _spill_on_unavailable=True
         )
+    prepare = await asyncio.to_thread(_prepare_here)  # before the child takes a unit
     handle = AgentActor.options(**options).remote(info)  # type: ignore[attr-defined]
 
     async def queued() -> None:
@@ -146,7 +213,13 @@ async def start_cold(info: AgentInfo, recorder: Any) -> tuple[Any, AgentInfo]:
         await recorder.append_event.remote(said)
 
     labels = {"orchestrator.agent": info.id, "orchestrator.path": info.path}
-    prep = asyncio.create_task(prepare_desktop(info.spec.desktop, labels=labels, on_queued=queued))
+
+    async def desktop() -> PreparedDesktop | None:
+        if not prepare:
+            return None  # the child starts its own
+        return await prepare_desktop(info.spec.desktop, labels=labels, on_queued=queued)
+
+    prep = asyncio.create_task(desktop())
     placed = asyncio.create_task(wait_placed(handle, info.path, waiting))
     try:
         await recorder.put_agent.remote(info)
@@ -161,12 +234,35 @@ async def start_cold(info: AgentInfo, recorder: Any) -> tuple[Any, AgentInfo]:
         elif prep.done() and not prep.cancelled() and prep.exception() is e:
             await recorder.put_agent.remote(_failed(info, f"desktop failed to start: {e}"))
         raise
-    if not prep.result().adopted:  # the child runs on another host: it started its own
-        await discard_desktop(prep.result())
+    prepared = prep.result()
+    if prepared is not None and not prepared.adopted:  # the child runs on another host
+        await discard_desktop(prepared)  # it started its own
     return handle, started
 
 
-async def _drop(prep: asyncio.Task[PreparedDesktop]) -> None:
+def _prepare_here() -> bool:
+    """Whether a parent starts its child's desktop on its own node while Ray starts the
+    child: always without an autoscaler (the child prefers this node while it has room); with
+    one, when this node has a free ``desktop`` unit now, or when the autoscaler's nodes run
+    on this machine (the fake provider, ``RAY_FAKE_CLUSTER``: a child on one adopts it
+    there). Otherwise the child may wait minutes for a new node on another host, and a
+    desktop started here meanwhile would take memory no unit accounts for."""
+    if not settings().autoscale or os.environ.get("RAY_FAKE_CLUSTER") == "1":
+        return True
+    from ray._private import state
+
+    from ._capacity import DESKTOP_RESOURCE
+
+    try:
+        free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
+        node = ray.get_runtime_context().get_node_id()
+        return float(free.get(node, {}).get(DESKTOP_RESOURCE, 0)) >= 1
+    except Exception as e:  # noqa: BLE001 - unknown: the child starts its own desktop
+        log.info("free desktop units unreadable: %s", e)
+        return False
+
+
+async def _drop(prep: asyncio.Task[PreparedDesktop | None]) -> None:
     """Stop preparing, or remove what was prepared (a preparation that failed or was
     cancelled removed what it had started itself)."""
     from orchestrator.desktop import PreparedDesktop, discard_desktop

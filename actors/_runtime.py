@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ray
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray.exceptions import RayActorError, RayError
 
 from orchestrator.config import RAY_CLUSTER_ENV, RAY_LOOPBACK_ENV, ray_env
@@ -140,6 +141,8 @@ class Runtime:
                 lifetime="detached",
                 get_if_exists=True,
                 num_cpus=0,
+                # On the head: a worker node may be an autoscaled one that goes away.
+                resources={HEAD_NODE_RESOURCE_NAME: 0.001},
             ).remote(size, spec)
         await pool.start.remote()
         return pool

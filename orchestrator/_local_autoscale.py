@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import RAY_LOOPBACK_ENV
+
 __all__ = [
     "CONFIG_FILE",
     "HEAD_TYPE",
@@ -115,9 +117,12 @@ def write_config(data_dir: Path, opts: Autoscale, gcs_address: str) -> Path:
 
 def head_env(opts: Autoscale) -> dict[str, str]:
     """What the head's ``ray start`` needs in its environment (its autoscaler and every node
-    it starts inherit it): the fake provider enabled, the update interval, and the runtime's
-    ``ORCHESTRATOR_AUTOSCALE``."""
+    it starts inherit it): the fake provider enabled, the update interval, the runtime's
+    ``ORCHESTRATOR_AUTOSCALE``, and ``RAY_LOOPBACK_ENV`` said here, not left to the caller's
+    environment: the fake provider starts each worker's raylet, object store and dashboard
+    agent inside the autoscaler's process, and only this keeps their listeners on 127.0.0.1."""
     return {
+        **RAY_LOOPBACK_ENV,
         "RAY_FAKE_CLUSTER": "1",
         "AUTOSCALER_UPDATE_INTERVAL_S": f"{opts.update_interval_s:g}",
         "ORCHESTRATOR_AUTOSCALE": "1",

@@ -53,7 +53,9 @@ def deploy(
 
     from ._app import ApiDeployment
 
-    serve.start(http_options={"host": host, "port": port})
+    # Proxies on the head only (where the replicas run): a worker node may be an autoscaled
+    # one that goes away, and on one machine a second proxy would bind the same port.
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     serve.run(
         ApiDeployment.bind(keys_file),  # type: ignore[attr-defined]
         name=APP_NAME,

@@ -13,6 +13,7 @@ removed or replaced at any time.
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations.
 from fastapi import FastAPI
 from ray import serve
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME as HEAD_NODE_RESOURCE
 from ray.serve.config import BackpressureConfig
 
 from orchestrator.front import SessionRecords
@@ -116,7 +117,10 @@ error shape; were Serve's lower, a few hundred idle streams would stop every rep
     health_check_period_s=10,
     health_check_timeout_s=30,
     logging_config={"enable_access_log": False},
-    ray_actor_options={"num_cpus": 0},
+    # On the head only: a worker node may be an autoscaled one that goes away when idle
+    # (holding no CPU or desktop, a replica would not keep it), and with Serve's proxies on
+    # the head only, a replica elsewhere would be unreachable anyway.
+    ray_actor_options={"num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}},
 )
 @serve.ingress(app)
 class ApiDeployment:

@@ -14,6 +14,7 @@ The cluster is its own (data directory, Ray temp dir, ports): the session's is n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from orchestrator import _local_head, local
@@ -130,6 +132,85 @@ def _desktop_owner_pid(agent_path: str) -> int:
     return int(owner.rsplit(":", 2)[1])
 
 
+PLACEMENT_SCRIPT = """
+import asyncio, json, sys, time
+import ray
+from ray import serve
+from ray.util.state import list_actors
+from actors import Runtime
+from serve_app import APP_NAME
+from serve_app._app import ApiDeployment
+
+address, keys_file = sys.argv[1:3]
+runtime = Runtime.connect(address)
+asyncio.run(runtime.start_pool(0))  # the warm pool's actor (no agents in it)
+# Two replicas while a worker node is up: the second must not land on it either.
+serve.run(
+    ApiDeployment.options(num_replicas=2, autoscaling_config=None).bind(keys_file),
+    name=APP_NAME, route_prefix="/", blocking=False,
+)
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    states = serve.status().applications[APP_NAME].deployments["orchestrator-api"]
+    if states.replica_states.get("RUNNING", 0) == 2 and len(states.replica_states) == 1:
+        break
+    time.sleep(0.5)  # polling interval of a deadline-bound wait
+HEAD = "node:__internal_head__"
+[head] = [n["NodeID"] for n in ray.nodes() if n["Alive"] and HEAD in n["Resources"]]
+alive = list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+print(json.dumps({"head": head, "actors": [[a.class_name, a.node_id] for a in alive]}))
+"""
+"""Run in the cluster (a driver of its own): the warm pool started, the API at two
+replicas; prints the head's node id and every live actor's class and node."""
+
+
+def _placements(data_dir: Path) -> dict[str, Any]:
+    state = json.loads((data_dir / "local.json").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(_local_head.driver_env())
+    env["ORCHESTRATOR_DATA_DIR"] = str(data_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", PLACEMENT_SCRIPT, state["ray_address"], str(data_dir / "api-keys")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def _listening(pids: list[int]) -> list[tuple[int, str]]:
+    """Every listening TCP socket (pid, local address in /proc's hex) of ``pids``."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue  # gone meanwhile
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                found.append((inodes[fields[9]], fields[1].rsplit(":", 1)[0]))
+    return found
+
+
+LOOPBACK_HEX = {
+    "0100007F",  # 127.0.0.1
+    "00000000000000000000000001000000",  # ::1
+    "0000000000000000FFFF00000100007F",  # ::ffff:127.0.0.1
+}
+
+
 def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image: str) -> None:
     data_dir = cluster.data_dir
     assert [n.head for n in local.nodes(data_dir)] == [True]
@@ -194,6 +275,21 @@ def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image:
         by_node[r] = by_node.get(r, 0) + 1
     assert len(by_node) >= 3 and max(by_node.values()) <= WORKER_DESKTOPS, by_node
 
+    # Every listener of the cluster's processes, the fake workers' raylets, object stores
+    # and dashboard agents included, is on loopback.
+    listening = _listening(_local_head.session_members(cluster.head_pid))
+    assert len(listening) > 10, listening  # the head's and the workers' own
+    assert [a for a in listening if a[1] not in LOOPBACK_HEX] == [], listening
+
+    # With workers up, the API's two replicas, Serve's proxies and the warm pool run on the
+    # head (a worker goes away when idle; a second proxy would also take the API's port).
+    placed = _placements(data_dir)
+    on = [(cls, node == placed["head"]) for cls, node in placed["actors"]]
+    wanted = {"ServeReplica:orchestrator:orchestrator-api", "ProxyActor", "WarmPool"}
+    assert sum(1 for cls, _ in on if cls == "ServeReplica:orchestrator:orchestrator-api") == 2, on
+    assert {cls for cls, _ in on} >= wanted, on
+    assert all(head for cls, head in on if cls in wanted), on
+
     # Every agent works on its desktop, on whichever node it landed.
     def work(agent: Any) -> tuple[str, str]:
         shot = agent.screenshot()
@@ -221,12 +317,14 @@ def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image:
     assert len(top_level) == 3
     with ThreadPoolExecutor(AGENTS) as pool:
         list(pool.map(lambda a: a.fire(), top_level))
-    wait_for(
-        "the node count back at the head alone",
-        lambda: len(local.nodes(data_dir)) == 1,
-        IDLE_TIMEOUT_S + 45,
-        1.0,
-    )
+    answers: list[int] = []
+
+    def shrunk() -> bool:
+        answers.append(httpx.get(f"{cluster.api_url}/healthz", timeout=10).status_code)
+        return len(local.nodes(data_dir)) == 1
+
+    wait_for("the node count back at the head alone", shrunk, IDLE_TIMEOUT_S + 45, 1.0)
+    assert answers and set(answers) == {200}, answers  # the API stays up as workers go
     shrink_s = time.monotonic() - fired_at
     live = [AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY]
     assert store.list_agents(status=live) == []

@@ -48,6 +48,7 @@ def test_config_declares_desktop_workers_on_this_gcs(tmp_path: Path) -> None:
 def test_head_env_turns_the_runtime_to_autoscaling() -> None:
     env = head_env(Autoscale(update_interval_s=2))
     assert env == {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # the fake workers' listeners on loopback
         "RAY_FAKE_CLUSTER": "1",
         "AUTOSCALER_UPDATE_INTERVAL_S": "2",
         "ORCHESTRATOR_AUTOSCALE": "1",
@@ -90,10 +91,12 @@ class _Handle:
         return info()
 
 
-def _settings(monkeypatch: pytest.MonkeyPatch, **values: Any) -> None:
+def _settings(monkeypatch: pytest.MonkeyPatch, *, placed: bool = False, **values: Any) -> None:
+    """Settings ``values``; Ray says the actor is placed (``placed``) or waits for a node."""
     conf = Settings(**values)
     monkeypatch.setattr(_hire, "settings", lambda: conf)
     monkeypatch.setattr(_hire, "WAITING_NOTICE_S", 0.05)
+    monkeypatch.setattr(_hire, "unplaced", lambda handle: not placed)
 
 
 async def test_wait_placed_says_once_that_it_waits_for_a_node(
@@ -108,6 +111,37 @@ async def test_wait_placed_says_once_that_it_waits_for_a_node(
 
     await _hire.wait_placed(handle, "t/a", notice)
     assert said == ["waiting for a node with a free desktop unit (the autoscaler adds one)"]
+
+
+async def test_a_placed_agent_starting_slowly_says_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its worker process takes longer than the first look: it has a node, no notice."""
+    _settings(monkeypatch, placed=True)
+    handle, said = _Handle(), []
+
+    async def notice(text: str) -> None:
+        said.append(text)
+
+    asyncio.get_running_loop().call_later(0.3, handle.placed.set)
+    await _hire.wait_placed(handle, "t/a", notice)
+    assert said == []
+
+
+async def test_a_hanging_notice_counts_in_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(monkeypatch, agent_schedule_timeout_s=0.5)
+
+    async def notice(text: str) -> None:
+        await asyncio.sleep(10)  # a recorder that does not answer
+
+    t0 = time.monotonic()
+    with pytest.raises(CapacityError):
+        await _hire.wait_placed(_Handle(), "t/a", notice)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_state_unreadable_counts_as_placed() -> None:
+    assert _hire.unplaced(object()) is False
 
 
 async def test_wait_placed_without_a_wait_says_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
