@@ -260,6 +260,7 @@ def test_autoscale_grows_works_and_shrinks(cluster: LocalCluster, desktop_image:
         if "waiting for a node" in str(e.data.get("node", ""))
     }
     assert len(waited) >= AGENTS - HEAD_DESKTOPS, waited
+    assert lead.id not in waited  # placed at once on the head: its cold start says nothing
     assert any(a.info.parent_id == lead.id for a in agents if a.id in waited)  # a child too
     assert all(a.info.status == AgentStatus.IDLE for a in agents), [a.info for a in agents]
     found = local.nodes(data_dir)
