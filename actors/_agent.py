@@ -243,12 +243,14 @@ class AgentActor(RelayPart, LeasePart):
         await desk.stop()
         self.desktop = await self._start_desktop()
 
-    async def reset_desktop(self) -> AgentInfo:
+    async def reset_desktop(self, holder: str | None = None) -> AgentInfo:
         """Replace the agent's desktop with a new one of its spec: a new container and socket
         directory, nothing of the old one kept. For a desktop broken
         from inside (e.g. a root command overwrote ``/etc/passwd``). Refused (``AgentError``)
         while one of the agent's tasks runs: cancel it first. Should the new desktop fail to
-        start, the error is raised and the watchdog starts one on its next beat."""
+        start, the error is raised and the watchdog starts one on its next beat. Refused too
+        while someone other than ``holder`` (the caller) holds the desktop's lease."""
+        self.lease.check_input(holder)
         if self._tasks.busy:
             raise AgentError(
                 f"{self.info.path} is running a task: cancel it before resetting its desktop"
@@ -440,7 +442,9 @@ class AgentActor(RelayPart, LeasePart):
         return await self._tasks.pause(task_id)
 
     async def resume(self, task_id: str) -> TaskInfo:
-        """Resume a paused task."""
+        """Resume a paused task (``AgentError`` for one a person's lease paused: the lease's
+        end resumes it)."""
+        self.lease.check_resume(task_id)
         return await self._tasks.resume(task_id)
 
     # ------------------------------------------------------------------ the desktop, directly
@@ -492,7 +496,13 @@ class AgentActor(RelayPart, LeasePart):
         return await read_path(self._desk(), path, user)
 
     async def write_file(
-        self, path: str, data: bytes, user: Literal["agent", "root"] = "agent"
+        self,
+        path: str,
+        data: bytes,
+        user: Literal["agent", "root"] = "agent",
+        holder: str | None = None,
     ) -> int:
-        """Write ``data`` to the file ``path`` on the desktop; returns its size."""
+        """Write ``data`` to the file ``path`` on the desktop; returns its size. Refused while
+        someone other than ``holder`` (the caller) holds the desktop's lease."""
+        self.lease.check_input(holder)
         return await write_file(self._desk(), path, data, user)

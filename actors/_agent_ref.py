@@ -145,9 +145,16 @@ class RayAgentRef:
         )
         return result
 
-    async def take_lease(self, holder: str, ttl_s: float) -> Lease:
+    async def take_lease(
+        self, holder: str, ttl_s: float, holder_auth: dict[str, str | None] | None = None
+    ) -> Lease:
         """Take the desktop over (or renew): the running task pauses."""
-        lease: Lease = await ray_call(self.handle.take_lease.remote(holder, ttl_s))
+        lease: Lease = await ray_call(self.handle.take_lease.remote(holder, ttl_s, holder_auth))
+        return lease
+
+    async def release_lease(self, lease_id: str, reason: str) -> Lease | None:
+        """End the lease ``lease_id`` whoever holds it: the paused tasks resume."""
+        lease: Lease | None = await ray_call(self.handle.release_lease.remote(lease_id, reason))
         return lease
 
     async def hand_back(self, holder: str, note: str | None) -> Lease:
@@ -173,10 +180,12 @@ class RayAgentRef:
         found: tuple[bool, bytes] = await ray_call(self.handle.read_path.remote(path, user))
         return found
 
-    async def write_file(self, path: str, data: bytes, user: User) -> int:
-        size: int = await ray_call(self.handle.write_file.remote(path, data, user))
+    async def write_file(
+        self, path: str, data: bytes, user: User, holder: str | None = None
+    ) -> int:
+        size: int = await ray_call(self.handle.write_file.remote(path, data, user, holder))
         return size
 
-    async def reset_desktop(self) -> AgentInfo:
-        info: AgentInfo = await ray_call(self.handle.reset_desktop.remote())
+    async def reset_desktop(self, holder: str | None = None) -> AgentInfo:
+        info: AgentInfo = await ray_call(self.handle.reset_desktop.remote(holder))
         return info

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,11 +72,27 @@ class AgentLease:
                 "holder's input reaches its desktop"
             )
 
-    async def take(self, holder: str, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
-        """Take (or renew) the lease; a new one pauses every open task of the agent."""
+    def check_resume(self, task_id: str) -> None:
+        """``AgentError`` (409) when ``task_id`` is one the lease in force paused: only the
+        lease's end (hand-back, expiry, release) resumes it, not someone else's resume."""
+        lease = self.book.current()
+        if lease is not None and task_id in self._paused:
+            raise AgentError(
+                f"task {task_id} is paused while {lease.holder} has taken over agent "
+                f"{self.book.agent_id}: it resumes when the desktop is handed back"
+            )
+
+    async def take(
+        self,
+        holder: str,
+        ttl_s: float = DEFAULT_LEASE_TTL_S,
+        holder_auth: dict[str, str | None] | None = None,
+    ) -> Lease:
+        """Take (or renew) the lease; a new one pauses every open task of the agent.
+        ``holder_auth``: what the API needs to tell later whether the holder still holds."""
         async with self._lock:
             fresh = self.book.current() is None
-            lease = self.book.take(holder, ttl_s)
+            lease = self.book.take(holder, ttl_s, holder_auth=holder_auth)
             if fresh:
                 first = await self._pause_all(f"taken over by {holder}")
                 lease = self.book.with_task(first) or lease
@@ -101,6 +116,17 @@ class AgentLease:
             lease = self.book.expire()
             if lease is not None:
                 await self._end(lease, None, "expired")
+            return lease
+
+    async def release(self, lease_id: str, reason: str) -> Lease | None:
+        """End the lease ``lease_id`` whoever holds it (e.g. its holder signed out): the
+        paused tasks resume (no note). None when it is no longer the lease in force."""
+        async with self._lock:
+            lease = self.book.release(lease_id)
+            if lease is None:
+                return None
+            self._disarm()
+            await self._end(lease, None, reason)
             return lease
 
     async def adopt(self, task_id: str) -> None:
@@ -157,15 +183,23 @@ class AgentLease:
             timer.cancel()
 
     async def _expire_at(self, when: float) -> None:
-        """Wait for the lease's end (a deadline: the point of the wait), then end it."""
-        await asyncio.sleep(max(0.0, when - time.time()))
-        try:
-            ended = await self.expire()
-        except Exception:  # the timer must not die silently: say why the tasks stay paused
-            log.exception("the lease of %s could not be ended on expiry", self.book.agent_id)
-            return
-        if ended is not None:
-            log.info("lease %s of %s expired", ended.id, ended.agent_id)
+        """Wait for the lease's end (a deadline: the point of the wait), then end it. The
+        wait is measured by the book's own clock and taken again until the book agrees the
+        lease ran out (an early wake, or a clock behind the loop's), so the paused tasks
+        always resume; a renewal re-arms a new timer, a hand-back disarms it."""
+        del when  # the book's lease says when: a renewal replaced this timer
+        while (left := self.book.remaining()) is not None:
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            try:
+                ended = await self.expire()
+            except Exception:  # the timer must not die silently: say why the tasks stay paused
+                log.exception("the lease of %s could not be ended on expiry", self.book.agent_id)
+                return
+            if ended is not None:
+                log.info("lease %s of %s expired", ended.id, ended.agent_id)
+                return
 
 
 class LeasePart:
@@ -180,10 +214,20 @@ class LeasePart:
             self, kind: EventKind, task_id: str | None, data: dict[str, Any]
         ) -> None: ...
 
-    async def take_lease(self, holder: str, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
+    async def take_lease(
+        self,
+        holder: str,
+        ttl_s: float = DEFAULT_LEASE_TTL_S,
+        holder_auth: dict[str, str | None] | None = None,
+    ) -> Lease:
         """A person takes the desktop over (or renews): the running task pauses; 409
         (``AgentError``) while another holder's lease is in force."""
-        return await self.lease.take(holder, ttl_s)
+        return await self.lease.take(holder, ttl_s, holder_auth)
+
+    async def release_lease(self, lease_id: str, reason: str) -> Lease | None:
+        """End the lease ``lease_id`` whoever holds it (its holder signed out, or its key
+        was revoked): the paused tasks resume. None when it is no longer in force."""
+        return await self.lease.release(lease_id, reason)
 
     async def hand_back_lease(self, holder: str, note: str | None = None) -> Lease:
         """The holder hands the desktop back: the task resumes with the note in its history."""

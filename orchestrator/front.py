@@ -126,9 +126,18 @@ class AgentRef(Protocol):
         ``act`` while someone else holds the lease."""
         ...
 
-    async def take_lease(self, holder: str, ttl_s: float) -> Lease:
+    async def take_lease(
+        self, holder: str, ttl_s: float, holder_auth: dict[str, str | None] | None = None
+    ) -> Lease:
         """A person takes the desktop over (the same holder renews): the agent's running
-        task pauses; ``AgentError`` while another holder's lease is in force."""
+        task pauses; ``AgentError`` while another holder's lease is in force.
+        ``holder_auth``: kept with the lease (never shown) to tell later whether the
+        holder's credentials still hold."""
+        ...
+
+    async def release_lease(self, lease_id: str, reason: str) -> Lease | None:
+        """End the lease ``lease_id`` whoever holds it (its holder's credentials ended):
+        the paused tasks resume. None when it is no longer the lease in force."""
         ...
 
     async def hand_back(self, holder: str, note: str | None) -> Lease:
@@ -153,13 +162,16 @@ class AgentRef(Protocol):
         """``(is_directory, data)``: a file's bytes, or a directory as a gzipped tarball."""
         ...
 
-    async def write_file(self, path: str, data: bytes, user: User) -> int:
-        """Write a file on the desktop (parents created); returns its size."""
+    async def write_file(
+        self, path: str, data: bytes, user: User, holder: str | None = None
+    ) -> int:
+        """Write a file on the desktop (parents created); returns its size (``AgentError``
+        while someone other than ``holder`` holds the lease)."""
         ...
 
-    async def reset_desktop(self) -> AgentInfo:
+    async def reset_desktop(self, holder: str | None = None) -> AgentInfo:
         """Replace the desktop with a new one of the agent's spec (``AgentError`` while a
-        task runs)."""
+        task runs, or while someone other than ``holder`` holds the lease)."""
         ...
 
 

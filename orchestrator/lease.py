@@ -54,6 +54,10 @@ class Lease(BaseModel):
     """When it hands back by itself, with no note (epoch seconds)."""
     note: str | None = Field(default=None, max_length=20_000)
     """The holder's note on handing back (None while held, or when it expired)."""
+    holder_auth: dict[str, str | None] | None = Field(default=None, exclude=True)
+    """What the API layer needs to ask whether the holder's credentials still hold (its
+    principal: digests only, no secret); never shown (excluded from every dump). A lease
+    whose holder signed out or whose key was revoked is ended when someone else takes over."""
 
 
 class LeaseBook:
@@ -76,8 +80,18 @@ class LeaseBook:
         lease = self.current()
         return lease is not None and lease.holder == holder
 
+    def remaining(self) -> float | None:
+        """Seconds until the lease kept runs out by this book's clock (<= 0: it has, but
+        ``expire`` has not been called yet); None when there is none."""
+        lease = self._lease
+        return None if lease is None else lease.expires_at - self._clock()
+
     def take(
-        self, holder: str, ttl_s: float = DEFAULT_LEASE_TTL_S, task_id: str | None = None
+        self,
+        holder: str,
+        ttl_s: float = DEFAULT_LEASE_TTL_S,
+        task_id: str | None = None,
+        holder_auth: dict[str, str | None] | None = None,
     ) -> Lease:
         """Take the lease for ``ttl_s`` seconds; the holder taking it again renews it (same
         id and task). ``AgentError`` (409) while another holder's lease is in force."""
@@ -92,7 +106,10 @@ class LeaseBook:
                 f"agent {self.agent_id} is taken over by {held.holder} until {held.expires_at:.0f}"
             )
         if held is not None:
-            renewed = held.model_copy(update={"expires_at": now + ttl_s})
+            update: dict[str, object] = {"expires_at": now + ttl_s}
+            if holder_auth is not None:
+                update["holder_auth"] = holder_auth
+            renewed = held.model_copy(update=update)
         else:
             renewed = Lease(
                 id=new_id("lease"),
@@ -101,6 +118,7 @@ class LeaseBook:
                 task_id=task_id,
                 taken_at=now,
                 expires_at=now + ttl_s,
+                holder_auth=holder_auth,
             )
         self._lease = renewed
         return renewed
@@ -124,6 +142,15 @@ class LeaseBook:
             return None
         self._lease = None
         return lease
+
+    def release(self, lease_id: str) -> Lease | None:
+        """End the lease ``lease_id`` whoever holds it (its holder's credentials no longer
+        hold); returns it, or None when it is not the one kept."""
+        lease = self._lease
+        if lease is None or lease.id != lease_id:
+            return None
+        self._lease = None
+        return lease.model_copy(update={"expires_at": min(lease.expires_at, self._clock())})
 
     def with_task(self, task_id: str | None) -> Lease | None:
         """Note the task the lease paused (set once the pause was asked)."""

@@ -58,8 +58,9 @@ async def live_view(rt: Rt, tenant: Tenant, agent_id: str, response: Response) -
 
 
 @router.post("/desktop/reset")
-async def reset_desktop(rt: Rt, tenant: Tenant, agent_id: str) -> AgentInfo:
+async def reset_desktop(rt: Rt, caller: Caller, agent_id: str) -> AgentInfo:
     """Replace the agent's desktop with a new one of its spec: a new container and socket
     directory, nothing of the old desktop kept (for one broken from inside, e.g. its
-    ``/etc/passwd`` overwritten). 409 while a task of the agent runs: cancel it first."""
-    return await (await rt.agent_ref(agent_id, tenant)).reset_desktop()
+    ``/etc/passwd`` overwritten). 409 while a task of the agent runs: cancel it first, and
+    while someone else holds the desktop's lease."""
+    return await (await rt.agent_ref(agent_id, caller.tenant)).reset_desktop(caller.holder)

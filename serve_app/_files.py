@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.domain import Event, TaskInfo
 from orchestrator.records import media_type, write_artifacts
 
-from ._front import Rt, Tenant
+from ._front import Caller, Rt, Tenant
 
 __all__ = ["MAX_UPLOAD_BYTES", "UPLOAD_PATH", "FileWritten", "router"]
 
@@ -130,13 +130,14 @@ async def download(
     responses={403: {"description": "the desktop refused the write"}},
 )
 async def upload(
-    rt: Rt, tenant: Tenant, agent_id: str, path: DesktopPath, request: Request, user: User = "agent"
+    rt: Rt, caller: Caller, agent_id: str, path: DesktopPath, request: Request, user: User = "agent"
 ) -> FileWritten:
     """Write the request body (raw bytes, up to 64 MiB) to ``path`` on the desktop:
-    missing parents are created, an existing file is replaced."""
-    ref = await rt.agent_ref(agent_id, tenant)
+    missing parents are created, an existing file is replaced. 409 while someone else
+    holds the desktop's lease."""
+    ref = await rt.agent_ref(agent_id, caller.tenant)
     data = await request.body()
-    size = await _on_desktop(path, ref.write_file(path, data, user))
+    size = await _on_desktop(path, ref.write_file(path, data, user, caller.holder))
     return FileWritten(path=path, size=size)
 
 

@@ -214,9 +214,11 @@ class LocalAgent:
         self._check_input(holder)
         return await self.desktop.shell(command, timeout_s, user)
 
-    async def take_lease(self, holder: str, ttl_s: float) -> Lease:
+    async def take_lease(
+        self, holder: str, ttl_s: float, holder_auth: dict[str, str | None] | None = None
+    ) -> Lease:
         fresh = self.lease_book.current() is None
-        lease = self.lease_book.take(holder, ttl_s)
+        lease = self.lease_book.take(holder, ttl_s, holder_auth=holder_auth)
         if fresh:  # its running tasks pause, as the agent actor's do
             running = [t for t in self._open_tasks() if t.state == TaskState.RUNNING]
             for t in running:
@@ -224,13 +226,22 @@ class LocalAgent:
             lease = self.lease_book.with_task(running[0].id if running else None) or lease
         return lease
 
+    async def release_lease(self, lease_id: str, reason: str) -> Lease | None:
+        lease = self.lease_book.release(lease_id)
+        if lease is not None:
+            self._resume_leased(lease)
+        return lease
+
     async def hand_back(self, holder: str, note: str | None) -> Lease:
         lease = self.lease_book.hand_back(holder, note)
+        self._resume_leased(lease)
+        return lease
+
+    def _resume_leased(self, lease: Lease) -> None:
         if lease.task_id is not None:
             task = self._rt.store.get_task(lease.task_id)
             if task is not None and task.state == TaskState.PAUSED:
                 self._rt.move(task.id, TaskState.RUNNING)
-        return lease
 
     async def lease(self) -> Lease | None:
         return self.lease_book.current()
@@ -245,10 +256,14 @@ class LocalAgent:
     async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:
         return await self.desktop.read_path(path, user)
 
-    async def write_file(self, path: str, data: bytes, user: User) -> int:
+    async def write_file(
+        self, path: str, data: bytes, user: User, holder: str | None = None
+    ) -> int:
+        self._check_input(holder)
         return await self.desktop.write_file(path, data, user)
 
-    async def reset_desktop(self) -> AgentInfo:
+    async def reset_desktop(self, holder: str | None = None) -> AgentInfo:
+        self._check_input(holder)
         if self._open_tasks():
             raise AgentError(f"{self._info.path} is working on a task: cancel it first")
         self.desktop = self._rt.make_desktop(self._info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -177,6 +178,65 @@ async def test_renewing_moves_the_expiry() -> None:
     assert first_timer.cancelled()
     assert lease.holds("key:alice")
     assert [c[0] for c in tasks.calls] == ["pause"]
+    await lease.close()
+
+
+async def test_a_task_the_lease_paused_resumes_only_when_the_lease_ends() -> None:
+    tasks = Tasks(TaskState.RUNNING, TaskState.PAUSED)
+
+    async def say(task_id: str | None, data: dict[str, Any]) -> None:
+        return None
+
+    lease = AgentLease("agent-1", tasks, say)
+    await lease.take("key:alice", 60)
+    with pytest.raises(AgentError, match="handed back"):
+        lease.check_resume("task-0")  # someone's POST .../resume: 409
+    lease.check_resume("task-1")  # a person paused that one before: theirs to resume
+    await lease.hand_back("key:alice", "done")
+    lease.check_resume("task-0")  # the lease ended: free to resume
+    assert tasks.calls[-1] == ("resume", "task-0", hand_back_text("done"))
+    await lease.close()
+
+
+async def test_releasing_a_lease_whose_holder_signed_out_resumes_its_tasks() -> None:
+    tasks = Tasks(TaskState.RUNNING)
+    said: list[dict[str, Any]] = []
+
+    async def say(task_id: str | None, data: dict[str, Any]) -> None:
+        said.append(data)
+
+    lease = AgentLease("agent-1", tasks, say)
+    auth: dict[str, str | None] = {"tenant": "t", "session_id": "s1"}
+    taken = await lease.take("session:abc", 600, auth)
+    assert taken.holder_auth == auth and "holder_auth" not in taken.model_dump()
+    assert await lease.release("lease-not-this-one", "holder signed out") is None
+    assert lease.holds("session:abc")
+    ended = await lease.release(taken.id, "holder signed out")
+    assert ended is not None and ended.id == taken.id
+    assert lease.current() is None and lease._timer is None
+    assert tasks.calls[-1] == ("resume", "task-0", hand_back_text(None))
+    assert said[-1] == {"lease": "holder signed out", "holder": "session:abc"}
+    assert (await lease.take("key:bob", 60)).holder == "key:bob"  # the next one gets it
+    await lease.close()
+
+
+async def test_expiry_resumes_the_tasks_even_when_the_books_clock_lags_the_loop() -> None:
+    """The timer used to sleep by the wall clock and give up when the book (another clock)
+    did not agree yet: the tasks then stayed paused for good."""
+    tasks = Tasks(TaskState.RUNNING)
+    expired = asyncio.Event()
+
+    async def say(task_id: str | None, data: dict[str, Any]) -> None:
+        if data.get("lease") == "expired":
+            expired.set()
+
+    lagging = LeaseBook("agent-1", clock=lambda: time.time() - 0.5)
+    lease = AgentLease("agent-1", tasks, say, book=lagging)
+    await lease.take("key:alice", 0.3)
+    async with asyncio.timeout(5):
+        await expired.wait()
+    assert tasks.calls[-1] == ("resume", "task-0", hand_back_text(None))
+    assert lease.current() is None
     await lease.close()
 
 

@@ -100,6 +100,61 @@ def test_the_holder_steers_the_desktop_and_others_get_409(
     assert client.post(f"{base}/actions", json=key, headers=_auth(BOB)).status_code == 200
 
 
+def test_no_one_but_the_holder_uploads_resets_or_steers(
+    app: tuple[TestClient, LocalRuntime],
+) -> None:
+    client, rt = app
+    agent_id = _agent(rt)
+    base = f"/v1/agents/{agent_id}"
+    assert client.post(f"{base}/lease", json={"ttl_s": 60}, headers=_auth(ALICE)).status_code == 200
+    put = {"params": {"path": "/tmp/x.txt"}, "content": b"hi"}
+    r = client.put(f"{base}/files", headers=_auth(BOB), **put)  # type: ignore[arg-type]
+    assert r.status_code == 409, r.text
+    r = client.post(f"{base}/desktop/reset", headers=_auth(BOB))
+    assert r.status_code == 409, r.text
+    r = client.put(f"{base}/files", headers=_auth(ALICE), **put)  # type: ignore[arg-type]
+    assert r.status_code == 201, r.text
+    assert client.post(f"{base}/desktop/reset", headers=_auth(ALICE)).status_code == 200
+    assert client.post(f"{base}/lease/hand-back", headers=_auth(ALICE)).status_code == 200
+    r = client.put(f"{base}/files", headers=_auth(BOB), **put)  # type: ignore[arg-type]
+    assert r.status_code == 201, r.text
+
+
+ORIGIN = {"Origin": "http://testserver"}
+
+
+def test_a_lease_ends_with_its_holders_session(app: tuple[TestClient, LocalRuntime]) -> None:
+    """A console session that signs out leaves no lease behind: the next person takes over
+    (the paused task resumes first), and a session's lease never outlives the session."""
+    client, rt = app
+    agent_id = _agent(rt)
+    task = asyncio.run(rt.assign(agent_id, TaskSpec(description="work")))
+    rt.run(task.id)
+    base = f"/v1/agents/{agent_id}"
+    assert client.post("/v1/session", json={"key": ALICE}, headers=ORIGIN).status_code in (200, 201)
+    taken = client.post(f"{base}/lease", json={"ttl_s": 43_000}, headers=ORIGIN)
+    assert taken.status_code == 200, taken.text
+    lease = taken.json()
+    assert lease["holder"].startswith("session:") and "holder_auth" not in lease
+    session = client.get("/v1/session", headers=ORIGIN).json()
+    assert lease["expires_at"] <= session["expires_at"] + 1  # capped at the session's end
+    assert rt.store.get_task(task.id).state == TaskState.PAUSED  # type: ignore[union-attr]
+    # while the session holds, the other person is refused
+    assert client.post(f"{base}/lease", headers=_auth(BOB)).status_code == 409
+    assert client.delete("/v1/session", headers=ORIGIN).status_code == 204
+    client.cookies.clear()
+    deadline = time.monotonic() + 10  # the replica's copy of the session is ~1 s old at most
+    while (r := client.post(f"{base}/lease", headers=_auth(BOB))).status_code == 409:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.1)
+    assert r.status_code == 200, r.text
+    assert r.json()["holder"].startswith("key:") and r.json()["id"] != lease["id"]
+    # the signed-out holder's lease ended first (its task resumed), then BOB's paused it again
+    assert rt.store.get_task(task.id).state == TaskState.PAUSED  # type: ignore[union-attr]
+    back = client.post(f"{base}/lease/hand-back", headers=_auth(BOB))
+    assert back.status_code == 200 and rt.store.get_task(task.id).state == TaskState.RUNNING  # type: ignore[union-attr]
+
+
 def test_a_lease_length_out_of_range_is_refused(app: tuple[TestClient, LocalRuntime]) -> None:
     client, rt = app
     agent_id = _agent(rt)
