@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -37,6 +37,7 @@ from ._http import (
     calls,
     headers,
     send_async,
+    send_sync,
     task_spec,
     workflow_text,
 )
@@ -102,6 +103,21 @@ class AsyncClient:
     async def call(self, call: Call[T]) -> T:
         """Send one ``Call`` (retrying 429/503); its value, or its error raised."""
         return await send_async(self._http, self.retry, call)
+
+    def embed_minter(self, agent_id: str) -> Callable[[], str]:
+        """A blocking call that mints an embed ticket for ``agent_id`` now and returns its
+        page's URL: what a ``LiveViewUrl`` calls when Jupyter shows it (``_repr_html_`` is
+        synchronous and runs on the notebook's own event loop, so it sends with a short-lived
+        synchronous client of this client's URL and key)."""
+
+        def mint() -> str:
+            with httpx.Client(
+                base_url=self.url, headers=dict(self._http.headers), timeout=30.0
+            ) as http:
+                ticket = send_sync(http, self.retry, live_calls.embed_ticket(agent_id))
+            return embed_url(self.url, agent_id, ticket)
+
+        return mint
 
     async def healthy(self) -> bool:
         """Whether the API answers ``/healthz`` now (needs no key; no retries)."""
@@ -220,14 +236,10 @@ class AsyncAgent(AgentView):
 
     async def live_view(self) -> LiveViewUrl:
         """A noVNC link to watch the desktop live (see ``Agent.live_view``); shown in Jupyter
-        it is the desktop itself (its embed page, a ticket minted now: it opens within 15
-        min)."""
+        it is the desktop itself: its embed page, with a ticket minted when it is shown (a
+        blocking call from ``_repr_html_``, so a value shown later is not stale)."""
         url: str = await self.client.call(calls.live_view(self.id))
-        try:
-            page: str | None = await self.embed_url()
-        except ApiError:  # an API without the console: the plain link
-            page = None
-        return LiveViewUrl(url, self.id, None if page is None else (lambda: page))
+        return LiveViewUrl(url, self.id, self.client.embed_minter(self.id))
 
     async def embed_url(self) -> str:
         """The console's embed page of this desktop with a ticket minted now."""

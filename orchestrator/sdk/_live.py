@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -79,12 +80,23 @@ def embed_url(api_url: str, agent_id: str, ticket: EmbedTicket) -> str:
 
 
 def embed_html(src: str, title: str) -> str:
-    """An ``<iframe>`` of the embed page (escaped)."""
+    """An ``<iframe>`` of the embed page (escaped). It is granted nothing (no ``allow``
+    list): the view-only page needs neither the clipboard nor any other feature."""
     return (
         f'<iframe src="{html.escape(src, quote=True)}" title="{html.escape(title, quote=True)}"'
-        f' width="{IFRAME_WIDTH}" height="{IFRAME_HEIGHT}" style="border:0"'
-        ' allow="clipboard-read; clipboard-write"></iframe>'
+        f' width="{IFRAME_WIDTH}" height="{IFRAME_HEIGHT}" style="border:0"></iframe>'
     )
+
+
+def without_query(url: str) -> str:
+    """``url`` with no query or fragment (the noVNC link's query holds the VNC password).
+
+    Example:
+        >>> without_query("http://127.0.0.1:6080/vnc.html?password=s3cret#x")
+        'http://127.0.0.1:6080/vnc.html'
+    """
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 class LiveViewUrl(str):
@@ -92,7 +104,8 @@ class LiveViewUrl(str):
     inline: the console's embed page of the agent, with a fresh view-only ticket.
 
     ``embed``: mints the ticket and returns the page's URL (called when shown; a failure to
-    mint, e.g. an API without the console, shows the plain link instead).
+    mint, e.g. an API without the console, shows where the link goes, without its query: the
+    query holds the desktop's VNC password, and the shown HTML is saved in the notebook).
     """
 
     embed: Callable[[], str] | None
@@ -118,8 +131,12 @@ class LiveViewUrl(str):
     def _repr_html_(self) -> str:
         src = self.embed_url()
         if src is None:
-            link = html.escape(str(self), quote=True)
-            return f'<a href="{link}" target="_blank">live view of {html.escape(self.agent_id)}</a>'
+            where = html.escape(without_query(str(self)))
+            return (
+                f"<div>live view of {html.escape(self.agent_id)}: the embed page could not be"
+                f" opened; the desktop's noVNC page is at {where} (the full link is this"
+                " object's value)</div>"
+            )
         return embed_html(src, f"live desktop of {self.agent_id}")
 
 

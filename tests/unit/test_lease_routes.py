@@ -155,6 +155,74 @@ def test_a_lease_ends_with_its_holders_session(app: tuple[TestClient, LocalRunti
     assert back.status_code == 200 and rt.store.get_task(task.id).state == TaskState.RUNNING  # type: ignore[union-attr]
 
 
+def test_the_embed_grants_nothing_and_a_failed_mint_shows_no_password() -> None:
+    from orchestrator.sdk._live import embed_html
+
+    shown = embed_html("https://api/console/embed/a?ticket=t", "live")
+    assert "clipboard" not in shown and "allow=" not in shown
+
+    def failing() -> str:
+        raise RuntimeError("no console here")
+
+    url = LiveViewUrl("http://127.0.0.1:6080/vnc.html?autoconnect=1&password=s3cret", "a", failing)
+    fallback = url._repr_html_()
+    assert "s3cret" not in fallback and "password" not in fallback
+    assert "http://127.0.0.1:6080/vnc.html" in fallback
+    assert url == "http://127.0.0.1:6080/vnc.html?autoconnect=1&password=s3cret"  # the value
+
+
+def test_the_async_live_view_mints_its_ticket_when_shown(
+    app: tuple[TestClient, LocalRuntime],
+) -> None:
+    """``AsyncAgent.live_view()`` mints nothing up front (a ticket minted then would be
+    stale by the time the notebook shows it); showing it mints one that redeems."""
+    import threading
+
+    import uvicorn
+
+    from orchestrator.sdk import AsyncClient
+    from serve_app._tickets import redeem
+
+    client, rt = app
+    agent_id = _agent(rt)
+    minted: list[str] = []
+
+    class Counting(httpx.ASGITransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/tickets"):
+                minted.append(request.url.path)
+            return await super().handle_async_request(request)
+
+    server = uvicorn.Server(
+        uvicorn.Config(client.app, host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (server.started and server.servers):
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+
+        async def view() -> LiveViewUrl:
+            http = httpx.AsyncClient(base_url=base, transport=Counting(app=client.app))
+            async with AsyncClient(base, ALICE, http=http) as sdk:
+                return await (await sdk.agent(agent_id)).live_view()
+
+        url = asyncio.run(view())
+        assert minted == []  # nothing minted yet
+        shown = url._repr_html_()  # Jupyter shows it: minted now, over the API
+        src = html.unescape(re.search(r'<iframe src="([^"]+)"', shown).group(1))  # type: ignore[union-attr]
+        assert src.startswith(f"{base}/console/embed/{agent_id}?ticket=")
+        grant = asyncio.run(redeem(src.partition("ticket=")[2], agent_id))
+        assert (grant.mode, grant.tenant) == ("embed", TENANT)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def test_a_lease_length_out_of_range_is_refused(app: tuple[TestClient, LocalRuntime]) -> None:
     client, rt = app
     agent_id = _agent(rt)
