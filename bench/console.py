@@ -125,6 +125,7 @@ async function connect(agentId, how) {
   const target = document.createElement("div");
   target.style.cssText = "width:480px;height:360px;display:inline-block";
   document.body.append(target);
+  const asked = performance.now() - t0;  // the ticket or the link, fetched
   const rfb = new RFB(target, url, options);
   rfb.viewOnly = true;
   rfb.scaleViewport = true;
@@ -132,7 +133,7 @@ async function connect(agentId, how) {
   const canvas = target.querySelector("canvas");
   const client = { rfb, target, canvas };
   open.push(client);
-  return { ms, width: canvas.width, height: canvas.height };
+  return { ms, asked, width: canvas.width, height: canvas.height };
 }
 
 window.bench = {
@@ -367,6 +368,7 @@ async def first_event_paint(page: Page, bench: Bench, agent_id: str, n: int) -> 
 async def relay_first_frame(page: Page, agent_id: str, n: int) -> dict[str, Any]:
     await page.wait_for_function("window.benchReady === true")
     got: dict[str, list[float]] = {"relay": [], "direct": []}
+    asked: dict[str, list[float]] = {"relay": [], "direct": []}
     for how in ("relay", "direct"):  # warm-up: the proxy started, the code paths run once
         await page.evaluate("([a, h]) => window.bench.firstFrame(a, h)", [agent_id, how])
     for i in range(n):
@@ -374,6 +376,7 @@ async def relay_first_frame(page: Page, agent_id: str, n: int) -> dict[str, Any]
             r = await page.evaluate("([a, h]) => window.bench.firstFrame(a, h)", [agent_id, how])
             assert (r["width"], r["height"]) == (1024, 768), r
             got[how].append(r["ms"])
+            asked[how].append(r["asked"])
     p50, base = pct(got["relay"], 50), pct(got["direct"], 50)
     return {
         "p50_ms": round(p50, 1),
@@ -382,6 +385,9 @@ async def relay_first_frame(page: Page, agent_id: str, n: int) -> dict[str, Any]
         "baseline_p95_ms": round(pct(got["direct"], 95), 1),
         "ratio": round(p50 / base, 2),
         "samples": n,
+        # of which: minting the ticket (relay) / fetching the live-view link (direct)
+        "ticket_p50_ms": round(pct(asked["relay"], 50), 1),
+        "baseline_link_p50_ms": round(pct(asked["direct"], 50), 1),
     }
 
 
