@@ -75,6 +75,13 @@ ANSWER_WAIT_S = 0.05
 """After bytes went to the viewer, how long the replica waits for its answer (noVNC asks
 for the next update at once) to carry it in the next ``exchange`` rather than a call of its
 own: x11vnc sends nothing new before that answer anyway."""
+PACE_S = 0.125
+"""The shortest time between two deliveries to a viewer that is only watching (at most 8
+updates a second: a wall of live desktops costs the API little); one that steered within
+``STEER_FRESH_S``, a session younger than ``YOUNG_S`` and a delivery with more bytes behind
+it are not paced."""
+STEER_FRESH_S = 2.0
+YOUNG_S = 3.0
 HEARTBEAT_S = 10.0
 """How often the replica says it is still there."""
 IDLE_TIMEOUT_S = 35.0
@@ -120,6 +127,9 @@ class _Session:
         self.viewer = viewer
         self.counters = counters
         self.seen = time.monotonic()
+        self.opened_at = self.seen
+        self.steered_at = -1e9
+        self.delivered_at = -1e9
         self._down = bytearray(viewer.greeting())
         self._changed = asyncio.Event()  # bytes came, or room was made, or the session ended
         self._changed.set()
@@ -130,6 +140,21 @@ class _Session:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def pace_s(self) -> float:
+        """How long the next delivery should wait (0: now): see ``PACE_S``."""
+        now = time.monotonic()
+        if self._down or now - self.opened_at < YOUNG_S or now - self.steered_at < STEER_FRESH_S:
+            return 0.0
+        return max(0.0, self.delivered_at + PACE_S - now)
+
+    def take(self, limit: int) -> bytes:
+        """What is buffered, up to ``limit`` bytes, without waiting."""
+        data = bytes(self._down[:limit])
+        del self._down[: len(data)]
+        self._changed.set()
+        self.counters.bytes_to_viewer += len(data)
+        return data
 
     async def pull(self, wait_s: float | None = None) -> bytes | None:
         """What the viewer gets next (up to ``CHUNK_BYTES``): b"" when nothing came within
@@ -158,6 +183,7 @@ class _Session:
         self.counters.bytes_from_viewer += len(data)
         self.counters.calls_from_viewer += 1
         before_passed, before_dropped = self.viewer.passed, self.viewer.dropped
+        before_steered = self.viewer.steered
         try:
             to_viewer, to_server = self.viewer.feed(data)
         except DesktopError as e:
@@ -166,6 +192,8 @@ class _Session:
             return
         self.counters.passed += self.viewer.passed - before_passed
         self.counters.dropped += self.viewer.dropped - before_dropped
+        if self.viewer.steered > before_steered:
+            self.steered_at = time.monotonic()
         if to_viewer:
             self._down += to_viewer
             self._changed.set()
@@ -278,6 +306,12 @@ class VncSessions:
         down = await session.pull(min(wait_s, MAX_POLL_S))
         if down is None:
             await self.close(sid)
+            return None
+        if down and (pace := session.pace_s()) > 0:
+            await asyncio.sleep(pace)  # a pace: the interval is the point; more may collect
+            down += session.take(CHUNK_BYTES - len(down))
+        if down:
+            session.delivered_at = time.monotonic()
         return down
 
     async def send(self, sid: str, data: bytes) -> None:

@@ -185,6 +185,8 @@ class ViewerSide:
         """Client messages passed on to the VNC server."""
         self.dropped = 0
         """Input messages dropped (the session may not steer the desktop)."""
+        self.steered = 0
+        """Input messages passed (the viewer steered the desktop)."""
 
     @property
     def ready(self) -> bool:
@@ -255,6 +257,7 @@ class ViewerSide:
                     self.dropped += 1
                     start += size
                     continue
+                self.steered += 1
             out += buf[start : start + size]
             self.passed += 1
             start += size
