@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from orchestrator.desktop._rfb import ViewerSide, upstream_handshake
+from orchestrator.desktop import ViewerSide, upstream_handshake
 from orchestrator.domain import new_id
 from orchestrator.errors import AgentError, DesktopError
 from orchestrator.front import ViewMode

@@ -39,7 +39,16 @@ from .domain import (
 from .lease import Lease
 from .records import ConsoleSession, StoreStats
 
-__all__ = ["AgentRef", "Capacity", "NodeCapacity", "Runtime", "SessionRecords", "User"]
+__all__ = [
+    "AgentRef",
+    "Capacity",
+    "NodeCapacity",
+    "Runtime",
+    "SessionRecords",
+    "User",
+    "ViewMode",
+    "VncRelay",
+]
 
 User = Literal["agent", "root"]
 """Who a command or a file access on a desktop runs as."""
