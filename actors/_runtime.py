@@ -318,9 +318,10 @@ class Runtime:
             blob=blob,
         )
 
-    async def capacity(self) -> Capacity:
-        """Desktops per node, from Ray (``_capacity``), with the agents still starting."""
-        starting = await self.records.list_agents(None, status=AgentStatus.STARTING)
+    async def capacity(self, tenant: str | None = None) -> Capacity:
+        """Desktops per node, from Ray (``_capacity``), with the agents still starting
+        (``tenant``: only its own)."""
+        starting = await self.records.list_agents(tenant, status=AgentStatus.STARTING)
         return await asyncio.to_thread(read_capacity, starting)
 
     # ------------------------------------------------------------------ a person's part

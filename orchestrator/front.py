@@ -60,12 +60,15 @@ class NodeCapacity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     node_id: str
+    """An opaque, stable label of the node (a digest of its Ray id: not the id itself)."""
     address: str
+    """The node's name in the list (``node <n>``): never its network address."""
     desktops_total: int
     desktops_used: int
     desktops_free: int
     desktops_starting: int = 0
-    """Agents recorded ``starting`` whose actor Ray placed here (their desktop starts)."""
+    """The caller's agents recorded ``starting`` whose actor Ray placed here (their desktop
+    starts); other tenants' are not counted."""
     alive: bool
 
 
@@ -76,8 +79,8 @@ class Capacity(BaseModel):
 
     nodes: list[NodeCapacity]
     starting_unplaced: int = 0
-    """Agents recorded ``starting`` that no node has taken yet (waiting for a free unit:
-    what an autoscaler adds a node for)."""
+    """The caller's agents recorded ``starting`` that no node has taken yet (waiting for a
+    free unit: what an autoscaler adds a node for)."""
 
 
 ViewMode = Literal["view", "control", "embed"]
@@ -266,8 +269,9 @@ class Runtime(Protocol):
         or before that time; ``kinds``: only these; ``blob``: only those referring to it."""
         ...
 
-    async def capacity(self) -> Capacity:
-        """Desktops per node of the cluster: total, used, free, starting, alive."""
+    async def capacity(self, tenant: str | None = None) -> Capacity:
+        """Desktops per node of the cluster: total, used, free, starting, alive (no node
+        address or Ray id; ``tenant``: count only its starting agents)."""
         ...
 
     async def cancel(self, task_id: str, tenant: str | None = None) -> TaskInfo:

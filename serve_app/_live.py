@@ -200,7 +200,8 @@ async def tenant_blob(
 
 @router.get("/capacity")
 async def capacity(rt: Rt, caller: Caller) -> Capacity:
-    """Desktops per node of the cluster: total, used, free and starting (agents waiting for
-    their desktop), and whether the node is alive; ``starting_unplaced``: agents waiting for
-    a node with a free desktop."""
-    return await rt.capacity()
+    """Desktops per node of the cluster: total, used, free and starting (the caller's agents
+    waiting for their desktop), and whether the node is alive; ``starting_unplaced``: the
+    caller's agents waiting for a node with a free desktop. Nodes are named by opaque labels
+    (no network address, no Ray id); other tenants' starting agents are not counted."""
+    return await rt.capacity(caller.tenant)

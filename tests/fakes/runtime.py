@@ -420,7 +420,7 @@ class LocalRuntime(PersonPart):
             blob=blob,
         )
 
-    async def capacity(self) -> Capacity:
+    async def capacity(self, tenant: str | None = None) -> Capacity:
         """No Ray: no nodes (the agents here take no ``desktop`` unit of any node)."""
         self.calls.append("capacity")
         return Capacity(nodes=[])

@@ -320,14 +320,61 @@ def test_the_tenant_stream_replay_blobs_and_capacity(server: Server) -> None:
                 early = h.get("/v1/replay", params={"at": a1.info.created_at - 60}).json()
                 assert a1.id not in {x["agent_id"] for x in early["agents"]}
 
-                cap = h.get("/v1/capacity").json()
+                answer = h.get("/v1/capacity")
+                cap = answer.json()
                 alive = [n for n in cap["nodes"] if n["alive"]]
                 assert alive and sum(n["desktops_used"] for n in alive) >= 3, cap
                 for n in alive:
                     assert n["desktops_used"] + n["desktops_free"] == n["desktops_total"], n
+                # no node's Ray id or address reaches a tenant: opaque labels only
+                import ray
+
+                for raw in ray.nodes():  # type: ignore[no-untyped-call]
+                    assert raw["NodeID"] not in answer.text, cap
+                    assert raw["NodeManagerAddress"] not in answer.text, cap
+                assert all(n["node_id"].startswith("node-") for n in cap["nodes"]), cap
         finally:
             for agent in (a1, a2, b1):
                 _fire(agent)
+
+
+def _starting(cap: dict[str, Any]) -> int:
+    return int(cap["starting_unplaced"]) + sum(n["desktops_starting"] for n in cap["nodes"])
+
+
+def test_capacity_counts_only_the_callers_starting_agents(server: Server) -> None:
+    """While another tenant's agent starts, its count shows in that tenant's capacity and
+    not in this one's."""
+    import threading
+
+    made: list[Agent] = []
+    other = server.client(OTHER)
+    starter = threading.Thread(
+        target=lambda: made.append(
+            other.create_agent("starting-b", role="sysadmin", desktop={"image": server.image})
+        ),
+        daemon=True,
+    )
+    try:
+        with server.http() as h, server.http(OTHER) as hx:
+            starter.start()
+
+            def counted() -> dict[str, Any] | None:
+                cap: dict[str, Any] = hx.get("/v1/capacity").json()
+                return cap if _starting(cap) else None
+
+            theirs = until(
+                counted,
+                timeout_s=60,
+                what="the other tenant's agent counted starting",
+            )
+            mine = h.get("/v1/capacity").json()
+            assert _starting(theirs) >= 1 and _starting(mine) == 0, (theirs, mine)
+            starter.join(timeout=180)
+    finally:
+        starter.join(timeout=180)
+        for agent in made:
+            _fire(agent)
 
 
 def test_the_tenant_stream_ends_once_its_session_signs_out(server: Server) -> None:
