@@ -374,6 +374,12 @@ class ApiSettings(BaseSettings):
     """``ORCHESTRATOR_API_SESSION_TTL_S``: how long a console sign-in (its cookie) lasts, in
     seconds (at most 12 hours; it also ends on sign-out or when its key is revoked)."""
 
+    ticket_secret: SecretStr | None = None
+    """``ORCHESTRATOR_API_TICKET_SECRET``: the secret (at least 32 characters, the same for
+    every replica) desktop tickets are sealed with and lease holder names derived from;
+    unset: a random one kept in the records (then a copy of the records file could forge
+    tickets)."""
+
     @field_validator("sse_keepalive_s")
     @classmethod
     def _default_keepalive(cls, value: float) -> float:

@@ -33,8 +33,10 @@ import hmac
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +52,7 @@ from ._cookie import STATE_CHANGING, SessionCache, origin_allowed, session_id, t
 __all__ = [
     "ENV_KEYS",
     "ENV_KEYS_FILE",
+    "ENV_TICKET_SECRET",
     "Ended",
     "KEYS_MAX_AGE_S",
     "KEYS_MISS_REFRESH_S",
@@ -59,13 +62,16 @@ __all__ = [
     "RecordKeys",
     "Unauthorized",
     "check_key",
+    "cluster_secret",
     "configure",
     "current_keys",
     "key_in_body",
+    "key_principal",
     "key_tenant",
     "needs_key",
     "principal_of",
     "records_fetch",
+    "request_principal",
     "sessions",
     "still_valid",
     "tenant_of",
@@ -75,6 +81,7 @@ log = logging.getLogger(__name__)
 
 ENV_KEYS = env_name(ApiSettings, "keys")
 ENV_KEYS_FILE = env_name(ApiSettings, "keys_file")
+ENV_TICKET_SECRET = env_name(ApiSettings, "ticket_secret")
 
 _TENANT = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -289,6 +296,17 @@ async def records_fetch() -> list[tuple[str, str]]:
 _keys: KeyStore | None = None
 _records: RecordKeys | None = None
 _sessions: SessionRecords | None = None
+_secret: tuple[object, bytes] | None = None
+"""The cluster secret as this process read it, with where from (the records, or "env")."""
+
+SECRET_NAME = "console-tickets"
+"""The records' cluster secret that tickets are sealed with and holder names derived from."""
+MIN_ENV_SECRET_CHARS = 32
+"""``ORCHESTRATOR_API_TICKET_SECRET`` must be at least this long."""
+
+request_principal: ContextVar[Principal | None] = ContextVar("request_principal", default=None)
+"""Who the request being served is, once ``principal_of`` said so (the event streams' slots
+count per tenant with it)."""
 
 
 def _session_records() -> SessionRecords | None:
@@ -313,11 +331,67 @@ def configure(
     """Use ``keys`` in this process (None: load from the environment on first use), the
     records' keys when ``records`` is given (a Serve replica: ``RecordKeys(records_fetch)``),
     and keep console sessions in ``session_records`` (None: the cluster's recorder)."""
-    global _keys, _records, _sessions, sessions
+    global _keys, _records, _sessions, sessions, _secret
     _keys = keys
     _records = records
     _sessions = session_records
+    _secret = None
     sessions = SessionCache(_session_records)
+
+
+async def cluster_secret() -> bytes:
+    """The secret every replica seals tickets with and derives lease holder names from:
+    ``ORCHESTRATOR_API_TICKET_SECRET`` when set (e.g. a Kubernetes Secret, so that a copy of
+    the records file is not enough to forge tickets; at least 32 characters), else the one
+    kept in the records (made on first use). Read once per process; never logged."""
+    global _secret
+    if _secret is not None and (_secret[0] == "env" or _secret[0] is sessions.records()):
+        return _secret[1]
+    env = api_settings().ticket_secret
+    if env is not None:
+        value = env.get_secret_value()
+        if len(value) < MIN_ENV_SECRET_CHARS:
+            raise ConfigError(
+                f"{ENV_TICKET_SECRET} needs at least {MIN_ENV_SECRET_CHARS} characters"
+            )
+        derived = hashlib.sha256(b"orchestrator api secret v1\0" + value.encode()).digest()
+        _secret = ("env", derived)
+        return derived
+    records = sessions.records()
+    _secret = (records, await records.cluster_secret(SECRET_NAME))
+    return _secret[1]
+    records = sessions.records()
+    if _secret is None or _secret[0] is not records:
+        _secret = (records, await records.cluster_secret(SECRET_NAME))
+    return _secret[1]
+
+
+async def _key_holder(key_digest: str) -> str:
+    """A bearer key's lease holder name: ``key:`` and 12 hex of an HMAC of its digest under
+    the cluster secret (the same on every replica, and no prefix of the key's sha256: a
+    short key cannot be confirmed offline from a holder name shown to the tenant)."""
+    try:
+        secret = await cluster_secret()
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - records down, or none (no cluster): see below
+        # A bearer key from the environment still works while the records cannot be read;
+        # its holder name is then this process's (never a lease holder elsewhere: refused
+        # input, not granted input). Read again on the next request.
+        log.warning("no cluster secret for holder names, using this process's: %s", _one_line(e))
+        secret = _PROCESS_SECRET
+    mac = hmac.new(secret, b"orchestrator lease holder v1\0" + key_digest.encode(), "sha256")
+    return "key:" + mac.hexdigest()[:12]
+
+
+_PROCESS_SECRET = secrets.token_bytes(32)
+"""This process's own secret, for holder names where no cluster secret can be read (an app
+without a cluster: one process, so its names are still stable)."""
+
+
+async def key_principal(tenant: str, key_digest: str) -> Principal:
+    """A bearer key's principal (its holder name from ``_key_holder``)."""
+    return Principal.of_key(tenant, key_digest, await _key_holder(key_digest))
 
 
 def current_keys() -> KeyStore:
@@ -355,9 +429,9 @@ class Principal(BaseModel, frozen=True):
     no secret (digests only), so it may be passed around and kept.
 
     Example:
-        >>> p = Principal.of_key("acme", "ab" * 32)
+        >>> p = Principal.of_key("acme", "ab" * 32, "key:0123456789ab")
         >>> p.holder, p.via
-        ('key:abababababab', 'key')
+        ('key:0123456789ab', 'key')
     """
 
     tenant: str
@@ -370,12 +444,13 @@ class Principal(BaseModel, frozen=True):
     """The console session behind it (its id, the token's digest), if any."""
     holder: str
     """Who it is for leases: ``session:<12 hex>`` for a console session (and its tickets),
-    ``key:<12 hex>`` for a bearer key (and its tickets)."""
+    ``key:<12 hex>`` for a bearer key (and its tickets: an HMAC under the cluster secret, see
+    ``key_principal``)."""
 
     @classmethod
-    def of_key(cls, tenant: str, key_digest: str) -> Principal:
-        """A bearer key's principal."""
-        return cls(tenant=tenant, key_digest=key_digest, via="key", holder=f"key:{key_digest[:12]}")
+    def of_key(cls, tenant: str, key_digest: str, holder: str) -> Principal:
+        """A bearer key's principal named ``holder`` (``key_principal`` derives it)."""
+        return cls(tenant=tenant, key_digest=key_digest, via="key", holder=holder)
 
 
 async def _key_in_force(key_digest: str, tenant: str) -> bool:
@@ -421,10 +496,13 @@ async def principal_of(request: Request) -> Principal:
     is not the API's own."""
     cookie = None if "authorization" in request.headers else token_of(request)
     if cookie is not None:
-        return await _from_cookie(request, cookie)
-    tenant = await check_key(request)
-    key = request.headers["authorization"].partition(" ")[2].strip()
-    return Principal.of_key(tenant, hashlib.sha256(key.encode("utf-8")).hexdigest())
+        p = await _from_cookie(request, cookie)
+    else:
+        tenant = await check_key(request)
+        key = request.headers["authorization"].partition(" ")[2].strip()
+        p = await key_principal(tenant, hashlib.sha256(key.encode("utf-8")).hexdigest())
+    request_principal.set(p)
+    return p
 
 
 async def still_valid(p: Principal) -> bool:

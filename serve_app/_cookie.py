@@ -5,7 +5,10 @@ The cookie ``orch_session`` holds a random 32-byte token (base64url); the record
 its sha256 digest (``ConsoleSession.id``). It is ``HttpOnly`` (page scripts cannot read it),
 ``SameSite=Strict`` (a page of another site cannot make the browser send it), ``Path=/``,
 ``Max-Age`` the session's lifetime (at most 12 h), and ``Secure`` when the request came
-over https (its scheme, or ``X-Forwarded-Proto`` from a proxy in front).
+over https (its scheme, or ``X-Forwarded-Proto`` from a proxy in front). Over https it is
+named ``__Host-orch_session``: browsers take a ``__Host-`` cookie only when it is ``Secure``,
+``Path=/`` and without ``Domain``, so a sibling subdomain cannot plant one of its own (both
+names are read; the ``__Host-`` one wins).
 
 A request that carries the cookie and changes state (POST, PUT, PATCH, DELETE) must say
 where it comes from: its ``Origin`` must be the API's own (``same_origin``), else 403.
@@ -39,6 +42,7 @@ from orchestrator.records import ConsoleSession
 
 __all__ = [
     "COOKIE",
+    "HOST_COOKIE",
     "SESSION_REFRESH_S",
     "STATE_CHANGING",
     "SessionCache",
@@ -53,7 +57,9 @@ __all__ = [
 ]
 
 COOKIE = "orch_session"
-"""The cookie's name."""
+"""The cookie's name over http."""
+HOST_COOKIE = "__Host-" + COOKIE
+"""The cookie's name over https (a ``__Host-`` cookie cannot be set by another host)."""
 TOKEN_BYTES = 32
 """Random bytes in a session token."""
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -63,6 +69,15 @@ SESSION_REFRESH_S = 1.0
 revocation, is seen within this plus one read)."""
 CACHE_SIZE = 4096
 """Sessions one replica keeps a copy of (the least recently read go first)."""
+MISS_CACHE_SIZE = 4096
+"""Unknown session ids one replica remembers as unknown (apart from the sessions: a flood of
+made-up cookies does not push real sessions out)."""
+MISS_READS_PER_S = 8.0
+"""Reads of session ids this replica has never seen, per second on average: a flood of
+made-up cookies costs the records at most this many reads a second (past it such a cookie is
+401 without a read, as if unknown; known sessions are read again as usual)."""
+MISS_READS_BURST = 16.0
+"""How many reads of unseen ids may come at once before ``MISS_READS_PER_S`` applies."""
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
@@ -77,8 +92,9 @@ def session_id(token: str) -> str:
 
 
 def token_of(conn: HTTPConnection) -> str | None:
-    """The session token the request's cookie carries, or None."""
-    token = conn.cookies.get(COOKIE, "").strip()
+    """The session token the request's cookie carries (``__Host-orch_session`` before
+    ``orch_session``), or None."""
+    token = (conn.cookies.get(HOST_COOKIE) or conn.cookies.get(COOKIE) or "").strip()
     # A token is base64url: anything else (or absurdly long) is no token at all.
     if not token or len(token) > 128 or not token.replace("-", "").replace("_", "").isalnum():
         return None
@@ -142,11 +158,16 @@ def origin_allowed(conn: HTTPConnection, *, required: bool) -> bool:
     return bool(host) and same_origin(origin, _scheme(conn), host)
 
 
+def cookie_name(conn: HTTPConnection) -> str:
+    """The cookie's name for this request: ``__Host-orch_session`` over https."""
+    return HOST_COOKIE if is_https(conn) else COOKIE
+
+
 def set_cookie(response: Response, conn: HTTPConnection, token: str, max_age_s: int) -> None:
     """Give the browser the session cookie (see the module's docstring for why each
-    attribute)."""
+    attribute and the name)."""
     response.set_cookie(
-        COOKIE,
+        cookie_name(conn),
         token,
         max_age=max_age_s,
         path="/",
@@ -157,15 +178,16 @@ def set_cookie(response: Response, conn: HTTPConnection, token: str, max_age_s: 
 
 
 def clear_cookie(response: Response, conn: HTTPConnection) -> None:
-    """Tell the browser to drop the session cookie."""
-    response.delete_cookie(
-        COOKIE, path="/", secure=is_https(conn), httponly=True, samesite="strict"
-    )
+    """Tell the browser to drop the session cookie (both names over https)."""
+    secure = is_https(conn)
+    for name in (HOST_COOKIE, COOKIE) if secure else (COOKIE,):
+        response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
 
 
 class SessionCache:
     """This replica's copies of the sessions it has read, each used for at most
-    ``SESSION_REFRESH_S``; unknown ids are remembered as unknown for as long.
+    ``SESSION_REFRESH_S``; unknown ids are remembered as unknown for as long, in a bounded set
+    of their own, and ids never seen cost at most ``MISS_READS_PER_S`` reads a second.
 
     Example:
         >>> cache = SessionCache(lambda: None)  # records given later, when first read
@@ -181,8 +203,14 @@ class SessionCache:
         self._records = records
         self._clock = clock
         self.refresh_s = refresh_s
-        self._copies: OrderedDict[str, tuple[ConsoleSession | None, float]] = OrderedDict()
+        self._copies: OrderedDict[str, tuple[ConsoleSession, float]] = OrderedDict()
+        self._misses: OrderedDict[str, float] = OrderedDict()
+        """Ids the records did not know, with when that was read."""
         self._reads: dict[str, asyncio.Future[ConsoleSession | None]] = {}
+        self._budget = MISS_READS_BURST
+        self._budget_at = clock()
+        self.reads = 0
+        """Reads of the records so far (for tests and metrics)."""
 
     def records(self) -> SessionRecords:
         """The records sessions are kept in (``RecordError`` when none are configured)."""
@@ -196,31 +224,60 @@ class SessionCache:
     def forget(self, sid: str) -> None:
         """Drop the copy of session ``sid`` (after this replica changed it)."""
         self._copies.pop(sid, None)
+        self._misses.pop(sid, None)
 
     def remember(self, session: ConsoleSession) -> None:
         """Keep ``session`` as just read (after this replica wrote it)."""
         self._keep(session.id, session, self._clock())
 
     def _keep(self, sid: str, session: ConsoleSession | None, at: float) -> None:
+        if session is None:
+            self._copies.pop(sid, None)
+            self._misses[sid] = at
+            self._misses.move_to_end(sid)
+            while len(self._misses) > MISS_CACHE_SIZE:
+                self._misses.popitem(last=False)
+            return
+        self._misses.pop(sid, None)
         self._copies[sid] = (session, at)
         self._copies.move_to_end(sid)
         while len(self._copies) > CACHE_SIZE:
             self._copies.popitem(last=False)
 
+    def _may_read_unseen(self) -> bool:
+        """Whether an id never seen may be read now (a token bucket of
+        ``MISS_READS_PER_S``, ``MISS_READS_BURST`` deep)."""
+        now = self._clock()
+        self._budget = min(
+            MISS_READS_BURST, self._budget + (now - self._budget_at) * MISS_READS_PER_S
+        )
+        self._budget_at = now
+        if self._budget < 1.0:
+            return False
+        self._budget -= 1.0
+        return True
+
     async def get(self, sid: str) -> ConsoleSession | None:
         """Session ``sid`` as the records had it at most ``refresh_s`` ago (one read at a
         time per id: concurrent requests with the same cookie share it). ``RecordError``
         when the records cannot be read."""
+        now = self._clock()
         copy = self._copies.get(sid)
-        if copy is not None and self._clock() - copy[1] < self.refresh_s:
+        if copy is not None and now - copy[1] < self.refresh_s:
             return copy[0]
+        missed = self._misses.get(sid)
+        if missed is not None and now - missed < self.refresh_s:
+            return None
         pending = self._reads.get(sid)
         if pending is not None:
             return await asyncio.shield(pending)
+        if copy is None and missed is None and not self._may_read_unseen():
+            return None  # a flood of made-up cookies: answered unknown without a read
         future: asyncio.Future[ConsoleSession | None] = asyncio.get_running_loop().create_future()
         self._reads[sid] = future
         started = self._clock()
         try:
+            self.reads += 1
             session = await self.records().session(sid)
         except BaseException as e:
             future.set_exception(e)

@@ -27,6 +27,7 @@ __all__ = [
     "STREAM_PATH",
     "ConcurrencyLimit",
     "Slots",
+    "TenantSlots",
     "counted",
     "env_limit",
     "overloaded",
@@ -85,6 +86,43 @@ class Slots:
 
     def give_back(self) -> None:
         self.busy -= 1
+
+
+TENANT_SHARE = 4
+"""A tenant may hold at most ``1/TENANT_SHARE`` of a replica's stream slots (at least one),
+so that one tenant's streams cannot leave every other tenant 429."""
+
+
+class TenantSlots(Slots):
+    """``Slots`` with a sub-limit per tenant: ``limit // TENANT_SHARE`` (at least 1) each."""
+
+    def __init__(self, env: str, default: int) -> None:
+        super().__init__(env, default)
+        self.per_tenant: dict[str, int] = {}
+
+    @property
+    def tenant_limit(self) -> int:
+        return max(1, self.limit // TENANT_SHARE)
+
+    def try_take_for(self, tenant: str | None) -> bool:
+        """Take a slot for ``tenant`` (None: counted against the replica's limit only)."""
+        if tenant is not None and self.per_tenant.get(tenant, 0) >= self.tenant_limit:
+            return False
+        if not self.try_take():
+            return False
+        if tenant is not None:
+            self.per_tenant[tenant] = self.per_tenant.get(tenant, 0) + 1
+        return True
+
+    def give_back_for(self, tenant: str | None) -> None:
+        """Give back a slot ``try_take_for(tenant)`` took."""
+        self.give_back()
+        if tenant is not None:
+            left = self.per_tenant.get(tenant, 0) - 1
+            if left > 0:
+                self.per_tenant[tenant] = left
+            else:
+                self.per_tenant.pop(tenant, None)
 
 
 REQUESTS = Slots(ENV_MAX_CONCURRENT, DEFAULT_MAX_CONCURRENT)

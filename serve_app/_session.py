@@ -109,8 +109,10 @@ class Ticket(_Model):
 
 @router.post("/session", dependencies=[Depends(key_in_body)])
 async def sign_in(request: Request, response: Response, body: SignIn) -> SignedIn:
-    """Sign in to the console with an API key: sets the ``orch_session`` cookie (HttpOnly,
-    SameSite=Strict, at most 12 h). A browser's request must come from the API's origin."""
+    """Sign in to the console with an API key: sets the ``orch_session`` cookie
+    (``__Host-orch_session`` over https; HttpOnly, SameSite=Strict, at most 12 h) and ends
+    the session of the cookie the browser sent, if any. A browser's request must come from
+    the API's origin."""
     if not origin_allowed(request, required=False):
         raise HTTPException(403, _OTHER_ORIGIN)
     key = body.key.get_secret_value() if body.key is not None else ""
@@ -119,6 +121,9 @@ async def sign_in(request: Request, response: Response, body: SignIn) -> SignedI
     tenant = await key_tenant(key)
     if tenant is None:
         raise Unauthorized("invalid API key")
+    previous = token_of(request)
+    if previous is not None:  # signing in again ends the session this browser had
+        await _end(session_id(previous))
     now = time.time()
     token = new_token()
     session = ConsoleSession(
@@ -147,19 +152,25 @@ async def session_info(caller: Caller) -> SessionInfo:
 @router.delete("/session", status_code=204)
 async def sign_out(request: Request) -> Response:
     """Sign out: the session ends in the records (every replica refuses its cookie within a
-    second or so) and the browser is told to drop the cookie. Again with the same cookie:
+    second or so) and the browser is told to drop the cookie and its cache of the console
+    (``Clear-Site-Data: "cache"``). Again with the same cookie:
     204 too; without a cookie: 401."""
     token = token_of(request)
     if token is None:
         raise Unauthorized("no console session: sign in first")
     if not origin_allowed(request, required=True):
         raise HTTPException(403, _OTHER_ORIGIN)
-    sid = session_id(token)
-    await _auth.sessions.records().end_session(sid)
-    _auth.sessions.forget(sid)
-    response = Response(status_code=204)
+    await _end(session_id(token))
+    # What the browser kept of the console (blobs are cached for a day) goes too.
+    response = Response(status_code=204, headers={"Clear-Site-Data": '"cache"'})
     clear_cookie(response, request)
     return response
+
+
+async def _end(sid: str) -> None:
+    """End console session ``sid`` in the records (unknown or ended already: no change)."""
+    await _auth.sessions.records().end_session(sid)
+    _auth.sessions.forget(sid)
 
 
 @router.post("/agents/{agent_id}/tickets")

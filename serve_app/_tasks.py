@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from orchestrator.domain import TaskInfo, TaskSpec, TaskState
 
-from ._front import Rt, Tenant
+from ._front import Caller, Rt, Tenant
 from ._models import EventPage, TaskPin
 from ._stream import EVENTS_MAX_LIMIT, open_stream
 
@@ -88,13 +88,14 @@ async def list_tasks(
 )
 async def task_event_stream(
     rt: Rt,
-    tenant: Tenant,
+    caller: Caller,
     task_id: str,
     after_seq: SEQ = 0,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=2**63 - 1)] = None,
 ) -> StreamingResponse:
     """The task's events live as Server-Sent Events (``id:`` is the seq, ``data:`` the
     event); resumes after ``Last-Event-ID`` or ``after_seq``; ends once the task is done
-    and all its events were sent."""
-    await rt.task(task_id, tenant)
-    return open_stream(rt, task_id, max(after_seq, last_event_id or 0))
+    and all its events were sent, or (``event: end``) within seconds of the caller's key
+    being revoked or its console session ended."""
+    await rt.task(task_id, caller.tenant)
+    return open_stream(rt, caller, task_id, max(after_seq, last_event_id or 0))

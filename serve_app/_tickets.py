@@ -8,8 +8,9 @@ lease holder name; ``view``/``control`` tickets must be used within ``TICKET_TTL
 to open a relay, ``embed`` ones within 15 minutes (a notebook cell shown later).
 
 Any replica accepts a ticket another minted: it is sealed with a key every replica derives
-from one cluster secret kept in the records (``SessionRecords.cluster_secret``), read once
-per process. Sealing is encrypt-then-MAC with HMAC-SHA256 only: the body is XORed with an
+from one cluster secret: ``ORCHESTRATOR_API_TICKET_SECRET`` when set, else one kept in the
+records (``SessionRecords.cluster_secret``), read once per process (``_auth.cluster_secret``).
+Sealing is encrypt-then-MAC with HMAC-SHA256 only: the body is XORed with an
 HMAC-SHA256 keystream (counter mode over a random 16-byte nonce) and the version, nonce and
 ciphertext are authenticated with HMAC-SHA256 under a second derived key. So a ticket can
 neither be forged nor altered, and it does not show the key digest it carries (a short API
@@ -37,8 +38,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.front import SessionRecords
-
 from . import _auth
 from ._auth import Ended, Principal, Unauthorized, still_valid
 
@@ -63,8 +62,6 @@ credentials do)."""
 MAX_TICKET_CHARS = 2048
 """Longer strings are not tickets (refused before any work)."""
 
-SECRET_NAME = "console-tickets"
-"""The cluster secret tickets are sealed with."""
 _VERSION = b"\x01"
 _NONCE = 16
 _TAG = 32
@@ -144,16 +141,17 @@ class TicketGrant(BaseModel):
     """When it stops opening relays (unix seconds)."""
 
 
-_seal: tuple[int, Seal] | None = None
-"""The seal of this process, with the id of the records its secret was read from."""
+_seal: tuple[bytes, Seal] | None = None
+"""The seal of this process, with the secret it was made from."""
 
 
 async def _current_seal() -> Seal:
-    """The seal made from the cluster's ticket secret (read once per process)."""
+    """The seal made from the cluster's secret (``_auth.cluster_secret``:
+    ``ORCHESTRATOR_API_TICKET_SECRET`` when set, else the records')."""
     global _seal
-    records: SessionRecords = _auth.sessions.records()
-    if _seal is None or _seal[0] != id(records):
-        _seal = (id(records), Seal(await records.cluster_secret(SECRET_NAME)))
+    secret = await _auth.cluster_secret()
+    if _seal is None or not hmac.compare_digest(_seal[0], secret):
+        _seal = (secret, Seal(secret))
     return _seal[1]
 
 

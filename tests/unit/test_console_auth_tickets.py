@@ -20,9 +20,16 @@ from orchestrator.domain import AgentSpec, new_id
 from orchestrator.records import SQLiteStore
 from orchestrator.tenants import ApiKey, digest, make_key
 from serve_app import _auth
-from serve_app._auth import KEYS_REFRESH_S, Ended, KeyStore, RecordKeys, Unauthorized
+from serve_app._auth import (
+    KEYS_REFRESH_S,
+    Ended,
+    KeyStore,
+    RecordKeys,
+    Unauthorized,
+    key_principal,
+)
 from serve_app._cookie import COOKIE, SESSION_REFRESH_S, SessionCache, session_id
-from serve_app._front import Principal, still_valid
+from serve_app._front import still_valid
 from serve_app._tickets import MAX_TICKET_CHARS, Seal, redeem
 from tests.fakes.runtime import LocalRuntime
 from tests.fakes.runtime_app import AUTH, KEY, OTHER, TENANT, api
@@ -190,7 +197,7 @@ def test_revoking_a_key_ends_its_cookies_tickets_and_still_valid(
     bearer = {"Authorization": f"Bearer {key}"}
     key_ticket = str(_ticket(client, agent.id, "embed", headers=bearer)["ticket"])
     grants = [asyncio.run(redeem(t, agent.id)) for t in (cookie_ticket, key_ticket)]
-    keyed = Principal.of_key("t-rec", digest(key))
+    keyed = asyncio.run(key_principal("t-rec", digest(key)))
     assert all([asyncio.run(still_valid(p)) for p in (keyed, *(g.principal for g in grants))])
     assert client.get("/v1/agents").status_code == 200
 
