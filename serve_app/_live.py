@@ -45,6 +45,8 @@ REPLAY_MAX_AGENTS = 200
 """The most agents a replay shows (the tenant's oldest first)."""
 SHOT_LOOKBACK = 50
 """How many of an agent's latest step and model events a replay looks through for a shot."""
+REPLAY_CONCURRENCY = 16
+"""The most per-agent reads one replay runs at once (each is two records queries)."""
 STREAM_MAX_ERRORS = 20
 """Consecutive failed polls after which a stream ends (the page reconnects)."""
 
@@ -163,7 +165,13 @@ async def replay(rt: Rt, caller: Caller, at: MOMENT) -> ReplayMoment:
     events of the 30 s before it."""
     agents = (await rt.list_agents(caller.tenant))[:REPLAY_MAX_AGENTS]
     agents = [x for x in agents if x.created_at <= at]
-    shown = await asyncio.gather(*(_agent_then(rt, x, at) for x in agents))
+    gate = asyncio.Semaphore(REPLAY_CONCURRENCY)
+
+    async def then(agent: AgentInfo) -> ReplayAgent:
+        async with gate:
+            return await _agent_then(rt, agent, at)
+
+    shown = await asyncio.gather(*(then(x) for x in agents))
     recent = await rt.events(tenant=caller.tenant, before_at=at, limit=EVENTS_MAX_LIMIT)
     events = [e for e in recent if e.at >= at - REPLAY_WINDOW_S]
     return ReplayMoment(at=at, agents=list(shown), events=events)

@@ -223,6 +223,57 @@ def test_the_async_live_view_mints_its_ticket_when_shown(
         thread.join(timeout=10)
 
 
+def test_a_replay_reads_at_most_a_few_agents_at_once(
+    app: tuple[TestClient, LocalRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, rt = app
+    for i in range(40):
+        _agent(rt, f"desk-{i}")
+    running = 0
+    most = 0
+    read = rt.events
+
+    async def counted(**kw: object) -> list[Event]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0)  # let every other read that may start, start
+            return await read(**kw)  # type: ignore[arg-type]
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(rt, "events", counted)
+    r = client.get("/v1/replay", params={"at": time.time() + 5}, headers=_auth(ALICE))
+    assert r.status_code == 200 and len(r.json()["agents"]) == 40, r.text
+    # two reads per agent, at most 16 agents at once (not all 40)
+    assert 0 < most <= 2 * 16, most
+
+
+def test_a_tenants_events_before_a_moment_are_read_by_time() -> None:
+    """The tenant page and replay query (as records/_sqlite.py builds it) is bounded by the
+    moment through an index, not by reading each agent's whole history."""
+    import sqlite3
+
+    from orchestrator.records._schema import migrate
+
+    db = sqlite3.connect(":memory:")
+    migrate(db)
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT seq, payload FROM events WHERE seq > ? AND agent_id IN"
+        " (SELECT id FROM agents WHERE tenant = ?) AND at <= ? ORDER BY seq DESC LIMIT ?",
+        (0, TENANT, 1.0, 100),
+    ).fetchall()
+    assert any("events_agent_at (agent_id=? AND at<?)" in row[3] for row in plan), plan
+    # the per-agent latest-first read keeps its early stop on (agent_id, seq)
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT seq, payload FROM events WHERE seq > ? AND agent_id = ?"
+        " AND at <= ? ORDER BY seq DESC LIMIT ?",
+        (0, "a", 1.0, 50),
+    ).fetchall()
+    assert any("events_agent (agent_id=? AND seq>?)" in row[3] for row in plan), plan
+
+
 def test_a_lease_length_out_of_range_is_refused(app: tuple[TestClient, LocalRuntime]) -> None:
     client, rt = app
     agent_id = _agent(rt)
