@@ -41,7 +41,8 @@ DEFAULT_MAX_CONCURRENT: int = ApiSettings.model_fields["max_concurrent"].default
 DEFAULT_MAX_STREAMS: int = ApiSettings.model_fields["max_streams"].default
 _FIELDS = {ENV_MAX_CONCURRENT: "max_concurrent", ENV_MAX_STREAMS: "max_streams"}
 
-STREAM_PATH = re.compile(r"/v1/tasks/[^/]+/events/stream")
+STREAM_PATH = re.compile(r"/v1/(?:tasks/[^/]+/)?events/stream")
+"""The event streams (a task's, the tenant's): they hold a stream slot, not a request slot."""
 _EXEMPT = frozenset({"/healthz"})
 
 

@@ -292,3 +292,10 @@ def test_one_tenant_cannot_take_every_stream_slot(monkeypatch: pytest.MonkeyPatc
     asyncio.run(finish())
     assert _stream._streams.busy == 3
     slot_stream(body(), "t-greedy")  # its slot was given back
+
+
+def test_the_tenant_stream_holds_a_stream_slot_not_a_request_slot() -> None:
+    from serve_app._limit import counted
+
+    assert not counted("/v1/events/stream") and not counted("/v1/tasks/t-1/events/stream")
+    assert counted("/v1/events") and counted("/v1/x/events/stream")
