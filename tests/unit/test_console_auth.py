@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from orchestrator.domain import AgentSpec
 from orchestrator.records import ConsoleSession, SQLiteStore
-from serve_app._cookie import COOKIE, new_token, same_origin, session_id
+from serve_app._cookie import COOKIE, HOST_COOKIE, new_token, same_origin, session_id
 from tests.fakes.runtime import LocalRuntime
 from tests.fakes.runtime_app import AUTH, KEY, OTHER_KEY, TENANT, api
 
@@ -80,7 +80,7 @@ def test_the_cookie_is_secure_when_the_request_came_over_https(
         headers={"Origin": "https://testserver", "X-Forwarded-Proto": "https"},
     )
     assert r.status_code == 200, r.text
-    assert _set_cookie(r)[COOKIE]["secure"]
+    assert _set_cookie(r)[HOST_COOKIE]["secure"]  # named __Host- over https
 
 
 def test_a_bad_key_gets_401_and_no_cookie(app: tuple[TestClient, LocalRuntime]) -> None:
