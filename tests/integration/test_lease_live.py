@@ -176,6 +176,15 @@ def test_take_over_pauses_the_task_blocks_others_and_hand_back_gives_the_note_to
 
             until(paused, timeout_s=60, what="the task pauses after its step")
             assert len(model.bodies(CHAT)) == 2  # no decision while taken over
+            # nor may the other person resume the task the lease paused, upload to the
+            # desktop or reset it (the agent's actor checks the lease)
+            with server.http(TENANT + "#2") as h2:
+                r = h2.post(f"/v1/tasks/{task.id}/resume", json={"subtree": False})
+                assert r.status_code == 409, r.text
+                r = h2.put(f"/v1/agents/{agent.id}/files", params={"path": "/tmp/x"}, content=b"x")
+                assert r.status_code == 409, r.text
+                assert h2.post(f"/v1/agents/{agent.id}/desktop/reset").status_code == 409
+            assert task.refresh().state == TaskState.PAUSED
             # the holder's own input reaches the desktop
             done = agent.shell("echo by-the-person > ~/person.txt && cat ~/one.txt")
             assert done.exit_code == 0 and done.stdout.strip() == "first", done
