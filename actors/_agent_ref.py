@@ -20,7 +20,7 @@ from orchestrator.errors import AgentGoneError, UnavailableError
 from orchestrator.front import ViewMode
 from orchestrator.lease import Lease
 
-from ._vnc import RayVncRelay
+from ._vnc_relay import RayVncRelay
 
 __all__ = ["RayAgentRef", "ours", "ray_call"]
 

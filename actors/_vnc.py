@@ -1,26 +1,26 @@
-"""The live desktop relay's two ends on Ray: sessions in the agent's actor, and the handle
-the API replica holds (``orchestrator.front.VncRelay``).
+"""The live desktop relay's sessions in the agent's actor (the replica's handle,
+``orchestrator.front.VncRelay``, is ``actors._vnc_relay``).
 
 In the actor (``VncSessions``), a session is one viewer of the agent's desktop: a WebSocket
 to the desktop's noVNC server (websockify, over the desktop's checked unix socket: no IP),
 the RFB handshake with x11vnc done with the desktop's password (``_rfb.upstream_handshake``),
 and the viewer's side (``_rfb.ViewerSide``: security None, then every client message parsed
-and input dropped unless the session may steer). Server bytes are not parsed: a reader task
-appends what websockify sends to a bounded buffer (at most ``DOWN_BUFFER_BYTES``; when it is
-full the reader stops reading, so x11vnc's own socket fills and it waits), and the replica
-pulls it through a Ray streaming generator, each item everything available up to
-``CHUNK_BYTES`` (small updates share one object), with at most ``STREAM_WINDOW`` items in
-flight (Ray's generator backpressure). Viewer bytes come in batched actor calls: while one
-call is on its way, what the viewer sends meanwhile waits and goes in the next.
+and input dropped unless the session may steer; a watcher asks for a whole frame at most
+every ``FULL_EVERY_S``). Server bytes are not parsed: a reader task appends what websockify
+sends (messages of at most ``MAX_MESSAGE_BYTES``) to a buffer of at most
+``DOWN_BUFFER_BYTES``; when it is full the reader stops reading and x11vnc's socket fills.
+The replica pulls with ``exchange`` calls (each carries the viewer's bytes up and everything
+buffered down, up to ``CHUNK_BYTES``) no faster than ``DOWN_RATE`` allows: Serve's WebSocket
+queue toward the browser is unbounded, so this rate, not the browser, bounds what a viewer
+that never reads can pile up in the replica. Viewer bytes sent while an exchange waits go
+in batched ``vnc_send`` calls.
 
 A session ends when the viewer goes (the replica's ``close``), when the desktop's socket
 closes, when the agent shuts down or its desktop is reset (``close_all``), or when nothing
 was heard from its replica for ``IDLE_TIMEOUT_S`` (the replica beats every
 ``HEARTBEAT_S``: a replica that died leaves no session behind).
 
-Example (in the replica):
-    >>> relay = await ref.vnc_relay("view", "session:abc")  # doctest: +SKIP
-    >>> async for data in relay: ...                         # doctest: +SKIP
+The replica's end is ``actors._vnc_relay.RayVncRelay``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_BYTES",
     "DOWN_BUFFER_BYTES",
-    "RayVncRelay",
     "RelayCounters",
     "RelayPart",
     "RelayMode",
@@ -82,10 +81,20 @@ updates a second: a wall of live desktops costs the API little); one that steere
 it are not paced."""
 STEER_FRESH_S = 2.0
 YOUNG_S = 3.0
+LINGER_S = 0.002
+"""Once bytes are there, ``pull`` waits while more keep coming this quickly (the rest of
+an update websockify sends in several messages), so one delivery carries it whole."""
 HEARTBEAT_S = 10.0
 """How often the replica says it is still there."""
 IDLE_TIMEOUT_S = 35.0
 """A session its replica has not called for this long is closed."""
+MAX_MESSAGE_BYTES = 256 * 1024
+"""The largest WebSocket message taken from the desktop (websockify sends <= 64 KiB)."""
+FULL_EVERY_S = 2.0
+"""A session that may not steer gets at most one whole frame on request per this long."""
+DOWN_RATE = 8 * 1024 * 1024
+"""Bytes per second one relay carries to its viewer at most (after ``DOWN_BURST``)."""
+DOWN_BURST = 16 * 1024 * 1024
 
 
 class RelayCounters(BaseModel):
@@ -168,6 +177,13 @@ class _Session:
                     await self._changed.wait()
             except TimeoutError:
                 return b""
+        while len(self._down) < CHUNK_BYTES and not self._closed:  # the rest of an update
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(LINGER_S):
+                    await self._changed.wait()
+            except TimeoutError:
+                break
         data = bytes(self._down[:CHUNK_BYTES])
         del self._down[:CHUNK_BYTES]
         self._changed.set()  # room for the reader
@@ -255,7 +271,11 @@ class VncSessions:
         """Connect to the desktop's VNC server for a new viewer; returns the session's id."""
         from websockets.asyncio.client import connect
 
-        sock, password = await asyncio.to_thread(desktop.open_novnc)
+        ws: ClientConnection | None = None
+        try:
+            sock, password = await asyncio.to_thread(desktop.open_novnc)
+        except (OSError, ValueError) as e:
+            raise DesktopError(f"the desktop's VNC server: {e}") from e
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
                 ws = await connect(
@@ -265,21 +285,26 @@ class VncSessions:
                     compression=None,
                     proxy=None,
                     ping_interval=None,
-                    max_size=None,
-                    max_queue=16,
+                    max_size=MAX_MESSAGE_BYTES,
+                    max_queue=4,
                     open_timeout=OPEN_TIMEOUT_S,
                 )
                 reader = _MessageReader(ws)
                 server_init = await upstream_handshake(reader.read, ws.send, password)
-        except BaseException:
-            sock.close()
-            raise
+        except BaseException as e:
+            if ws is not None:
+                ws.transport.abort()  # closes the socket with its transport
+            else:
+                sock.close()
+            if isinstance(e, DesktopError) or not isinstance(e, Exception):
+                raise
+            raise DesktopError(f"the desktop's VNC server: {e!r}") from e
 
         def may_steer() -> bool:
             return mode == "control" and self.may_input(holder)
 
         sid = new_id("vnc")
-        viewer = ViewerSide(server_init, may_steer)
+        viewer = ViewerSide(server_init, may_steer, None if mode == "control" else FULL_EVERY_S)
         self._sessions[sid] = _Session(sid, ws, viewer, self.counters, reader.rest())
         self.counters.opened += 1
         self.counters.open = len(self._sessions)
@@ -331,6 +356,10 @@ class VncSessions:
 
     async def close_all(self) -> None:
         """End every session (the agent shuts down, or its desktop is replaced)."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         await asyncio.gather(*(self.close(sid) for sid in list(self._sessions)))
 
     async def _close_idle(self) -> None:
@@ -342,7 +371,10 @@ class VncSessions:
             for sid, session in list(self._sessions.items()):
                 if now - session.seen > IDLE_TIMEOUT_S:
                     log.warning("relay %s: no word from its replica; closing", sid)
-                    await self.close(sid)
+                    try:
+                        await self.close(sid)
+                    except Exception:
+                        log.exception("relay %s: closing it failed", sid)
 
 
 class _MessageReader:
@@ -365,112 +397,6 @@ class _MessageReader:
         data = bytes(self._buf[:n])
         del self._buf[:n]
         return data
-
-
-class RayVncRelay:
-    """The replica's end of a relay session (``orchestrator.front.VncRelay``): iterate for the
-    desktop's bytes, ``send`` the viewer's, ``close`` when the viewer goes.
-
-    One ``exchange`` call per round trip of the protocol: it carries what the viewer said
-    (typically its request for the next update) and comes back with what the desktop sent
-    next, or empty after ``POLL_S``. Bytes the viewer sends while such a call waits (a key
-    press on a quiet desktop) go at once in batched ``vnc_send`` calls, in order.
-    """
-
-    def __init__(self, handle: Any, sid: str) -> None:
-        self._handle = handle
-        self._sid = sid
-        self._pending = bytearray()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._came = asyncio.Event()  # the viewer sent something while no call waits
-        self._polling = False
-        self._flusher: asyncio.Task[None] | None = None
-        self._error: BaseException | None = None
-        self._closed = False
-        self._beat = asyncio.create_task(self._heartbeat())
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        from ._agent_ref import ray_call
-
-        answered = True  # the first call brings the greeting
-        while not self._closed:
-            if self._flusher is not None:
-                await asyncio.gather(self._flusher, return_exceptions=True)  # order
-            if self._error is not None:
-                raise self._error
-            if answered and not self._pending:
-                self._came.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ANSWER_WAIT_S):
-                        await self._came.wait()
-            up = bytes(self._pending)
-            self._pending.clear()
-            self._room.set()
-            self._polling = True
-            try:
-                down = await ray_call(self._handle.vnc_exchange.remote(self._sid, up, POLL_S))
-            finally:
-                self._polling = False
-            if down is None:
-                return
-            answered = 0 < len(down) < CHUNK_BYTES  # a full chunk: more is on its way
-            if down:
-                yield down
-
-    async def send(self, data: bytes) -> None:
-        """Queue the viewer's bytes for the next call. Waits while ``UP_BUFFER_BYTES`` are
-        queued; raises what ended the session."""
-        if self._error is not None:
-            raise self._error
-        while len(self._pending) >= UP_BUFFER_BYTES:
-            self._room.clear()
-            await self._room.wait()
-            if self._error is not None:
-                raise self._error
-        self._pending += data
-        if not self._polling:
-            self._came.set()
-        elif self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        from ._agent_ref import ray_call
-
-        try:
-            while self._pending and self._polling and not self._closed:
-                batch = bytes(self._pending)
-                self._pending.clear()
-                self._room.set()
-                await ray_call(self._handle.vnc_send.remote(self._sid, batch))
-        except Exception as e:  # noqa: BLE001 - kept for the next send
-            self._error = e
-            self._room.set()
-
-    async def _heartbeat(self) -> None:
-        from ._agent_ref import ray_call
-
-        while not self._closed:
-            await asyncio.sleep(HEARTBEAT_S)  # a heartbeat: the interval is the point
-            try:
-                await ray_call(self._handle.vnc_send.remote(self._sid, b""))
-            except Exception as e:  # noqa: BLE001 - the session is over
-                self._error = e
-                return
-
-    async def close(self) -> None:
-        """End the session in the actor (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._beat.cancel()
-        if self._flusher is not None:
-            self._flusher.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._handle.vnc_close.remote(self._sid), timeout=5.0)
 
 
 class RelayPart:

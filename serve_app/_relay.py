@@ -10,16 +10,22 @@ Refusals: a request whose ``Origin`` is not the API's own is refused before the 
 (HTTP 403). After the upgrade the WebSocket closes with ``4401`` for a missing, bad or
 expired ticket, ``4404`` for an agent that is not running (or another tenant's), ``4403``
 once the key or console session behind the ticket is revoked or ended (checked every
-``VALID_CHECK_S``), ``1011`` when the desktop's side fails, ``1000`` when the session ends.
+``VALID_CHECK_S``), ``4401`` again when its time is up (``RELAY_LIFE_S`` past the ticket's
+expiry: one hour for ``embed``, whose page cannot mint a new ticket; the console's live view
+reconnects with a fresh ticket), ``4429`` when the agent already has ``MAX_PER_AGENT`` relays
+open in this replica or the tenant ``MAX_PER_TENANT``, ``1011`` when the desktop's side
+fails, ``1000`` when the session ends.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orchestrator.errors import AgentError, NotFoundError, OrchestratorError
 from orchestrator.front import VncRelay
@@ -31,7 +37,11 @@ from ._front import Rt, TicketGrant, redeem, still_valid
 __all__ = [
     "CLOSE_BAD_TICKET",
     "CLOSE_ENDED",
+    "CLOSE_TOO_MANY",
     "CLOSE_UNKNOWN_AGENT",
+    "MAX_PER_AGENT",
+    "MAX_PER_TENANT",
+    "RELAY_LIFE_S",
     "VALID_CHECK_S",
     "router",
 ]
@@ -48,8 +58,19 @@ CLOSE_UNKNOWN_AGENT = 4404
 """Close code: the agent is not running (or is another tenant's)."""
 CLOSE_FAILED = 1011
 """Close code: the desktop's side failed."""
+CLOSE_TOO_MANY = 4429
+"""Close code: too many relays open for the agent or the tenant."""
 VALID_CHECK_S = 1.0
 """How often an open relay asks whether its credentials still hold."""
+MAX_PER_AGENT = 8
+"""The most relays one agent has open in one replica."""
+MAX_PER_TENANT = 32
+"""The most relays one tenant has open in one replica."""
+RELAY_LIFE_S = {"view": 600.0, "control": 600.0, "embed": 3600.0}
+"""How long past its ticket's expiry a relay stays open, by mode."""
+
+_open_agent: Counter[str] = Counter()
+_open_tenant: Counter[str] = Counter()
 
 
 @router.websocket("/v1/agents/{agent_id}/vnc")
@@ -68,19 +89,37 @@ async def vnc(websocket: WebSocket, agent_id: str, rt: Rt, ticket: str = "") -> 
     except Unauthorized as e:
         await _close(websocket, CLOSE_BAD_TICKET, str(e))
         return
+    if _open_agent[agent_id] >= MAX_PER_AGENT or _open_tenant[grant.tenant] >= MAX_PER_TENANT:
+        await _close(websocket, CLOSE_TOO_MANY, "too many live views are open")
+        return
+    _open_agent[agent_id] += 1
+    _open_tenant[grant.tenant] += 1
+    try:
+        await _relay(websocket, rt, agent_id, grant)
+    finally:
+        for counts, key in ((_open_agent, agent_id), (_open_tenant, grant.tenant)):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+
+
+async def _relay(websocket: WebSocket, rt: Rt, agent_id: str, grant: TicketGrant) -> None:
     try:
         ref = await rt.agent_ref(agent_id, grant.tenant)
         relay = await ref.vnc_relay(grant.mode, grant.holder)
     except NotFoundError:
         await _close(websocket, CLOSE_UNKNOWN_AGENT, "no such running agent")
         return
-    except OrchestratorError as e:
+    except Exception as e:  # noqa: BLE001 - any failure of the desktop's side: 1011, no traceback
         log.info("relay of %s refused: %s", agent_id, e)
         code = CLOSE_UNKNOWN_AGENT if isinstance(e, AgentError) else CLOSE_FAILED
-        await _close(websocket, code, str(e))
+        reason = str(e) if isinstance(e, OrchestratorError) else "the desktop's side failed"
+        await _close(websocket, code, reason)
         return
-    code, reason = await _splice(websocket, relay, grant)
-    await relay.close()
+    try:
+        code, reason = await _splice(websocket, relay, grant)
+    finally:
+        await asyncio.shield(relay.close())
     await _close(websocket, code, reason)
 
 
@@ -90,7 +129,8 @@ async def _splice(websocket: WebSocket, relay: VncRelay, grant: TicketGrant) -> 
     down = asyncio.create_task(_down(websocket, relay))
     up = asyncio.create_task(_up(websocket, relay))
     valid = asyncio.create_task(_watch(grant))
-    tasks = {down, up, valid}
+    life = asyncio.create_task(_life(grant))
+    tasks = {down, up, valid, life}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -99,8 +139,13 @@ async def _splice(websocket: WebSocket, relay: VncRelay, grant: TicketGrant) -> 
         await asyncio.gather(*tasks, return_exceptions=True)
     if valid in done:
         return CLOSE_ENDED, "the key or the console session behind the ticket has ended"
+    if life in done:
+        return CLOSE_BAD_TICKET, "the ticket's time is up: open the view again"
     finished = next(iter(done))
     error = None if finished.cancelled() else finished.exception()
+    gone = up in done or websocket.client_state is WebSocketState.DISCONNECTED
+    if isinstance(error, RuntimeError) and gone:
+        error = None  # sending to a viewer that went: Serve's or Starlette's RuntimeError
     if error is not None and not isinstance(error, WebSocketDisconnect | OSError):
         log.info("relay of %s ended: %s", grant.agent_id, error)
         return CLOSE_FAILED, "the desktop's stream failed"
@@ -130,6 +175,11 @@ async def _watch(grant: TicketGrant) -> None:
         if not await still_valid(grant.principal):
             return
         await asyncio.sleep(VALID_CHECK_S)
+
+
+async def _life(grant: TicketGrant) -> None:
+    """Return once the relay's time is up (``RELAY_LIFE_S`` past the ticket's expiry)."""
+    await asyncio.sleep(max(0.0, grant.expires_at + RELAY_LIFE_S[grant.mode] - time.time()))
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

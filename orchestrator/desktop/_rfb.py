@@ -31,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import re
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
@@ -128,7 +130,10 @@ async def upstream_handshake(read: ReadExactly, write: Write, password: str) -> 
     version = await read(12)
     if not version.startswith(b"RFB ") or version[-1:] != b"\n":
         raise DesktopError("the desktop's VNC server did not greet with an RFB version")
-    major, minor = int(version[4:7]), int(version[8:11])
+    match = re.fullmatch(rb"RFB (\d{3})\.(\d{3})\n", version)
+    if match is None:
+        raise DesktopError("the desktop's VNC server did not greet with an RFB version")
+    major, minor = int(match[1]), int(match[2])
     if (major, minor) < (3, 8):
         raise DesktopError(f"the desktop's VNC server speaks RFB {major}.{minor}, not 3.8")
     await write(RFB_38)
@@ -175,9 +180,21 @@ class ViewerSide:
     unknown message type, a clipboard over ``MAX_CUT_TEXT``): end the session then.
     """
 
-    def __init__(self, server_init: bytes, may_input: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        server_init: bytes,
+        may_input: Callable[[], bool],
+        full_every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``full_every_s``: at most one whole-frame request (a non-incremental
+        FramebufferUpdateRequest) passes per that many seconds; others become incremental,
+        so a viewer that asks in a loop and never reads gets only changes."""
         self._server_init = server_init
         self._may_input = may_input
+        self._full_every_s = full_every_s
+        self._clock = clock
+        self._full_at = -1e18
         self._phase = _Phase.VERSION
         self._minor = 8
         self._buf = bytearray()
@@ -258,6 +275,12 @@ class ViewerSide:
                     start += size
                     continue
                 self.steered += 1
+            elif kind == FRAMEBUFFER_UPDATE_REQUEST and buf[start + 1] == 0 and self._full_every_s:
+                now = self._clock()
+                if now - self._full_at < self._full_every_s:
+                    buf[start + 1] = 1  # incremental: only what changed
+                else:
+                    self._full_at = now
             out += buf[start : start + size]
             self.passed += 1
             start += size

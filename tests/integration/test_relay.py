@@ -121,7 +121,8 @@ def _counters(agent: dict[str, Any]) -> Any:
 
 def test_a_viewer_gets_the_server_init_and_whole_frames(api: Api, agent: dict[str, Any]) -> None:
     before = _counters(agent)
-    viewer = Viewer.open(api.ws(api.ticket(agent["id"])), origin=api.url)
+    # control: a watcher (view, embed) gets one whole frame on request per 2 s (review R1)
+    viewer = Viewer.open(api.ws(api.ticket(agent["id"], "control")), origin=api.url)
     try:
         init = viewer.handshake()
         assert init.width >= 640 and init.height >= 480, init
@@ -198,3 +199,32 @@ def test_a_foreign_origin_is_refused_before_the_upgrade(api: Api, agent: dict[st
     with pytest.raises(InvalidStatus) as refused:
         Viewer.open(api.ws(api.ticket(agent["id"])), origin="http://evil.example")
     assert refused.value.response.status_code == 403
+
+
+def test_more_relays_than_the_cap_are_refused(api: Api, agent: dict[str, Any]) -> None:
+    """Security #5: an agent has at most ``MAX_PER_AGENT`` relays open; one more closes 4429,
+    and once one closes a new one opens."""
+    from serve_app._relay import CLOSE_TOO_MANY, MAX_PER_AGENT
+
+    viewers = []
+    try:
+        for _ in range(MAX_PER_AGENT):
+            viewer = Viewer.open(api.ws(api.ticket(agent["id"])))
+            viewers.append(viewer)
+            viewer.handshake()
+        assert _close_code(api.ws(api.ticket(agent["id"]))) == CLOSE_TOO_MANY
+        viewers.pop().close()
+        deadline = time.monotonic() + 30
+        while True:  # the replica counts the closed one down when its route ends
+            viewer = Viewer.open(api.ws(api.ticket(agent["id"])))
+            try:
+                viewer.handshake()
+                break
+            except ConnectionClosed as e:
+                viewer.close()
+                assert e.rcvd is not None and e.rcvd.code == CLOSE_TOO_MANY
+                assert time.monotonic() < deadline, "the cap never freed a slot"
+        viewer.close()
+    finally:
+        for viewer in viewers:
+            viewer.close()

@@ -211,3 +211,33 @@ def test_upstream_handshake_without_vnc_auth() -> None:
     server = _ScriptedServer("x", types=b"\x10\x13")
     with pytest.raises(DesktopError, match="no usable security"):
         asyncio.run(upstream_handshake(server.read, server.write, "x"))
+
+
+def test_non_numeric_greeting_is_a_desktop_error() -> None:
+    async def read(n: int) -> bytes:
+        return b"RFB xxx.yyy\n"[:n]
+
+    async def write(_data: bytes) -> None:
+        return None
+
+    with pytest.raises(DesktopError, match="did not greet"):
+        asyncio.run(upstream_handshake(read, write, "x"))
+
+
+def test_whole_frame_requests_are_limited() -> None:
+    """5 non-incremental requests within 1 s: 1 passes as is, 4 become incremental; one
+    2 s later is whole again."""
+    now = [100.0]
+    viewer = ViewerSide(SERVER_INIT, lambda: False, full_every_s=2.0, clock=lambda: now[0])
+    viewer.feed(RFB_38 + b"\x01\x01")
+    full = bytes([3, 0]) + struct.pack(">HHHH", 0, 0, 1024, 768)
+    passed = []
+    for _ in range(5):
+        passed.append(viewer.feed(full)[1])
+        now[0] += 0.2
+    assert [p[1] for p in passed] == [0, 1, 1, 1, 1]
+    assert all(p[2:] == full[2:] for p in passed)
+    now[0] += 2.0
+    assert viewer.feed(full)[1] == full
+    unlimited = _ready()
+    assert unlimited.feed(full + full)[1] == full + full  # control: not limited
