@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from orchestrator.config import settings
+from orchestrator.config import ray_env, settings
 from orchestrator.domain import AgentInfo, AgentStatus, Event, EventKind
 from orchestrator.errors import CapacityError
 
@@ -247,7 +246,7 @@ def _prepare_here() -> bool:
     on this machine (the fake provider, ``RAY_FAKE_CLUSTER``: a child on one adopts it
     there). Otherwise the child may wait minutes for a new node on another host, and a
     desktop started here meanwhile would take memory no unit accounts for."""
-    if not settings().autoscale or os.environ.get("RAY_FAKE_CLUSTER") == "1":
+    if not settings().autoscale or ray_env().fake_cluster:
         return True
     from ray._private import state
 

@@ -425,6 +425,10 @@ class RayEnv(BaseSettings):
     """``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``: ``"0"`` keeps a local Ray on loopback (see
     ``RAY_LOOPBACK_ENV``, which sets it)."""
 
+    fake_cluster: bool = Field(default=False, validation_alias="RAY_FAKE_CLUSTER")
+    """``RAY_FAKE_CLUSTER``: ``1`` on a cluster whose autoscaler is Ray's fake multi-node
+    provider (``orchestrator up --autoscale``): its nodes all run on this one machine."""
+
 
 def ray_env() -> RayEnv:
     """The Ray variables, read now."""
