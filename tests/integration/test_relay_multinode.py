@@ -89,7 +89,7 @@ async def main():
         r = api.get(f"/v1/agents/{agent.id}/live-view")
         out["live_view"] = [r.status_code, r.text[:300]]
         before = ray.get(handle.vnc_counters.remote(), timeout=30)
-        r = api.post(f"/v1/agents/{agent.id}/tickets", json={"mode": "view"})
+        r = api.post(f"/v1/agents/{agent.id}/tickets", json={"mode": "control"})
         r.raise_for_status()
         viewer = None
         for _ in range(10):  # a connection may land on the worker's proxy: it relays as well
