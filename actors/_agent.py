@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,8 +28,9 @@ from orchestrator.domain import (
 )
 from orchestrator.errors import AgentError, NotFoundError
 
+from ._agent_start import agent_options, failed_agent, start_agent
 from ._files import read_path, write_file
-from ._hire import adopt_pooled, start_cold, wait_placed
+from ._hire import adopt_pooled, start_cold
 from ._lease import AgentLease, LeasePart
 from ._names import NAMESPACE, RECORDER_NAME, child_path
 from ._pool import get_pool
@@ -52,42 +52,6 @@ DESKTOP_WATCH_S = 5.0
 
 PARENT_WATCH_S = 5.0
 """How often an adopted (warm-hired) agent checks that its parent still lives."""
-
-
-def failed_agent(info: AgentInfo, error: Exception) -> AgentInfo:
-    """The record of an agent that failed to start, with the reason."""
-    return info.model_copy(
-        update={"status": AgentStatus.FAILED, "error": f"failed to start: {error}"[:2000]}
-    )
-
-
-def agent_options(path: str, *, detached: bool) -> dict[str, Any]:
-    """Ray options of an agent actor named ``path``: one unit of the ``desktop`` resource."""
-    opts: dict[str, Any] = dict(
-        name=path,
-        namespace=NAMESPACE,
-        num_cpus=0,
-        resources={"desktop": 1},
-        max_restarts=0,
-        max_concurrency=1000,
-    )
-    if detached:
-        opts["lifetime"] = "detached"
-    return opts
-
-
-async def start_agent(
-    handle: Any, path: str, on_waiting: Callable[[str], Awaitable[None]] | None = None
-) -> AgentInfo:
-    """Start a new agent actor's desktop; returns its info once ready.
-
-    ``CapacityError`` when Ray found no node with a free ``desktop`` unit for it in time
-    (``wait_placed``; ``on_waiting`` is told when it waits for a node). The caller kills the
-    actor when this raises.
-    """
-    await wait_placed(handle, path, on_waiting)
-    started: AgentInfo = await handle.start.remote()
-    return started
 
 
 def _preload() -> None:
