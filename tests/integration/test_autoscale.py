@@ -157,7 +157,9 @@ while time.monotonic() < deadline:
     time.sleep(0.5)  # polling interval of a deadline-bound wait
 HEAD = "node:__internal_head__"
 [head] = [n["NodeID"] for n in ray.nodes() if n["Alive"] and HEAD in n["Resources"]]
-alive = list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+# This cluster's own GCS address: without it the state API takes whatever cluster this
+# machine started last (under the full suite, the session's test cluster).
+alive = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10000)
 print(json.dumps({"head": head, "actors": [[a.class_name, a.node_id] for a in alive]}))
 """
 """Run in the cluster (a driver of its own): the warm pool started, the API at two
