@@ -95,7 +95,9 @@ so that one tenant's streams cannot leave every other tenant 429."""
 
 
 class TenantSlots(Slots):
-    """``Slots`` with a sub-limit per tenant: ``limit // TENANT_SHARE`` (at least 1) each."""
+    """``Slots`` with a sub-limit per tenant: ``limit // TENANT_SHARE`` each, so that one
+    tenant cannot take every slot; a replica with fewer than ``2 * TENANT_SHARE`` slots is
+    too small to share out (a tenant may take them all)."""
 
     def __init__(self, env: str, default: int) -> None:
         super().__init__(env, default)
@@ -103,7 +105,9 @@ class TenantSlots(Slots):
 
     @property
     def tenant_limit(self) -> int:
-        return max(1, self.limit // TENANT_SHARE)
+        if self.limit < 2 * TENANT_SHARE:
+            return self.limit
+        return self.limit // TENANT_SHARE
 
     def try_take_for(self, tenant: str | None) -> bool:
         """Take a slot for ``tenant`` (None: counted against the replica's limit only)."""
