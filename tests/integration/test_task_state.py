@@ -60,16 +60,27 @@ async def _agrees(agents: Any, task_id: str, timeout_s: float = SETTLE_S) -> Tas
 
 
 async def _stream_ends(agents: Any, task_id: str) -> list[str]:
-    """The task's SSE stream, as the API serves it, read to its end."""
-    from serve_app._stream import _event_stream
+    """The task's SSE stream, as the API serves it, read to its end (for a caller whose
+    credentials stay valid: what ends the stream here is the task, not a revocation)."""
+    from serve_app import _stream
+    from serve_app._auth import Principal
 
+    caller = Principal.of_key("default", "00" * 32, "key:test")
     chunks: list[str] = []
 
+    async def valid(_: Principal) -> bool:
+        return True
+
     async def read() -> None:
-        async for chunk in _event_stream(agents.runtime, task_id, 0):
+        async for chunk in _stream._event_stream(agents.runtime, caller, task_id, 0):
             chunks.append(chunk)
 
-    await asyncio.wait_for(read(), timeout=STREAM_END_S)
+    saved = _stream.still_valid
+    _stream.still_valid = valid  # type: ignore[assignment]
+    try:
+        await asyncio.wait_for(read(), timeout=STREAM_END_S)
+    finally:
+        _stream.still_valid = saved
     return chunks
 
 
