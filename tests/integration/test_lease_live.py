@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tests.fakes.openai_server import (
     chat_tool_calls,
     tool_call,
 )
+from tests.integration.test_person_http import _free_port, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -57,25 +57,6 @@ class Server:
     def http(self, who: str = TENANT, timeout: float = 60) -> httpx.Client:
         auth = {"Authorization": f"Bearer {self.keys[who]}"}
         return httpx.Client(base_url=self.url, headers=auth, timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def until(probe: Callable[[], T], *, timeout_s: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s; last: {last!r}")
-        time.sleep(0.1)  # polling interval of a deadline-bound wait
 
 
 @pytest.fixture(scope="module")
