@@ -61,30 +61,29 @@ async def _agrees(agents: Any, task_id: str, timeout_s: float = SETTLE_S) -> Tas
 
 async def _stream_ends(agents: Any, task_id: str) -> list[str]:
     """The task's SSE stream, as the API serves it, read to its end (for a caller whose
-    credentials stay valid: what ends the stream here is the task, not a revocation)."""
+    credentials stay valid: the test patches ``still_valid``, once, with ``monkeypatch``; what
+    ends the stream here is the task, not a revocation)."""
     from serve_app import _stream
     from serve_app._auth import Principal
 
     caller = Principal.of_key("default", "00" * 32, "key:test")
     chunks: list[str] = []
 
-    async def valid(_: Principal) -> bool:
-        return True
-
     async def read() -> None:
         async for chunk in _stream._event_stream(agents.runtime, caller, task_id, 0):
             chunks.append(chunk)
 
-    saved = _stream.still_valid
-    _stream.still_valid = valid  # type: ignore[assignment]
-    try:
-        await asyncio.wait_for(read(), timeout=STREAM_END_S)
-    finally:
-        _stream.still_valid = saved
+    await asyncio.wait_for(read(), timeout=STREAM_END_S)
     return chunks
 
 
-async def test_tiny_deadlines_and_racing_cancels_leave_no_task_open(agents: Any) -> None:
+async def _always_valid(_: Any) -> bool:
+    return True
+
+
+async def test_tiny_deadlines_and_racing_cancels_leave_no_task_open(
+    agents: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """R1: 40 tasks with deadlines from 1e-6 s to a few steps, and cancels racing the end."""
     rng = random.Random(9)
     boss = await agents.create("worker", role="operator")
@@ -125,6 +124,9 @@ async def test_tiny_deadlines_and_racing_cancels_leave_no_task_open(agents: Any)
             wrong.append((task_id, task.state.value, last))
     assert not wrong, f"{len(wrong)} of {len(ids)} tasks disagree (id, state, last event): {wrong}"
     # every stream ends, with the task's final state event last
+    from serve_app import _stream
+
+    monkeypatch.setattr(_stream, "still_valid", _always_valid)
     streams = await asyncio.gather(*(_stream_ends(agents, t) for t in ids))
     for task_id, chunks in zip(ids, streams, strict=True):
         finals = [c for c in chunks if '"kind":"task"' in c]
