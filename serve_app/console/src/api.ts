@@ -84,8 +84,3 @@ export function artifactsUrl(taskId: string): string {
 export function waitingScreenshotUrl(taskId: string): string {
   return `/v1/tasks/${enc(taskId)}/waiting/screenshot`;
 }
-
-/** Where an agent's current screen is, as a small JPEG. */
-export function screenshotUrl(agentId: string): string {
-  return `/v1/agents/${enc(agentId)}/screenshot?format=jpeg&quality=60`;
-}

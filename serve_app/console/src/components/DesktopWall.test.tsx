@@ -1,6 +1,7 @@
 import { cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DesktopWall, type WallAgent } from "./DesktopWall";
+import { polledAgents, useScreenshot } from "./screenshots";
 import { FakeRFB, json, resetFakes, routeFetch, settle } from "./testkit";
 
 vi.mock("@novnc/novnc", async () => ({ default: (await import("./testkit")).FakeRFB }));
@@ -168,5 +169,31 @@ describe("DesktopWall", () => {
     render(<DesktopWall agents={AGENTS} focusedId="agent-a" />);
     await settle();
     expect(screen.getByTestId("live-desktop").getAttribute("data-agent-id")).toBe("agent-a");
+  });
+
+  it("a tile and a thumbnail of the same agent share one request at a time", async () => {
+    const calls = routeFetch({ "GET /v1/agents/agent-a/screenshot": shot });
+    function Thumb() {
+      const { url } = useScreenshot("agent-a", true, 2000);
+      return url ? <img data-testid="thumb" src={url} alt="" /> : null;
+    }
+    render(
+      <>
+        <DesktopWall agents={AGENTS.slice(0, 1)} refreshMs={1500} />
+        <Thumb />
+      </>,
+    );
+    await settle();
+    expect(shotsOf(calls, "agent-a")).toBe(1);
+    const tile = () =>
+      screen.getByTestId("desktop-tile-agent-a").querySelector("img")?.getAttribute("src");
+    expect(screen.getByTestId("thumb").getAttribute("src")).toBe(tile());
+    for (let i = 0; i < 10; i++) await settle(1500);
+    // one poller at the shorter interval, not one per picture (that would be 11 + 8)
+    expect(shotsOf(calls, "agent-a")).toBe(11);
+    expect(screen.getByTestId("thumb").getAttribute("src")).toBe(tile());
+    cleanup();
+    expect(polledAgents()).toBe(0);
+    expect(new Set(revoked)).toEqual(new Set(made));
   });
 });

@@ -1,8 +1,10 @@
 // The team's desktops side by side: each tile a JPEG screenshot refreshed every ~1.5 s
-// (only while the tab is visible, one fetch at a time per tile, object URLs revoked); the
-// focused desktop is live (noVNC through the relay) with take over / hand back.
-import { useEffect, useRef, useState } from "react";
-import { agentPath, describeError, requestBlob, usePageVisible } from "./http";
+// (only while the tab is visible, one fetch at a time per agent, shared with the tree's
+// thumbnail, object URLs revoked: ./screenshots); the focused desktop is live (noVNC
+// through the relay) with take over / hand back.
+import { useState } from "react";
+import { usePageVisible } from "./http";
+import { useScreenshot } from "./screenshots";
 import { Takeover } from "./Takeover";
 import "./desktop.css";
 
@@ -25,54 +27,6 @@ export interface DesktopWallProps {
 export const REFRESH_MS = 1500;
 /** Agents with these statuses have no desktop to show. */
 const NO_DESKTOP = new Set(["stopped", "failed"]);
-
-export function screenshotPath(agentId: string): string {
-  return `${agentPath(agentId)}/screenshot?format=jpeg&quality=60`;
-}
-
-/** A tile's picture: refreshed while `active`, never two requests at once, URLs revoked. */
-export function useScreenshot(agentId: string, active: boolean, refreshMs: number) {
-  const [url, setUrl] = useState<string | null>(null);
-  const [error, setError] = useState("");
-  const current = useRef<string | null>(null);
-
-  useEffect(() => {
-    if (!active) return;
-    const ctl = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const load = async () => {
-      try {
-        const blob = await requestBlob(screenshotPath(agentId), ctl.signal);
-        if (ctl.signal.aborted) return;
-        const next = URL.createObjectURL(blob);
-        if (current.current) URL.revokeObjectURL(current.current);
-        current.current = next;
-        setUrl(next);
-        setError("");
-      } catch (e) {
-        if (ctl.signal.aborted) return;
-        setError(describeError(e));
-      }
-      // The next request starts only after this one ended: no overlap, however slow.
-      timer = setTimeout(() => void load(), refreshMs);
-    };
-    void load();
-    return () => {
-      ctl.abort();
-      if (timer !== undefined) clearTimeout(timer);
-    };
-  }, [agentId, active, refreshMs]);
-
-  // The last picture's URL goes when the tile does.
-  useEffect(
-    () => () => {
-      if (current.current) URL.revokeObjectURL(current.current);
-      current.current = null;
-    },
-    [],
-  );
-  return { url, error };
-}
 
 function Tile({
   agent,

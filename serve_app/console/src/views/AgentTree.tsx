@@ -2,7 +2,7 @@
 // desktop thumbnail refreshed every ~2 s; click to watch it live; hire and fire.
 import { useState, type FormEvent } from "react";
 import { api, describeError } from "../api";
-import { useScreenshot } from "../components/DesktopWall";
+import { useScreenshot } from "../components/screenshots";
 import { usePageVisible } from "../components/http";
 import { childrenOf } from "../state";
 import type { AgentInfo, AgentSpec, TaskInfo, Usage } from "../types";
