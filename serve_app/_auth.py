@@ -212,12 +212,15 @@ def current_keys() -> KeyStore:
     return _keys
 
 
-async def key_tenant(key: str) -> str | None:
+async def key_tenant(key: str, fresh: bool = False) -> str | None:
     """The tenant of the API key ``key`` in force (environment, file or records), or None
-    (``RecordError`` when only the records could tell and they cannot be read)."""
+    (``RecordError`` when only the records could tell and they cannot be read). ``fresh``:
+    the records' keys as read at most ``KEYS_MISS_REFRESH_S`` ago, not ``KEYS_REFRESH_S``
+    (a sign-in: a key revoked a moment ago must not open a session on any replica)."""
     tenant = current_keys().tenant_for(key)
     if tenant is None and _records is not None:
-        tenant = await _records.tenant_for(key)
+        max_age_s = KEYS_MISS_REFRESH_S if fresh else KEYS_REFRESH_S
+        tenant = await _records.tenant_for(key, max_age_s)
     return tenant
 
 

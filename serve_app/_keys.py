@@ -215,16 +215,20 @@ class RecordKeys:
                 return
             self._keys, self._read_at = keys, started
 
-    async def tenant_for(self, key: str) -> str | None:
-        """The tenant of ``key`` among the records' keys in force, or None.
+    async def tenant_for(self, key: str, max_age_s: float = KEYS_REFRESH_S) -> str | None:
+        """The tenant of ``key`` among the records' keys in force, or None, from a copy at
+        most ``max_age_s`` old (``KEYS_MISS_REFRESH_S``: as fresh as reads may come, for a
+        sign-in, which makes something that lasts).
 
         ``RecordError`` when the copy is older than ``KEYS_MAX_AGE_S`` and cannot be read
         again (whether the key was revoked meanwhile is unknown)."""
-        return await self.tenant_for_digest(_digest(key))
+        return await self.tenant_for_digest(_digest(key), max_age_s)
 
-    async def tenant_for_digest(self, digest: bytes) -> str | None:
+    async def tenant_for_digest(
+        self, digest: bytes, max_age_s: float = KEYS_REFRESH_S
+    ) -> str | None:
         """``tenant_for`` the key whose sha256 digest is ``digest``."""
-        await self.refresh(KEYS_REFRESH_S)
+        await self.refresh(max(max_age_s, KEYS_MISS_REFRESH_S))
         tenant = self._keys.tenant_for_digest(digest) if self.age() <= KEYS_MAX_AGE_S else None
         if tenant is None:
             await self.refresh(KEYS_MISS_REFRESH_S)

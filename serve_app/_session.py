@@ -118,7 +118,7 @@ async def sign_in(request: Request, response: Response, body: SignIn) -> SignedI
     key = body.key.get_secret_value() if body.key is not None else ""
     if not key:
         raise Unauthorized('missing API key: send {"key": "<API key>"}')
-    tenant = await key_tenant(key)
+    tenant = await key_tenant(key, fresh=True)  # a key revoked a moment ago opens nothing
     if tenant is None:
         raise Unauthorized("invalid API key")
     previous = token_of(request)

@@ -78,6 +78,8 @@ def test_a_new_key_works_at_once_and_a_revoked_one_stops_within_the_refresh(
         records.store.revoke_api_key(record.id)
         clock.now += KEYS_REFRESH_S / 2
         assert await keys.tenant_for(key) == "acme"  # the copy is young: still in it
+        # a sign-in asks for a fresh copy: the revoked key opens no session meanwhile
+        assert await keys.tenant_for(key, KEYS_MISS_REFRESH_S) is None
         clock.now += KEYS_REFRESH_S / 2
         assert await keys.tenant_for(key) is None  # read again: revoked
         assert KEYS_REFRESH_S + KEYS_MISS_REFRESH_S < 5  # the bound, with room
