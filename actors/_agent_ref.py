@@ -20,6 +20,7 @@ from orchestrator.errors import AgentGoneError, UnavailableError
 from orchestrator.front import ViewMode
 from orchestrator.lease import Lease
 
+from ._vnc import RelayOpened
 from ._vnc_relay import RayVncRelay
 
 __all__ = ["RayAgentRef", "ours", "ray_call"]
@@ -172,9 +173,10 @@ class RayAgentRef:
         return str(view.url)
 
     async def vnc_relay(self, mode: ViewMode, holder: str) -> RayVncRelay:
-        """Open a live RFB stream of the desktop through the agent's actor (``_vnc``)."""
-        sid: str = await ray_call(self.handle.vnc_open.remote(mode, holder))
-        return RayVncRelay(self.handle, sid)
+        """Open a live RFB stream of the desktop through the agent's actor (``_vnc``) for a
+        viewer whose handshake the caller answered (``ViewerHandshake``)."""
+        opened: RelayOpened = await ray_call(self.handle.vnc_open.remote(mode, holder))
+        return RayVncRelay(self.handle, opened.sid, opened.server_init)
 
     async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:
         found: tuple[bool, bytes] = await ray_call(self.handle.read_path.remote(path, user))

@@ -4,10 +4,12 @@
 In the actor (``VncSessions``), a session is one viewer of the agent's desktop: a WebSocket
 to the desktop's noVNC server (websockify, over the desktop's checked unix socket: no IP),
 the RFB handshake with x11vnc done with the desktop's password (``_rfb.upstream_handshake``),
-and the viewer's side (``_rfb.ViewerSide``: security None, then every client message parsed
-and input dropped unless the session may steer; a watcher asks for a whole frame at most
-every ``FULL_EVERY_S``). Server bytes are not parsed: a reader task appends what websockify
-sends (messages of at most ``MAX_MESSAGE_BYTES``) to a buffer of at most
+and the viewer's messages (``_rfb.ViewerFilter``: every client message parsed and input
+dropped unless the session may steer; a watcher asks for a whole frame at most every
+``FULL_EVERY_S``). The viewer's own handshake (security None, up to its ``ClientInit``) is
+answered by the replica while the session opens (``_rfb.ViewerHandshake``): ``open`` returns
+the desktop's ``ServerInit`` for it to send. Server bytes are not parsed: a reader task
+appends what websockify sends (messages of at most ``MAX_MESSAGE_BYTES``) to a buffer of at most
 ``DOWN_BUFFER_BYTES``; when it is full the reader stops reading and x11vnc's socket fills.
 The replica pulls with ``exchange`` calls (each carries the viewer's bytes up and everything
 buffered down, up to ``CHUNK_BYTES``) no faster than ``DOWN_RATE`` allows: Serve's WebSocket
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from orchestrator.desktop import ViewerSide, upstream_handshake
+from orchestrator.desktop import ViewerFilter, upstream_handshake
 from orchestrator.domain import new_id
 from orchestrator.errors import AgentError, DesktopError
 from orchestrator.front import ViewMode
@@ -48,8 +50,9 @@ __all__ = [
     "CHUNK_BYTES",
     "DOWN_BUFFER_BYTES",
     "RelayCounters",
-    "RelayPart",
     "RelayMode",
+    "RelayOpened",
+    "RelayPart",
     "VncSessions",
 ]
 
@@ -105,7 +108,7 @@ class RelayCounters(BaseModel):
     open: int = 0
     """Sessions open now."""
     bytes_to_viewer: int = 0
-    """Bytes streamed to viewers (the desktop's framebuffer updates and the handshake)."""
+    """Bytes streamed to viewers (the desktop's messages after its ``ServerInit``)."""
     chunks_to_viewer: int = 0
     """Streamed items those bytes went in (each a Ray object: fewer is cheaper)."""
     desktop_messages: int = 0
@@ -120,14 +123,23 @@ class RelayCounters(BaseModel):
     """Viewer input messages dropped (the session could not steer)."""
 
 
+class RelayOpened(BaseModel):
+    """A relay session just opened: its id, and the desktop's ``ServerInit`` that the
+    viewer is owed once its ``ClientInit`` came."""
+
+    sid: str
+    server_init: bytes
+
+
 class _Session:
-    """One viewer's connection to the desktop's VNC server (in the actor)."""
+    """One viewer's connection to the desktop's VNC server (in the actor); the viewer's
+    handshake is over (the replica answered it), its messages go through ``viewer``."""
 
     def __init__(
         self,
         sid: str,
         ws: ClientConnection,
-        viewer: ViewerSide,
+        viewer: ViewerFilter,
         counters: RelayCounters,
         early: bytes = b"",
     ) -> None:
@@ -139,12 +151,13 @@ class _Session:
         self.opened_at = self.seen
         self.steered_at = -1e9
         self.delivered_at = -1e9
-        self._down = bytearray(viewer.greeting())
+        self._down = bytearray(early)  # server bytes that came with its ServerInit
         self._changed = asyncio.Event()  # bytes came, or room was made, or the session ended
         self._changed.set()
         self._closed = False
-        self._reader: asyncio.Task[None] | None = None
-        self._early = early  # server bytes that came with its ServerInit: after the viewer's
+        self._reader: asyncio.Task[None] | None = asyncio.create_task(
+            self._read(), name=f"vnc-{sid}"
+        )
 
     @property
     def closed(self) -> bool:
@@ -192,7 +205,7 @@ class _Session:
         return data
 
     async def push(self, data: bytes) -> None:
-        """The viewer's bytes: handshake answers go back, allowed messages go on."""
+        """The viewer's bytes: the messages it may send go on to the desktop."""
         self.seen = time.monotonic()
         if not data or self._closed:
             return
@@ -201,7 +214,7 @@ class _Session:
         before_passed, before_dropped = self.viewer.passed, self.viewer.dropped
         before_steered = self.viewer.steered
         try:
-            to_viewer, to_server = self.viewer.feed(data)
+            to_server = self.viewer.feed(data)
         except DesktopError as e:
             log.info("relay %s: %s; closing", self.sid, e)
             await self.close()
@@ -210,13 +223,6 @@ class _Session:
         self.counters.dropped += self.viewer.dropped - before_dropped
         if self.viewer.steered > before_steered:
             self.steered_at = time.monotonic()
-        if to_viewer:
-            self._down += to_viewer
-            self._changed.set()
-        if self.viewer.ready and self._reader is None:
-            self._down += self._early
-            self._early = b""
-            self._reader = asyncio.create_task(self._read(), name=f"vnc-{self.sid}")
         if to_server:
             try:
                 await self.ws.send(to_server)
@@ -267,8 +273,9 @@ class VncSessions:
         self._sessions: dict[str, _Session] = {}
         self._watch: asyncio.Task[None] | None = None
 
-    async def open(self, desktop: Desktop, mode: RelayMode, holder: str) -> str:
-        """Connect to the desktop's VNC server for a new viewer; returns the session's id."""
+    async def open(self, desktop: Desktop, mode: RelayMode, holder: str) -> RelayOpened:
+        """Connect to the desktop's VNC server for a new viewer whose handshake the caller
+        answers; returns the session's id and the desktop's ``ServerInit``."""
         from websockets.asyncio.client import connect
 
         ws: ClientConnection | None = None
@@ -304,14 +311,14 @@ class VncSessions:
             return mode == "control" and self.may_input(holder)
 
         sid = new_id("vnc")
-        viewer = ViewerSide(server_init, may_steer, None if mode == "control" else FULL_EVERY_S)
+        viewer = ViewerFilter(may_steer, None if mode == "control" else FULL_EVERY_S)
         self._sessions[sid] = _Session(sid, ws, viewer, self.counters, reader.rest())
         self.counters.opened += 1
         self.counters.open = len(self._sessions)
         if self._watch is None:
             self._watch = asyncio.create_task(self._close_idle())
         log.info("relay %s opened (%s)", sid, mode)
-        return sid
+        return RelayOpened(sid=sid, server_init=server_init)
 
     def _get(self, sid: str) -> _Session:
         session = self._sessions.get(sid)
@@ -405,8 +412,9 @@ class RelayPart:
     desktop: Desktop | None
     relay: VncSessions
 
-    async def vnc_open(self, mode: RelayMode, holder: str) -> str:
-        """Open a relay session to this agent's desktop for a viewer; returns its id."""
+    async def vnc_open(self, mode: RelayMode, holder: str) -> RelayOpened:
+        """Open a relay session to this agent's desktop for a viewer (its handshake answered
+        by the caller); returns the session's id and the desktop's ``ServerInit``."""
         if self.desktop is None:
             raise AgentError("the agent has no desktop to relay")
         return await self.relay.open(self.desktop, mode, holder)

@@ -3,7 +3,7 @@ actor's end is ``actors._vnc``.
 
 Example (in the replica):
     >>> relay = await ref.vnc_relay("view", "session:abc")  # doctest: +SKIP
-    >>> async for data in relay: ...                         # doctest: +SKIP
+    >>> async for data in relay: ...  # the ServerInit first  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ __all__ = ["RayVncRelay"]
 
 
 class RayVncRelay:
-    """The replica's end of a relay session: iterate for the desktop's bytes, ``send`` the
-    viewer's, ``close`` when the viewer goes.
+    """The replica's end of a relay session: iterate for the desktop's bytes (its
+    ``ServerInit`` first: the viewer's handshake is over), ``send`` the viewer's, ``close``
+    when the viewer goes.
 
     One ``exchange`` call per round trip of the protocol: it carries what the viewer said
     (typically its request for the next update) and comes back with what the desktop sent
@@ -42,9 +43,10 @@ class RayVncRelay:
     stops and the actor closes the session.
     """
 
-    def __init__(self, handle: Any, sid: str) -> None:
+    def __init__(self, handle: Any, sid: str, server_init: bytes = b"") -> None:
         self._handle = handle
         self._sid = sid
+        self._first = server_init
         self._pending = bytearray()
         self._room = asyncio.Event()
         self._room.set()
@@ -78,7 +80,12 @@ class RayVncRelay:
     async def _iterate(self) -> AsyncIterator[bytes]:
         from ._agent_ref import ray_call
 
-        answered = True  # the first call brings the greeting
+        answered = False  # nothing was sent yet: nothing to wait for an answer to
+        if self._first:
+            first, self._first = self._first, b""
+            yield first
+            await self._pace(len(first))
+            answered = True  # the viewer answers its ServerInit with its first requests
         while not self._closed:
             self.used_at = time.monotonic()
             if self._flusher is not None:

@@ -89,12 +89,14 @@ ViewMode = Literal["view", "control", "embed"]
 
 
 class VncRelay(Protocol):
-    """One viewer's live RFB stream of an agent's desktop, through the agent's actor: it
-    speaks RFB 3.8 with security None to the viewer (the desktop's VNC password never leaves
-    the agent); iterate for the bytes to the viewer, ``send`` the viewer's."""
+    """One viewer's live RFB stream of an agent's desktop, through the agent's actor, for a
+    viewer whose handshake (RFB 3.8, security None: the desktop's VNC password never leaves
+    the agent) the caller answered up to its ``ClientInit`` (``desktop.ViewerHandshake``);
+    iterate for the bytes to the viewer, ``send`` the viewer's."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        """The bytes for the viewer, as they come (the iteration ends with the session)."""
+        """The bytes for the viewer, as they come: the desktop's ``ServerInit`` first (the
+        iteration ends with the session)."""
         ...
 
     async def send(self, data: bytes) -> None:
@@ -166,8 +168,9 @@ class AgentRef(Protocol):
         ...
 
     async def vnc_relay(self, mode: ViewMode, holder: str) -> VncRelay:
-        """Open a live RFB stream of the desktop for a viewer (``holder``: who, for the
-        lease); ``AgentError`` when the agent has no desktop."""
+        """Open a live RFB stream of the desktop for a viewer whose handshake the caller
+        answers meanwhile (``holder``: who, for the lease); ``AgentError`` when the agent has
+        no desktop."""
         ...
 
     async def read_path(self, path: str, user: User) -> tuple[bool, bytes]:

@@ -2,9 +2,11 @@
 
 ``GET /v1/agents/{agent_id}/vnc?ticket=T`` (WebSocket; the subprotocol ``binary`` is
 accepted when offered). The viewer (the console's noVNC) speaks plain RFB 3.8 with security
-type None: the agent's actor authenticates to the desktop's VNC server itself and parses
-every message the viewer sends (``actors._vnc``, ``orchestrator.desktop._rfb``), so input
-reaches the desktop only for a ``control`` ticket whose holder holds the agent's lease.
+type None: this replica answers that handshake (``desktop.ViewerHandshake``) while the
+agent's actor opens the desktop's side (it authenticates to the desktop's VNC server itself,
+and its ``ServerInit`` is what the viewer gets next); the actor then parses every message
+the viewer sends (``actors._vnc``, ``desktop.ViewerFilter``), so input reaches the desktop
+only for a ``control`` ticket whose holder holds the agent's lease.
 
 Refusals: a request whose ``Origin`` is not the API's own is refused before the upgrade
 (HTTP 403). After the upgrade the WebSocket closes with ``4401`` for a missing, bad or
@@ -14,7 +16,8 @@ once the key or console session behind the ticket is revoked or ended (checked e
 expiry: one hour for ``embed``, whose page cannot mint a new ticket; the console's live view
 reconnects with a fresh ticket), ``4429`` when the agent already has ``MAX_PER_AGENT`` relays
 open in this replica or the tenant ``MAX_PER_TENANT``, ``1011`` when the desktop's side
-fails, ``1000`` when the session ends.
+fails or the viewer breaks the handshake (or takes over ``HANDSHAKE_TIMEOUT_S``), ``1000``
+when the session ends.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
@@ -27,7 +30,8 @@ from collections import Counter
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from orchestrator.errors import AgentError, NotFoundError, OrchestratorError
+from orchestrator.desktop import ViewerHandshake
+from orchestrator.errors import AgentError, DesktopError, NotFoundError, OrchestratorError
 from orchestrator.front import VncRelay
 
 from ._auth import Ended, Unauthorized
@@ -37,8 +41,10 @@ from ._front import Rt, TicketGrant, redeem, still_valid
 __all__ = [
     "CLOSE_BAD_TICKET",
     "CLOSE_ENDED",
+    "CLOSE_FAILED",
     "CLOSE_TOO_MANY",
     "CLOSE_UNKNOWN_AGENT",
+    "HANDSHAKE_TIMEOUT_S",
     "MAX_PER_AGENT",
     "MAX_PER_TENANT",
     "RELAY_LIFE_S",
@@ -68,6 +74,8 @@ MAX_PER_TENANT = 32
 """The most relays one tenant has open in one replica."""
 RELAY_LIFE_S = {"view": 600.0, "control": 600.0, "embed": 3600.0}
 """How long past its ticket's expiry a relay stays open, by mode."""
+HANDSHAKE_TIMEOUT_S = 10.0
+"""How long the viewer's side of the handshake (up to its ``ClientInit``) may take."""
 
 _open_agent: Counter[str] = Counter()
 _open_tenant: Counter[str] = Counter()
@@ -103,24 +111,84 @@ async def vnc(websocket: WebSocket, agent_id: str, rt: Rt, ticket: str = "") -> 
                 del counts[key]
 
 
+async def _open(rt: Rt, agent_id: str, grant: TicketGrant) -> VncRelay:
+    ref = await rt.agent_ref(agent_id, grant.tenant)
+    return await ref.vnc_relay(grant.mode, grant.holder)
+
+
 async def _relay(websocket: WebSocket, rt: Rt, agent_id: str, grant: TicketGrant) -> None:
+    """Answer the viewer's handshake while the actor opens the desktop's side (the two take
+    about as long: the viewer waits for the longer, not for their sum), then splice."""
+    opening = asyncio.create_task(_open(rt, agent_id, grant))
+    handshake = asyncio.create_task(_viewer_handshake(websocket))
     try:
-        ref = await rt.agent_ref(agent_id, grant.tenant)
-        relay = await ref.vnc_relay(grant.mode, grant.holder)
-    except NotFoundError:
-        await _close(websocket, CLOSE_UNKNOWN_AGENT, "no such running agent")
+        await asyncio.wait({opening, handshake}, return_when=asyncio.FIRST_EXCEPTION)
+        if opening.done() and opening.exception() is not None:
+            handshake.cancel()  # no desktop side: the viewer's handshake is moot
+        # An open under way is awaited, not cancelled: the session it makes must be closed.
+        await asyncio.gather(opening, handshake, return_exceptions=True)
+    except asyncio.CancelledError:
+        handshake.cancel()
+        await asyncio.shield(_close_once_open(opening))
+        raise
+    if (refused := opening.exception()) is not None:
+        await _refused(websocket, agent_id, refused)
         return
-    except Exception as e:  # noqa: BLE001 - any failure of the desktop's side: 1011, no traceback
-        log.info("relay of %s refused: %s", agent_id, e)
-        code = CLOSE_UNKNOWN_AGENT if isinstance(e, AgentError) else CLOSE_FAILED
-        reason = str(e) if isinstance(e, OrchestratorError) else "the desktop's side failed"
-        await _close(websocket, code, reason)
-        return
+    relay = opening.result()
     try:
+        failed = None if handshake.cancelled() else handshake.exception()
+        if handshake.cancelled() or failed is not None:
+            reason = "no handshake from the viewer"
+            if isinstance(failed, DesktopError):
+                reason = str(failed)
+            elif failed is not None and not isinstance(failed, WebSocketDisconnect | TimeoutError):
+                log.info("relay of %s: the viewer's handshake failed: %s", agent_id, failed)
+            await _close(websocket, CLOSE_FAILED, reason)
+            return
+        rest = handshake.result()
+        if rest:
+            await relay.send(rest)
         code, reason = await _splice(websocket, relay, grant)
     finally:
         await asyncio.shield(relay.close())
     await _close(websocket, code, reason)
+
+
+async def _close_once_open(opening: asyncio.Task[VncRelay]) -> None:
+    with contextlib.suppress(Exception):
+        relay = await opening
+        await relay.close()
+
+
+async def _refused(websocket: WebSocket, agent_id: str, e: BaseException | None) -> None:
+    """Close the viewer's WebSocket for a desktop side that could not open."""
+    if isinstance(e, NotFoundError):
+        await _close(websocket, CLOSE_UNKNOWN_AGENT, "no such running agent")
+        return
+    log.info("relay of %s refused: %s", agent_id, e)  # any failure: 1011, no traceback
+    code = CLOSE_UNKNOWN_AGENT if isinstance(e, AgentError) else CLOSE_FAILED
+    reason = str(e) if isinstance(e, OrchestratorError) else "the desktop's side failed"
+    await _close(websocket, code, reason)
+
+
+async def _viewer_handshake(websocket: WebSocket) -> bytes:
+    """The viewer's handshake up to its ``ClientInit``; returns what it sent after that.
+    ``DesktopError`` when it breaks the protocol, ``TimeoutError`` after
+    ``HANDSHAKE_TIMEOUT_S``, ``WebSocketDisconnect`` when it goes."""
+    viewer = ViewerHandshake()
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+        await websocket.send_bytes(viewer.greeting())
+        while not viewer.done:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            data = message.get("bytes")
+            if data is None:
+                data = (message.get("text") or "").encode()
+            answer = viewer.feed(data)
+            if answer:
+                await websocket.send_bytes(answer)
+    return viewer.rest()
 
 
 async def _splice(websocket: WebSocket, relay: VncRelay, grant: TicketGrant) -> tuple[int, str]:

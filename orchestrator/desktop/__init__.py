@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ._limits import DesktopLimits, check_desktop
     from ._owner import owner_is_alive, process_owner, register_owner_kind
     from ._reaper import reap
-    from ._rfb import ViewerSide, upstream_handshake, vnc_auth_response
+    from ._rfb import ViewerFilter, ViewerHandshake, upstream_handshake, vnc_auth_response
     from ._screen import Frame, Scaling
     from ._spec import DesktopSpec
 
@@ -27,7 +27,8 @@ __all__ = [
     "PreparedDesktop",
     "Scaling",
     "Screenshot",
-    "ViewerSide",
+    "ViewerFilter",
+    "ViewerHandshake",
     "adopt_desktop",
     "check_desktop",
     "discard_desktop",
@@ -57,7 +58,8 @@ _WHERE = {
     "Frame": "._screen",
     "Scaling": "._screen",
     "DesktopSpec": "._spec",
-    "ViewerSide": "._rfb",
+    "ViewerFilter": "._rfb",
+    "ViewerHandshake": "._rfb",
     "upstream_handshake": "._rfb",
     "vnc_auth_response": "._rfb",
 }

@@ -1,31 +1,34 @@
 """The RFB (VNC) protocol as the API's relay speaks it: pure logic, no sockets.
 
-Two halves, both driven by whoever owns the connections (the agent's actor):
+Three parts, driven by whoever owns the connections:
 
-- ``upstream_handshake``: the relay as a *client* of the desktop's VNC server (x11vnc):
-  version 3.8, VNC authentication with the desktop's password (the DES challenge-response),
-  a shared ``ClientInit``; returns the server's ``ServerInit``.
-- ``ViewerSide``: the relay as a *server* to a viewer (a browser running noVNC): it offers
-  RFB 3.8 (3.7 and 3.3 too) with security type None only (the viewer never learns the
-  password), answers ``ClientInit`` with the upstream's ``ServerInit``, then parses every
-  client-to-server message and passes on only what the session may send: the framebuffer
-  messages always, input (keys, pointer, clipboard, resizes, power) only while
-  ``may_input()`` says so. Server-to-client bytes are not parsed (they are spliced as they
-  come: the bulk of the traffic never meets a Python loop per message).
+- ``upstream_handshake`` (the agent's actor): the relay as a *client* of the desktop's VNC
+  server (x11vnc): version 3.8, VNC authentication with the desktop's password (the DES
+  challenge-response), a shared ``ClientInit``; returns the server's ``ServerInit``.
+- ``ViewerHandshake`` (the API's replica, while the actor opens the desktop's side): the
+  relay as a *server* to a viewer (a browser running noVNC), up to its ``ClientInit``: it
+  offers RFB 3.8 (3.7 and 3.3 too) with security type None only (the viewer never learns the
+  password); the ``ServerInit`` it is then owed is the upstream's.
+- ``ViewerFilter`` (the agent's actor): every client-to-server message after that is parsed
+  and only what the session may send passes: the framebuffer messages always, input (keys,
+  pointer, clipboard, resizes, power) only while ``may_input()`` says so. Server-to-client
+  bytes are not parsed (they are spliced as they come: the bulk of the traffic never meets
+  a Python loop per message).
 
 Example:
-    >>> viewer = ViewerSide(b"SERVERINIT", may_input=lambda: False)
+    >>> viewer = ViewerHandshake()
     >>> viewer.greeting()
     b'RFB 003.008\\n'
     >>> viewer.feed(b"RFB 003.008\\n")
-    (b'\\x01\\x01', b'')
+    b'\\x01\\x01'
     >>> viewer.feed(b"\\x01")
-    (b'\\x00\\x00\\x00\\x00', b'')
-    >>> viewer.feed(b"\\x01")
-    (b'SERVERINIT', b'')
-    >>> viewer.feed(bytes([5, 1, 0, 10, 0, 20]) + bytes([3, 1, 0, 0, 0, 0, 4, 0, 3, 0]))
-    (b'', b'\\x03\\x01\\x00\\x00\\x00\\x00\\x04\\x00\\x03\\x00')
-    >>> viewer.dropped
+    b'\\x00\\x00\\x00\\x00'
+    >>> viewer.feed(b"\\x01"), viewer.done
+    (b'', True)
+    >>> messages = ViewerFilter(may_input=lambda: False)
+    >>> messages.feed(bytes([5, 1, 0, 10, 0, 20]) + bytes([3, 1, 0, 0, 0, 0, 4, 0, 3, 0]))
+    b'\\x03\\x01\\x00\\x00\\x00\\x00\\x04\\x00\\x03\\x00'
+    >>> messages.dropped
     1
 """
 
@@ -42,8 +45,10 @@ from ..errors import DesktopError
 __all__ = [
     "INPUT_TYPES",
     "MAX_CUT_TEXT",
+    "MAX_HANDSHAKE_REST",
     "RFB_38",
-    "ViewerSide",
+    "ViewerFilter",
+    "ViewerHandshake",
     "upstream_handshake",
     "vnc_auth_response",
 ]
@@ -168,64 +173,58 @@ class _Phase(Enum):
     VERSION = "version"
     SECURITY = "security"
     INIT = "init"
-    MESSAGES = "messages"
+    DONE = "done"
 
 
-class ViewerSide:
-    """The relay's server side toward one viewer: the handshake, then the filter.
+MAX_HANDSHAKE_REST = 64 * 1024
+"""The most bytes a viewer may send after its ``ClientInit`` before it got the ``ServerInit``
+(noVNC sends none: it waits for the ``ServerInit``)."""
 
-    ``feed(data)`` takes whatever bytes the viewer sent (any split or merge of its messages)
-    and returns ``(to_viewer, to_server)``: the handshake answers, and the whole messages the
-    desktop's VNC server may see. ``DesktopError`` when the viewer breaks the protocol (an
-    unknown message type, a clipboard over ``MAX_CUT_TEXT``): end the session then.
+
+class ViewerHandshake:
+    """The relay's server side of one viewer's handshake, up to its ``ClientInit``.
+
+    ``feed(data)`` takes whatever bytes the viewer sent and returns the answers to send back
+    (RFB 3.8, 3.7 or 3.3, security type None); once ``done``, the relay sends the desktop's
+    ``ServerInit`` and then the viewer's messages go through a ``ViewerFilter`` (``rest()``
+    first: what came after the ``ClientInit``). ``DesktopError`` when the viewer breaks the
+    protocol. Needs nothing of the desktop, so it can run while the desktop's side opens.
     """
 
-    def __init__(
-        self,
-        server_init: bytes,
-        may_input: Callable[[], bool],
-        full_every_s: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """``full_every_s``: at most one whole-frame request (a non-incremental
-        FramebufferUpdateRequest) passes per that many seconds; others become incremental,
-        so a viewer that asks in a loop and never reads gets only changes."""
-        self._server_init = server_init
-        self._may_input = may_input
-        self._full_every_s = full_every_s
-        self._clock = clock
-        self._full_at = -1e18
+    def __init__(self) -> None:
         self._phase = _Phase.VERSION
         self._minor = 8
         self._buf = bytearray()
-        self.passed = 0
-        """Client messages passed on to the VNC server."""
-        self.dropped = 0
-        """Input messages dropped (the session may not steer the desktop)."""
-        self.steered = 0
-        """Input messages passed (the viewer steered the desktop)."""
 
     @property
-    def ready(self) -> bool:
-        """Whether the handshake is over (messages flow)."""
-        return self._phase is _Phase.MESSAGES
+    def done(self) -> bool:
+        """Whether the viewer's ``ClientInit`` came (the ``ServerInit`` is due)."""
+        return self._phase is _Phase.DONE
 
     def greeting(self) -> bytes:
         """What the viewer gets first: the protocol version."""
         return RFB_38
 
-    def feed(self, data: bytes) -> tuple[bytes, bytes]:
-        """Take the viewer's bytes; returns what to send back and what to pass on."""
-        self._buf += data
-        to_viewer = bytearray()
-        while self._phase is not _Phase.MESSAGES:
-            answer = self._handshake()
-            if answer is None:
-                return bytes(to_viewer), b""
-            to_viewer += answer
-        return bytes(to_viewer), self._messages()
+    def rest(self) -> bytes:
+        """The viewer's bytes after its ``ClientInit`` (its first messages, if any)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
 
-    def _handshake(self) -> bytes | None:
+    def feed(self, data: bytes) -> bytes:
+        """Take the viewer's bytes; returns what to send back."""
+        self._buf += data
+        if len(self._buf) > MAX_HANDSHAKE_REST:
+            raise DesktopError("the viewer sent too much before the ServerInit")
+        to_viewer = bytearray()
+        while self._phase is not _Phase.DONE:
+            answer = self._step()
+            if answer is None:
+                break
+            to_viewer += answer
+        return bytes(to_viewer)
+
+    def _step(self) -> bytes | None:
         """One handshake step, if its bytes have come (None: wait for more)."""
         buf = self._buf
         if self._phase is _Phase.VERSION:
@@ -253,11 +252,44 @@ class ViewerSide:
         if not buf:  # INIT: the viewer's shared flag (the upstream session is always shared)
             return None
         del buf[:1]
-        self._phase = _Phase.MESSAGES
-        return self._server_init
+        self._phase = _Phase.DONE
+        return b""
 
-    def _messages(self) -> bytes:
-        """Cut the buffer into whole messages; returns those allowed, in order."""
+
+class ViewerFilter:
+    """The relay's filter of one viewer's messages, after the handshake.
+
+    ``feed(data)`` takes whatever bytes the viewer sent (any split or merge of its messages)
+    and returns the whole messages the desktop's VNC server may see: the framebuffer
+    messages always, input only while ``may_input()`` says so. ``DesktopError`` when the
+    viewer breaks the protocol (an unknown message type, a clipboard over ``MAX_CUT_TEXT``):
+    end the session then.
+    """
+
+    def __init__(
+        self,
+        may_input: Callable[[], bool],
+        full_every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``full_every_s``: at most one whole-frame request (a non-incremental
+        FramebufferUpdateRequest) passes per that many seconds; others become incremental,
+        so a viewer that asks in a loop and never reads gets only changes."""
+        self._may_input = may_input
+        self._full_every_s = full_every_s
+        self._clock = clock
+        self._full_at = -1e18
+        self._buf = bytearray()
+        self.passed = 0
+        """Client messages passed on to the VNC server."""
+        self.dropped = 0
+        """Input messages dropped (the session may not steer the desktop)."""
+        self.steered = 0
+        """Input messages passed (the viewer steered the desktop)."""
+
+    def feed(self, data: bytes) -> bytes:
+        """Cut the viewer's bytes into whole messages; returns those allowed, in order."""
+        self._buf += data
         buf = self._buf
         out = bytearray()
         start = 0

@@ -228,3 +228,36 @@ def test_more_relays_than_the_cap_are_refused(api: Api, agent: dict[str, Any]) -
     finally:
         for viewer in viewers:
             viewer.close()
+
+
+def test_a_viewer_that_breaks_the_handshake_is_closed_and_leaves_no_session(
+    api: Api, agent: dict[str, Any]
+) -> None:
+    """The replica answers the viewer's handshake while the actor opens the desktop's side:
+    a viewer that answers the greeting with something else is closed (1011, the reason
+    named) and the session the actor opened meanwhile is closed too."""
+    from serve_app._relay import CLOSE_FAILED
+
+    before = _no_session_open(agent)  # the tests before closed theirs: the actor follows
+    viewer = Viewer.open(api.ws(api.ticket(agent["id"])))
+    try:
+        assert viewer.read(12) == b"RFB 003.008\n"
+        viewer.ws.send(b"HTTP/1.1 200")
+        with pytest.raises(ConnectionClosed) as closed:
+            viewer.read(1, timeout_s=30)
+    finally:
+        viewer.close()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == CLOSE_FAILED
+    assert "RFB version" in closed.value.rcvd.reason
+    after = _no_session_open(agent)
+    assert after.opened == before.opened + 1
+
+
+def _no_session_open(agent: dict[str, Any]) -> Any:
+    """The agent's relay counters once it has no session open (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while (counters := _counters(agent)).open != 0:
+        assert time.monotonic() < deadline, f"the actor's session stayed open: {counters}"
+        time.sleep(0.1)  # polling interval of a deadline-bound wait
+    return counters

@@ -1,6 +1,6 @@
 """The relay's RFB logic (``orchestrator.desktop._rfb``): the upstream handshake against a
-scripted VNC server, the viewer's handshake, and the filter of every client message type,
-whole, split byte by byte and merged."""
+scripted VNC server, the viewer's handshake (``ViewerHandshake``), and the filter of every
+client message type (``ViewerFilter``), whole, split byte by byte and merged."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 from orchestrator.desktop._rfb import (
     INPUT_TYPES,
     MAX_CUT_TEXT,
+    MAX_HANDSHAKE_REST,
     RFB_38,
-    ViewerSide,
+    ViewerFilter,
+    ViewerHandshake,
     upstream_handshake,
     vnc_auth_response,
 )
@@ -22,11 +24,11 @@ from orchestrator.errors import DesktopError
 SERVER_INIT = struct.pack(">HH16sI", 1024, 768, b"\x20\x18\x00\x01" + bytes(12), 9) + b"desktop:0"
 
 
-def _ready(may_input: bool = False) -> ViewerSide:
-    viewer = ViewerSide(SERVER_INIT, may_input=lambda: may_input)
-    assert viewer.feed(RFB_38 + b"\x01\x01") == (b"\x01\x01" + bytes(4) + SERVER_INIT, b"")
-    assert viewer.ready
-    return viewer
+def _ready(may_input: bool = False) -> ViewerFilter:
+    handshake = ViewerHandshake()
+    assert handshake.feed(RFB_38 + b"\x01\x01") == b"\x01\x01" + bytes(4)
+    assert handshake.done and handshake.rest() == b""
+    return ViewerFilter(may_input=lambda: may_input)
 
 
 # Every client message type the relay knows, with whether it is input.
@@ -59,10 +61,10 @@ def test_every_input_type_is_listed() -> None:
 @pytest.mark.parametrize(("name", "message", "is_input"), MESSAGES, ids=[m[0] for m in MESSAGES])
 def test_each_message_passes_or_is_dropped(name: str, message: bytes, is_input: bool) -> None:
     viewer = _ready(may_input=False)
-    assert viewer.feed(message) == (b"", b"" if is_input else message)
+    assert viewer.feed(message) == (b"" if is_input else message)
     assert (viewer.dropped, viewer.passed) == ((1, 0) if is_input else (0, 1))
     steering = _ready(may_input=True)
-    assert steering.feed(message) == (b"", message)
+    assert steering.feed(message) == message
     assert (steering.dropped, steering.passed) == (0, 1)
 
 
@@ -71,49 +73,60 @@ def test_split_byte_by_byte_and_merged(may_input: bool) -> None:
     stream = b"".join(m[1] for m in MESSAGES)
     allowed = b"".join(m[1] for m in MESSAGES if may_input or not m[2])
     merged = _ready(may_input)
-    assert merged.feed(stream) == (b"", allowed)
+    assert merged.feed(stream) == allowed
     split = _ready(may_input)
-    passed = b"".join(split.feed(stream[i : i + 1])[1] for i in range(len(stream)))
+    passed = b"".join(split.feed(stream[i : i + 1]) for i in range(len(stream)))
     assert passed == allowed
     assert (split.passed, split.dropped) == (merged.passed, merged.dropped)
     # A stream cut mid-message keeps the rest for the next feed.
     cut = _ready(may_input)
-    first = cut.feed(stream[: len(stream) // 2])[1]
-    assert first + cut.feed(stream[len(stream) // 2 :])[1] == allowed
+    first = cut.feed(stream[: len(stream) // 2])
+    assert first + cut.feed(stream[len(stream) // 2 :]) == allowed
 
 
 def test_may_input_is_asked_as_the_messages_come() -> None:
     allowed = [False]
-    viewer = ViewerSide(SERVER_INIT, may_input=lambda: allowed[0])
-    viewer.feed(RFB_38 + b"\x01\x01")
+    viewer = ViewerFilter(may_input=lambda: allowed[0])
     click = bytes([5, 1, 0, 1, 0, 1])
-    assert viewer.feed(click)[1] == b""
+    assert viewer.feed(click) == b""
     allowed[0] = True  # the holder took the lease
-    assert viewer.feed(click)[1] == click
+    assert viewer.feed(click) == click
     allowed[0] = False  # and handed it back
-    assert viewer.feed(click)[1] == b""
+    assert viewer.feed(click) == b""
     assert (viewer.passed, viewer.dropped) == (1, 2)
 
 
 def test_handshake_split_and_messages_in_the_same_feed() -> None:
-    viewer = ViewerSide(SERVER_INIT, may_input=lambda: False)
+    viewer = ViewerHandshake()
     assert viewer.greeting() == RFB_38
-    assert viewer.feed(RFB_38[:5]) == (b"", b"")
-    assert viewer.feed(RFB_38[5:]) == (b"\x01\x01", b"")
+    assert viewer.feed(RFB_38[:5]) == b""
+    assert viewer.feed(RFB_38[5:]) == b"\x01\x01"
+    assert not viewer.done
     request = MESSAGES[2][1]
-    to_viewer, to_server = viewer.feed(b"\x01\x00" + request)
-    assert to_viewer == bytes(4) + SERVER_INIT
-    assert to_server == request
+    assert viewer.feed(b"\x01\x00" + request) == bytes(4)
+    assert viewer.done
+    assert viewer.rest() == request  # for the filter, after the ServerInit
+    assert viewer.rest() == b""
 
 
 def test_older_viewers() -> None:
-    v37 = ViewerSide(SERVER_INIT, may_input=lambda: False)
-    assert v37.feed(b"RFB 003.007\n") == (b"\x01\x01", b"")
-    assert v37.feed(b"\x01") == (b"", b"")  # 3.7: no SecurityResult for None
-    assert v37.feed(b"\x01") == (SERVER_INIT, b"")
-    v33 = ViewerSide(SERVER_INIT, may_input=lambda: False)
-    assert v33.feed(b"RFB 003.003\n") == (struct.pack(">I", 1), b"")
-    assert v33.feed(b"\x00") == (SERVER_INIT, b"")
+    v37 = ViewerHandshake()
+    assert v37.feed(b"RFB 003.007\n") == b"\x01\x01"
+    assert v37.feed(b"\x01") == b""  # 3.7: no SecurityResult for None
+    assert not v37.done
+    assert v37.feed(b"\x01") == b""
+    assert v37.done
+    v33 = ViewerHandshake()
+    assert v33.feed(b"RFB 003.003\n") == struct.pack(">I", 1)
+    assert v33.feed(b"\x00") == b""
+    assert v33.done
+
+
+def test_a_viewer_that_floods_the_handshake_is_refused() -> None:
+    viewer = ViewerHandshake()
+    viewer.feed(RFB_38 + b"\x01\x01")
+    with pytest.raises(DesktopError, match="too much"):
+        viewer.feed(bytes(MAX_HANDSHAKE_REST + 1))
 
 
 @pytest.mark.parametrize(
@@ -124,7 +137,7 @@ def test_older_viewers() -> None:
     ],
 )
 def test_bad_viewer_handshakes(handshake: bytes, why: str) -> None:
-    viewer = ViewerSide(SERVER_INIT, may_input=lambda: True)
+    viewer = ViewerHandshake()
     with pytest.raises(DesktopError, match=why):
         viewer.feed(handshake)
 
@@ -228,16 +241,15 @@ def test_whole_frame_requests_are_limited() -> None:
     """5 non-incremental requests within 1 s: 1 passes as is, 4 become incremental; one
     2 s later is whole again."""
     now = [100.0]
-    viewer = ViewerSide(SERVER_INIT, lambda: False, full_every_s=2.0, clock=lambda: now[0])
-    viewer.feed(RFB_38 + b"\x01\x01")
+    viewer = ViewerFilter(lambda: False, full_every_s=2.0, clock=lambda: now[0])
     full = bytes([3, 0]) + struct.pack(">HHHH", 0, 0, 1024, 768)
     passed = []
     for _ in range(5):
-        passed.append(viewer.feed(full)[1])
+        passed.append(viewer.feed(full))
         now[0] += 0.2
     assert [p[1] for p in passed] == [0, 1, 1, 1, 1]
     assert all(p[2:] == full[2:] for p in passed)
     now[0] += 2.0
-    assert viewer.feed(full)[1] == full
+    assert viewer.feed(full) == full
     unlimited = _ready()
-    assert unlimited.feed(full + full)[1] == full + full  # control: not limited
+    assert unlimited.feed(full + full) == full + full  # control: not limited

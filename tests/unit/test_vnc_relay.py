@@ -152,3 +152,43 @@ def test_a_bad_greeting_or_an_oversized_message_is_a_desktop_error(tmp_path: Pat
         assert sessions._watch is None
 
     asyncio.run(main())
+
+
+def test_the_server_init_comes_first_and_the_first_call_does_not_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replica answered the viewer's handshake: its ``ServerInit`` is yielded first,
+    without a call; the first ``exchange`` then waits ``ANSWER_WAIT_S`` at most for the
+    viewer's first requests (they ride along). Without a ``ServerInit`` nothing was sent
+    to answer, so the first call goes at once."""
+    monkeypatch.setattr(_vnc_relay, "ANSWER_WAIT_S", 5.0)
+    actor = _FakeActor()
+    ups: list[bytes] = []
+
+    async def exchange(sid: str, up: bytes, wait_s: float) -> bytes:
+        ups.append(up)
+        return b"x" * 1000
+
+    actor.vnc_exchange = _Method(exchange)
+
+    async def main() -> tuple[bytes, bytes, float]:
+        relay = RayVncRelay(actor, "vnc-4", b"SERVERINIT")
+        items = relay.__aiter__()
+        first = await items.__anext__()
+        await relay.send(b"\x03requests")  # the viewer's answer: the call goes with it
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        second = await items.__anext__()
+        took = loop.time() - start
+        bare = RayVncRelay(actor, "vnc-5")
+        start = loop.time()
+        await bare.__aiter__().__anext__()
+        took = max(took, loop.time() - start)
+        await relay.close()
+        await bare.close()
+        return first, second, took
+
+    first, second, took = asyncio.run(main())
+    assert first == b"SERVERINIT" and second == b"x" * 1000
+    assert ups[0] == b"\x03requests" and ups[1] == b""
+    assert took < 2.0  # neither call waited ANSWER_WAIT_S (5 s here)

@@ -84,7 +84,7 @@ export function StatsView({ agents }: { agents: Record<string, AgentInfo> }) {
         <thead>
           <tr>
             <th>node</th>
-            <th>address</th>
+            <th>name</th>
             <th>used</th>
             <th>free</th>
             <th>starting</th>
