@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -35,11 +35,11 @@ from tests.fakes.openai_server import (
     chat_tool_calls,
     tool_call,
 )
-from tests.integration.test_person_http import _free_port, until
+
+from .serve_api import deployed_api, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
-T = TypeVar("T")
 TENANT, OTHER = "t-lease", "t-lease-other"
 JPEG_MAGIC = b"\xff\xd8"
 
@@ -62,31 +62,14 @@ class Server:
 @pytest.fixture(scope="module")
 def server(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Serve on a free loopback port for this module: two tenants, the first with two keys."""
-    from ray import serve
-
-    from serve_app import deploy
-
     keys = {
         TENANT: secrets.token_urlsafe(24),
         TENANT + "#2": secrets.token_urlsafe(24),
         OTHER: secrets.token_urlsafe(24),
     }
-    keys_file = tmp_path_factory.mktemp("lease") / "api-keys"
-    keys_file.write_text("".join(f"{t.split('#')[0]}:{k}\n" for t, k in keys.items()))
-    url = deploy(port=_free_port(), keys_file=str(keys_file))
-    try:
-        with httpx.Client(base_url=url, timeout=5) as c:
-
-            def healthy() -> bool:
-                try:
-                    return c.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            until(healthy, timeout_s=60, what="/healthz")
+    lines = [(t.split("#")[0], k) for t, k in keys.items()]
+    with deployed_api(lines, tmp_path_factory.mktemp("lease")) as url:
         yield Server(url=url, keys=keys, image=ray_session.image)
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

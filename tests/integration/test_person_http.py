@@ -12,11 +12,10 @@ using the SDK and the raw routes.
 from __future__ import annotations
 
 import secrets
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +23,10 @@ import pytest
 from orchestrator.domain import EventKind, TaskState
 from orchestrator.sdk import Agent, ApiError, Client, ConflictError, NotFoundError
 
+from .serve_api import deployed_api, until
+
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 TENANT, OTHER = "t-person", "t-person-other"
 JPEG_MAGIC = b"\xff\xd8"
 
@@ -45,49 +45,12 @@ class Server:
         return httpx.Client(base_url=self.url, headers=auth, timeout=60)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def until(probe: Callable[[], T], *, timeout_s: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s; last: {last!r}")
-        time.sleep(0.1)  # polling interval of a deadline-bound wait
-
-
 @pytest.fixture(scope="module")
 def server(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Serve on a free loopback port for this module, with two tenants' keys."""
-    from ray import serve
-
-    from serve_app import deploy
-
     keys = {TENANT: secrets.token_urlsafe(24), OTHER: secrets.token_urlsafe(24)}
-    keys_file = tmp_path_factory.mktemp("person") / "api-keys"
-    keys_file.write_text("".join(f"{t}:{k}\n" for t, k in keys.items()))
-    url = deploy(port=_free_port(), keys_file=str(keys_file))
-    try:
-        with httpx.Client(base_url=url, timeout=5) as c:
-
-            def healthy() -> bool:
-                try:
-                    return c.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            until(healthy, timeout_s=60, what="/healthz")
+    with deployed_api(keys.items(), tmp_path_factory.mktemp("person")) as url:
         yield Server(url=url, keys=keys, image=ray_session.image)
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

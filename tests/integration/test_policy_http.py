@@ -23,11 +23,9 @@ import asyncio
 import json
 import logging
 import secrets
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -48,11 +46,12 @@ from tests.fakes.openai_server import (
     tool_call,
 )
 
+from .serve_api import deployed_api
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 TENANT = "t-policy"
 MODEL = "fake-policy-model"
 MARK = "/etc/policy-mark"
@@ -74,49 +73,12 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def until(probe: Callable[[], T], *, timeout_s: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s; last: {last!r}")
-        time.sleep(0.1)  # polling interval of a deadline-bound wait
-
-
 @pytest.fixture(scope="module")
 def server(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Serve on a free loopback port for this module, with one tenant's key."""
-    from ray import serve
-
-    from serve_app import deploy
-
     key = secrets.token_urlsafe(24)
-    keys_file = tmp_path_factory.mktemp("policy") / "api-keys"
-    keys_file.write_text(f"{TENANT}:{key}\n")
-    url = deploy(port=_free_port(), keys_file=str(keys_file))
-    try:
-        with httpx.Client(base_url=url, timeout=5) as c:
-
-            def healthy() -> bool:
-                try:
-                    return c.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            until(healthy, timeout_s=60, what="/healthz")
+    with deployed_api([(TENANT, key)], tmp_path_factory.mktemp("policy")) as url:
         yield Server(url=url, key=key, image=ray_session.image)
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

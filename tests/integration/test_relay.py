@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,17 +23,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .relay_client import Viewer
+from .serve_api import deployed_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 TENANT = "t-relay"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Api:
@@ -72,29 +64,14 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    from ray import serve
-
-    from serve_app import deploy
-
     key = secrets.token_urlsafe(24)
-    keys_file: Path = tmp_path_factory.mktemp("relay") / "api-keys"
-    keys_file.write_text(f"{TENANT}:sha256:{hashlib.sha256(key.encode()).hexdigest()}\n")
-    url = deploy(port=_free_port(), keys_file=str(keys_file))
-    api = Api(url, key, ray_session.image)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if api.http.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "/healthz did not answer"
-            time.sleep(0.1)  # polling interval of a deadline-bound wait
-        yield api
-    finally:
-        api.http.close()
-        serve.shutdown()
+    keys = [(TENANT, "sha256:" + hashlib.sha256(key.encode()).hexdigest())]
+    with deployed_api(keys, tmp_path_factory.mktemp("relay")) as url:
+        api = Api(url, key, ray_session.image)
+        try:
+            yield api
+        finally:
+            api.http.close()
 
 
 @pytest.fixture(scope="module")
