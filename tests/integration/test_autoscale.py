@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from orchestrator.domain import AgentStatus, TaskState
 from orchestrator.local import Autoscale, LocalCluster
 from orchestrator.records import SQLiteStore
 from orchestrator.sdk import Client
+from tests.integration.serve_api import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +46,6 @@ AGENTS = 6
 """Four beyond the head's units: two worker nodes."""
 IDLE_TIMEOUT_S = 18.0
 UP_TIMEOUT_S = 150.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = 0.5) -> T:
@@ -73,8 +66,8 @@ def cluster(tmp_path: Path, desktop_image: str) -> Iterator[LocalCluster]:
     saved = {k: os.environ.pop(k) for k in ("RAY_ADDRESS",) if k in os.environ}
     try:
         yield local.up(
-            api_port=_free_port(),
-            dashboard_port=_free_port(),
+            api_port=free_port(),
+            dashboard_port=free_port(),
             data_dir=data_dir,
             timeout_s=UP_TIMEOUT_S,
             autoscale=Autoscale(

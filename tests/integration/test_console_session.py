@@ -21,7 +21,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.integration.test_serve_api import _free_port, until
+from tests.integration.serve_api import free_port
+from tests.integration.test_serve_api import until
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def console_api(ray_session: Any) -> Iterator[ConsoleApi]:
 
     from serve_app._app import ApiDeployment
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = ApiDeployment.options(  # type: ignore[attr-defined]
         num_replicas=REPLICAS, autoscaling_config=None

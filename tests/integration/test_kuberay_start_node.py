@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.integration.serve_api import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -95,13 +96,6 @@ def test_the_role_is_required(tmp_path: Path) -> None:
     assert done.returncode == 2 and "usage" in done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _stop_session(sid: int, deadline_s: float = 30.0) -> None:
     """End every process of session ``sid`` (the script, Ray and the API it started), by pid."""
     from orchestrator._local_head import session_members
@@ -153,15 +147,15 @@ def test_the_head_starts_ray_then_the_api_and_ends_with_either(
     a tenant's key from ORCHESTRATOR_API_KEYS. When the API dies the script ends with a
     failure (Kubernetes restarts the container) instead of leaving a head without its API;
     Kubernetes' SIGTERM reaches Ray and the API, and the script ends once they have."""
-    port, api_port = _free_port(), _free_port()
+    port, api_port = free_port(), free_port()
     ray_temp = Path(tempfile.mkdtemp(prefix="h2ray", dir="/tmp"))  # Ray's socket paths are short
     key = secrets.token_urlsafe(24)
     ray_start = " ".join(
         [
             "ray start --head --block --node-ip-address=127.0.0.1",
-            f"--port={port} --ray-client-server-port={_free_port()}",
-            f"--dashboard-host=127.0.0.1 --dashboard-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()} --metrics-export-port={_free_port()}",
+            f"--port={port} --ray-client-server-port={free_port()}",
+            f"--dashboard-host=127.0.0.1 --dashboard-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()} --metrics-export-port={free_port()}",
             f"--temp-dir={ray_temp} --disable-usage-stats --num-cpus=2",
         ]
     )

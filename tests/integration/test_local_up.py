@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from orchestrator import _local_head, local
+from tests.integration.serve_api import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +29,11 @@ UP_TIMEOUT_S = 150
 """A cold start: a Ray head, the recorder and Serve (about 20-30 s on 2 cores)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Env:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.api_port = _free_port()
-        self.dashboard_port = _free_port()
+        self.api_port = free_port()
+        self.dashboard_port = free_port()
         self.vars = {
             k: v
             for k, v in os.environ.items()

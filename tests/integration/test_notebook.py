@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -15,17 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.serve_api import free_port
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CELL = REPO / "examples" / "notebook.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _code_lines(text: str) -> list[str]:
@@ -48,7 +42,7 @@ def test_the_notebook_cell_runs_the_main_job(tmp_path: Path, desktop_image: str)
     (work / "examples" / "web_server.yaml").write_text(
         (REPO / "examples" / "web_server.yaml").read_text()
     )
-    port, dash = str(_free_port()), str(_free_port())
+    port, dash = str(free_port()), str(free_port())
     up = subprocess.run(
         [orchestrator, "up", "--port", port, "--dashboard-port", dash, "--desktops", "6"],
         env=env,

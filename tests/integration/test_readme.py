@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAIServer, chat_json, chat_tool_calls, tool_call
-from tests.integration.test_local_up import _free_port
+from tests.integration.serve_api import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ class Env:
             OPENAI_API_KEY="sk-readme-test",
             ORCHESTRATOR_MODEL="fake-model",
         )
-        self.api_port, self.dashboard_port = _free_port(), _free_port()
+        self.api_port, self.dashboard_port = free_port(), free_port()
         self.run(
             [
                 str(BIN / "orchestrator"),

@@ -25,7 +25,7 @@ from orchestrator.domain import (
     new_id,
 )
 from orchestrator.records import SQLiteStore
-from tests.integration.test_local_up import _free_port
+from tests.integration.serve_api import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ class Cluster:
         self.data_dir = data_dir
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env.update(ORCHESTRATOR_DATA_DIR=str(data_dir), ORCHESTRATOR_DESKTOP_IMAGE=image)
-        self.port = _free_port()
+        self.port = free_port()
 
     def cli(self, *args: str, timeout_s: float = 60) -> str:
         done = subprocess.run(
@@ -101,7 +101,7 @@ def test_the_recorder_collects_at_start_and_gc_spares_pinned_runs(cluster: Clust
         pinned, pinned_blob = _old_run(store, b"a pinned screenshot")
         assert store.pin_task(pinned.id)
 
-    args = ["--port", str(cluster.port), "--dashboard-port", str(_free_port())]
+    args = ["--port", str(cluster.port), "--dashboard-port", str(free_port())]
     cluster.cli("up", *args, "--desktops", "2", timeout_s=240)
 
     def old_gone() -> bool:

@@ -5,7 +5,6 @@ through both ``Client`` and ``AsyncClient``."""
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from orchestrator.sdk import (
     NotFoundError,
     Screenshot,
 )
+from tests.integration.serve_api import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +49,6 @@ class Server:
         return AsyncClient(self.url, key or self.key, timeout=60)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Serve on a free loopback port for this module, with one tenant's key."""
@@ -66,7 +59,7 @@ def server(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     key = secrets.token_urlsafe(24)
     keys_file = tmp_path_factory.mktemp("sdk") / "api-keys"
     keys_file.write_text(f"{TENANT}:{key}\n")
-    url = deploy(port=_free_port(), keys_file=str(keys_file))
+    url = deploy(port=free_port(), keys_file=str(keys_file))
     try:
         deadline = time.monotonic() + 60
         with Client(url, key, timeout=5) as c:

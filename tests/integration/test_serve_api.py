@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import re
 import secrets
-import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from tests.integration.serve_api import free_port
+
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
@@ -29,13 +30,6 @@ T = TypeVar("T")
 TENANT_A = "t-serve-api-a"
 TENANT_B = "t-serve-api-b"
 ECHO = {"steps": [{"type": "shell", "command": "echo hello-from-serve"}]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def until(probe: Callable[[], T], *, timeout_s: float, what: str, interval_s: float = 0.1) -> T:
@@ -120,7 +114,7 @@ def api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         f"# tenant A stored as a hash, tenant B in clear\n"
         f"{TENANT_A}:sha256:{digest_a}\n{TENANT_B}:{keys[TENANT_B]}\n"
     )
-    url = deploy(port=_free_port(), keys_file=str(keys_file))
+    url = deploy(port=free_port(), keys_file=str(keys_file))
     try:
         with httpx.Client(base_url=url, timeout=5) as c:
             until(lambda: c.get("/healthz").status_code == 200, timeout_s=60, what="/healthz")

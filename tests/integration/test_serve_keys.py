@@ -20,7 +20,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.integration.test_serve_api import _free_port, until
+from tests.integration.serve_api import free_port
+from tests.integration.test_serve_api import until
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ def keys_api(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     file_key = secrets.token_urlsafe(24)
     keys_file: Path = tmp_path_factory.mktemp("serve-keys") / "api-keys"
     keys_file.write_text(f"{FILE_TENANT}:{file_key}\n")
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = ApiDeployment.options(  # type: ignore[attr-defined]
         num_replicas=REPLICAS, autoscaling_config=None
