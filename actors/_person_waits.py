@@ -114,9 +114,13 @@ class PersonWaits:
         else:
             raise AgentError(f"task {self.task.id} is not paused ({self.task.state.value})")
         if note is not None:
-            asked = Ask(question=TAKEOVER_QUESTION, thought="a person took over the desktop")
-            self.history.append(StepRecord(decision=asked, results=[], answer=note))
+            self.hear_hand_back(note)
         return self.task
+
+    def hear_hand_back(self, note: str) -> None:
+        """Put a person's hand-back note into the history the brain reads next."""
+        asked = Ask(question=TAKEOVER_QUESTION, thought="a person took over the desktop")
+        self.history.append(StepRecord(decision=asked, results=[], answer=note))
 
     def _give(self, state: TaskState, reply: str, what: str) -> None:
         person = self._person

@@ -145,6 +145,7 @@ class AgentTasks(ReviewHost):
         """Pending tasks a person paused: paused before their first step."""
         self._pause_first_by: dict[str, str] = {}
         """Why, for those a person took over (the paused event's ``person``)."""
+        self._first_notes: dict[str, str] = {}  # hand-back notes of tasks not started yet
         self._cancel_reasons: dict[str, str] = {}
         """Why a task is being cancelled (an exceeded budget's say), runner or not yet."""
 
@@ -223,6 +224,7 @@ class AgentTasks(ReviewHost):
             return await self._end(task.id, TaskState.FAILED, f"internal error: {_cause(e)}")
         finally:
             self._cancel_reasons.pop(task.id, None)
+            self._first_notes.pop(task.id, None)
             runner = self._runners.pop(task.id, None)
             if runner is not None:
                 self._kept[task.id] = runner.task
@@ -264,6 +266,8 @@ class AgentTasks(ReviewHost):
         if task.id in self._cancel_reasons:  # a reason given before the runner existed
             runner.cancel_reason = self._cancel_reasons[task.id]
         self._runners[task.id] = runner
+        if (note := self._first_notes.pop(task.id, None)) is not None:
+            runner.hear_hand_back(note)
         if task.id in self._pause_first:  # paused while pending: before its first step
             self._pause_first.discard(task.id)
             await runner.pause(self._pause_first_by.pop(task.id, None))
@@ -349,6 +353,8 @@ class AgentTasks(ReviewHost):
         if task_id in self._pause_first:  # not started: it sees the desktop as it is now
             self._pause_first.discard(task_id)
             self._pause_first_by.pop(task_id, None)
+            if note is not None:  # and reads the note first
+                self._first_notes[task_id] = note
             return self.get(task_id)
         return await self._runner(task_id).resume(note)
 

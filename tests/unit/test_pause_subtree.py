@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.domain import AgentSpec, TaskSpec, TaskState
+from actors._person_waits import TAKEOVER_QUESTION
+from orchestrator.domain import AgentSpec, Ask, FollowUp, TaskSpec, TaskState
+from orchestrator.lease import hand_back_text
 from orchestrator.records import SQLiteStore
 from tests.fakes.task_desktop import StoreRecords
 from tests.unit.test_review_rounds import ReviewAgent
@@ -54,6 +56,27 @@ async def test_a_pending_task_paused_takes_no_step_until_resumed(
     ended = await boss.tasks.wait(task.id)
     assert (ended.state, ended.result) == (TaskState.SUCCEEDED, "hi")
     assert records.states(task.id) == ["pending", "running", "paused", "running", "succeeded"]
+
+
+async def test_a_pending_task_handed_back_before_its_first_step_reads_the_note_first(
+    boss: ReviewAgent,
+) -> None:
+    """A lease taken and handed back while the task is still pending (its runner not made
+    yet): the hand-back note is the first entry of its history, as for a running task."""
+    script = {"steps": [{"type": "shell", "command": "echo hi"}]}
+    task = await boss.tasks.assign(TaskSpec(description="d", script=script))
+    assert task.id not in boss.tasks._runners  # the path under test: no runner yet
+    await boss.tasks.pause(task.id, "taken over by key:alice")
+    await boss.tasks.resume(task.id, hand_back_text("I closed the dialog"))
+    ended = await boss.tasks.wait(task.id)
+    assert (ended.state, ended.result) == (TaskState.SUCCEEDED, "hi")
+    follow = FollowUp(task_id=task.id, round=2, feedback="again")
+    history = boss.tasks.history_for(TaskSpec(description="again", follow_up=follow))
+    assert history[0].decision == Ask(
+        question=TAKEOVER_QUESTION, thought="a person took over the desktop"
+    )
+    assert history[0].answer == hand_back_text("I closed the dialog")
+    assert len(history) == 2  # then its one step
 
 
 async def test_a_pause_withdrawn_while_pending_is_not_taken(boss: ReviewAgent) -> None:
