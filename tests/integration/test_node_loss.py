@@ -11,13 +11,11 @@ created again and works.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .serve_api import run_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -33,16 +31,11 @@ from orchestrator._docker import client
 from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentSpec, AgentStatus, TaskSpec, TaskState
 from serve_app import deploy
+from tests.integration.serve_api import free_port
 
 IMAGE = os.environ["ORCHESTRATOR_DESKTOP_IMAGE"]
 TENANT = "t-nodeloss"
 out = {}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def containers(path):
@@ -146,23 +139,7 @@ asyncio.run(main())
 def test_a_lost_worker_node_fails_its_agents_tasks_and_the_api_keeps_answering(
     tmp_path: Path, desktop_image: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # Ray's address detection gives 127.0.0.1
-        ORCHESTRATOR_DATA_DIR=str(tmp_path / "data"),
-        ORCHESTRATOR_DESKTOP_IMAGE=desktop_image,
-    )
-    (tmp_path / "data").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", SCENARIO],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_scenario(SCENARIO, tmp_path, desktop_image)
     assert out["recorder_on_head"] and out["desktops"] == 1, out
     assert out["task_failed_s"] < 30 and "died" in out["task_error"], out
     assert out["agent_status"] == "failed", out

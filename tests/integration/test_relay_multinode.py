@@ -9,13 +9,11 @@ machine, in a child process, so that the session's cluster is not touched).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .serve_api import run_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -30,17 +28,12 @@ from actors import NAMESPACE, Runtime
 from orchestrator.desktop import DesktopSpec
 from orchestrator.domain import AgentSpec
 from serve_app import deploy
+from tests.integration.serve_api import free_port
 from tests.integration.relay_client import Viewer
 
 IMAGE = os.environ["ORCHESTRATOR_DESKTOP_IMAGE"]
 TENANT = "t-relay-nodes"
 out = {}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_of(handle):
@@ -123,24 +116,7 @@ asyncio.run(main())
 def test_the_relay_gets_frames_of_a_desktop_on_another_node_without_its_loopback_proxy(
     tmp_path: Path, desktop_image: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
-    env.pop("ORCHESTRATOR_LIVE_VIEW_PROXY", None)
-    env.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # Ray's address detection gives 127.0.0.1
-        ORCHESTRATOR_DATA_DIR=str(tmp_path / "data"),
-        ORCHESTRATOR_DESKTOP_IMAGE=desktop_image,
-    )
-    (tmp_path / "data").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", SCENARIO],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_scenario(SCENARIO, tmp_path, desktop_image)
     assert out["agent_on_worker"] and out["replicas_on_head"], out
     # the worker's desktop serves no loopback link: the API says so, it does not hand one out
     status, text = out["live_view"]
