@@ -135,11 +135,16 @@ def test_a_subtree_over_its_budget_is_cancelled_with_the_reason(
         assert sum(sum(e["kind"] == "step" for e in _events(h, s)) for s in subs) == taken
         # the boss's timeline: the budget and what exceeded it, then the end with the reason
         timeline = _events(h, root.id)
-        (noted,) = [e for e in timeline if e["kind"] == "log" and "budget" in e["data"]]
-        assert noted["data"]["msg"] == reason
-        assert noted["data"]["budget"] == {"steps": BUDGET_STEPS}
-        assert noted["data"]["subtree_usage"]["steps"] > BUDGET_STEPS
-        assert noted["data"]["noticed_by"] in subs
+        notes = [e for e in timeline if e["kind"] == "log" and "budget" in e["data"]]
+        # one notice per specialist that saw the budget exceeded: two stepping at the same
+        # moment may both see it (each names itself); the subtree is cancelled once all the same
+        assert 1 <= len(notes) <= len(subs), notes
+        assert len({n["data"]["noticed_by"] for n in notes}) == len(notes), notes
+        for noted in notes:
+            assert noted["data"]["msg"] == reason
+            assert noted["data"]["budget"] == {"steps": BUDGET_STEPS}
+            assert noted["data"]["subtree_usage"]["steps"] > BUDGET_STEPS
+            assert noted["data"]["noticed_by"] in subs
         last = [e for e in timeline if e["kind"] == "task"][-1]
         assert (last["data"]["state"], last["data"]["error"]) == ("cancelled", reason)
         agent = h.get(f"/v1/agents/{boss.id}").json()
