@@ -30,7 +30,7 @@ import ray
 from orchestrator.domain import AgentInfo
 from orchestrator.front import Capacity, NodeCapacity
 
-__all__ = ["DESKTOP_RESOURCE", "RAY_READ_TTL_S", "node_label", "read_capacity"]
+__all__ = ["DESKTOP_RESOURCE", "RAY_READ_TTL_S", "free_desktops", "node_label", "read_capacity"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ def node_label(node_id: str) -> str:
         ('node-', 17)
     """
     return "node-" + hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:12]
+
+
+def free_desktops(node_id: str) -> float:
+    """The ``desktop`` units free on node ``node_id`` now, as Ray says (read fresh, not from
+    the capacity cache: a hire decides by it). Blocking (a control-plane call)."""
+    from ray._private import state
+
+    available: dict[str, dict[str, float]] = state.available_resources_per_node()  # type: ignore[no-untyped-call]
+    return float(available.get(node_id, {}).get(DESKTOP_RESOURCE, 0))
 
 
 def _cluster() -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:

@@ -71,7 +71,7 @@ def unplaced(handle: Any) -> bool:
     False when the state cannot be read. Blocking (control-plane calls)."""
     from ray._private import state
 
-    from ._capacity import DESKTOP_RESOURCE
+    from ._capacity import free_desktops
 
     try:
         entry: Any = state.actors(handle._actor_id.hex())
@@ -83,8 +83,7 @@ def unplaced(handle: Any) -> bool:
         node = str(address.get("NodeID") or "")
         if not node.strip("f"):
             return True  # not forwarded to any raylet yet
-        free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
-        return float(free.get(node, {}).get(DESKTOP_RESOURCE, 0)) < 1
+        return free_desktops(node) < 1
     except Exception as e:  # noqa: BLE001 - unknown counts as placed: no false notice
         log.info("actor %s: state unreadable: %s", handle, e)
         return False
@@ -248,14 +247,10 @@ def _prepare_here() -> bool:
     desktop started here meanwhile would take memory no unit accounts for."""
     if not settings().autoscale or ray_env().fake_cluster:
         return True
-    from ray._private import state
-
-    from ._capacity import DESKTOP_RESOURCE
+    from ._capacity import free_desktops
 
     try:
-        free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
-        node = ray.get_runtime_context().get_node_id()
-        return float(free.get(node, {}).get(DESKTOP_RESOURCE, 0)) >= 1
+        return free_desktops(ray.get_runtime_context().get_node_id()) >= 1
     except Exception as e:  # noqa: BLE001 - unknown: the child starts its own desktop
         log.info("free desktop units unreadable: %s", e)
         return False
